@@ -1,0 +1,88 @@
+"""Inventory for bare `@orbstack`: every machine, grouped by state, distro and arch.
+
+`make_names_data` is static and runs while pyinfra loads the inventory, before
+any State (and so before the shared binary process) exists, so this runs the
+binary's one-shot `list --json` command instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator
+
+from gevent.subprocess import PIPE, Popen
+from pyinfra.api.exceptions import InventoryError
+
+from . import _binary
+
+LIST_TIMEOUT_SECONDS = 60
+
+HostNameData = tuple[str, dict[str, Any], list[str]]
+
+
+def list_machines() -> list[dict[str, Any]]:
+    """Machines as `Machine` objects (docs/protocol.md), or InventoryError."""
+    try:
+        binary = _binary.find_binary()
+    except _binary.BinaryNotFoundError as e:
+        raise InventoryError(f"Cannot list OrbStack machines: {e}") from None
+
+    argv = [binary, "list", "--json"]
+    try:
+        proc = Popen(argv, stdout=PIPE, stderr=PIPE, stdin=PIPE)
+        stdout, stderr = proc.communicate(timeout=LIST_TIMEOUT_SECONDS)
+    except OSError as e:
+        raise InventoryError(f"Cannot run {binary}: {e}") from None
+    except Exception:  # TimeoutExpired
+        proc.kill()
+        raise InventoryError(
+            f"`{' '.join(argv)}` did not answer within {LIST_TIMEOUT_SECONDS} s: "
+            "is OrbStack stuck? Try `orbctl status`.",
+        ) from None
+
+    if proc.returncode != 0:
+        message = stderr.decode("utf-8", "replace").strip() or f"exit status {proc.returncode}"
+        raise InventoryError(f"Cannot list OrbStack machines: {message}")
+
+    try:
+        listed = json.loads(stdout)
+    except ValueError as e:
+        raise InventoryError(f"`{' '.join(argv)}` printed something that is not JSON: {e}") from None
+    # Accept both a bare array and the `machines.list` result object.
+    if isinstance(listed, dict):
+        listed = listed.get("machines") or []
+    return list(listed)
+
+
+def group_name(prefix: str, value: str) -> str:
+    """A group name that is a valid Python identifier (usable in group_data/ files)."""
+    return f"{prefix}_" + re.sub(r"[^A-Za-z0-9_]", "_", value)
+
+
+def names_data_for_machine(machine: dict[str, Any]) -> HostNameData:
+    name = machine["name"]
+    data = {
+        "orbstack_machine": name,
+        "orbstack_distro": machine.get("distro") or "",
+        "orbstack_version": machine.get("version") or "",
+        "orbstack_arch": machine.get("arch") or "",
+        "orbstack_default_user": machine.get("default_user") or "",
+        "orbstack_ip4": machine.get("ip4") or "",
+    }
+    groups = ["@orbstack"]
+    for prefix_value in (machine.get("state"), machine.get("distro"), machine.get("arch")):
+        if prefix_value:
+            groups.append(group_name("orbstack", prefix_value))
+    return f"@orbstack/{name}", data, groups
+
+
+def all_machines_names_data() -> Iterator[HostNameData]:
+    machines = list_machines()
+    if not machines:
+        raise InventoryError(
+            "`@orbstack` means every OrbStack machine, and there are none: create one "
+            "(`orbctl create debian NAME`) or name one with `@orbstack/NAME`.",
+        )
+    for machine in sorted(machines, key=lambda m: m["name"]):
+        yield names_data_for_machine(machine)

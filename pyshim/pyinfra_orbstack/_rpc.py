@@ -1,0 +1,275 @@
+"""JSON-RPC 2.0 client for `pyinfra-orbstack serve`, over the child's stdin/stdout.
+
+Framing and methods are specified in docs/protocol.md. This module knows nothing
+about pyinfra: it starts the binary, multiplexes concurrent calls from many
+greenlets over one pipe pair, and routes streamed `command.output` notifications
+to the call that asked for them.
+
+Everything here is gevent-cooperative with or without monkey-patching: the child
+is a `gevent.subprocess.Popen`, whose pipes are gevent file objects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections import deque
+from typing import Any, Callable
+
+import gevent
+import gevent.event
+import gevent.lock
+from gevent.subprocess import PIPE, Popen
+
+# The one place the shim's protocol version lives; the binary reports its own in
+# `initialize` and a difference is fatal (docs/protocol.md, "Versioning").
+PROTOCOL_VERSION = 1
+
+# Error codes from docs/protocol.md.
+ORBCTL_NOT_FOUND = -32001
+ORBSTACK_NOT_RUNNING = -32002
+MACHINE_NOT_FOUND = -32003
+MACHINE_EXISTS = -32004
+TIMEOUT = -32005
+ORBCTL_FAILED = -32006
+BAD_ARGUMENT = -32007
+IO_ERROR = -32008
+PROTOCOL_MISMATCH = -32009
+NOT_READY = -32010
+CANCELLED = -32800
+
+# How long a polite shutdown may take before the child is killed.
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+# Lines of the child's stderr kept to explain a crash.
+STDERR_TAIL_LINES = 5
+
+logger = logging.getLogger("pyinfra_orbstack.rpc")
+
+OutputSink = Callable[[str, str], None]
+
+
+class RPCError(Exception):
+    """An error object returned by the binary (a failed request, not a dead pipe)."""
+
+    def __init__(self, code: int, message: str, data: dict | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data or {}
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind", ""))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BinaryGoneError(ConnectionError):
+    """The binary exited or its pipe broke; every pending and later call fails with this."""
+
+
+class RPCClient:
+    """One running `pyinfra-orbstack serve` child and the calls in flight to it."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = list(argv)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, gevent.event.AsyncResult] = {}
+        self._sinks: dict[int, OutputSink] = {}
+        self._write_lock = gevent.lock.Semaphore()
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._gone: BinaryGoneError | None = None
+        self._closing = False
+
+        # Raises OSError (FileNotFoundError, PermissionError) if argv[0] cannot run.
+        self._proc = Popen(self.argv, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        self.pid = self._proc.pid
+        self._greenlets = [
+            gevent.spawn(self._read_messages),
+            gevent.spawn(self._drain_stderr),
+            gevent.spawn(self._watch_exit),
+        ]
+
+    # -- public API
+
+    @property
+    def alive(self) -> bool:
+        return self._gone is None
+
+    def call(
+        self,
+        method: str,
+        params: Any = None,
+        timeout: float | None = None,
+        on_output: OutputSink | None = None,
+    ) -> Any:
+        """Send a request and wait for its result.
+
+        Raises RPCError for an error reply, BinaryGoneError if the binary dies
+        first, and TimeoutError (after cancelling the request) if no reply comes
+        within `timeout` seconds. `on_output(stream, line)` receives the
+        request's `command.output` notifications, in the order they were sent.
+        """
+        if self._gone is not None:
+            raise self._gone
+
+        request_id = next(self._ids)
+        result = gevent.event.AsyncResult()
+        # Registered before sending: a fast reply must find its waiter.
+        self._pending[request_id] = result
+        if on_output is not None:
+            self._sinks[request_id] = on_output
+
+        try:
+            self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            try:
+                return result.get(timeout=timeout)
+            except gevent.Timeout:
+                self._cancel(request_id)
+                raise TimeoutError(f"{method} got no reply within {timeout} s") from None
+        finally:
+            self._pending.pop(request_id, None)
+            self._sinks.pop(request_id, None)
+
+    def close(self) -> None:
+        """Ask the binary to shut down, then make sure it is gone. Never raises."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._gone is None:
+            try:
+                self.call("shutdown", {}, timeout=SHUTDOWN_GRACE_SECONDS)
+            except Exception as e:  # a dying binary is what we wanted anyway
+                logger.debug("shutdown call failed: %s", e)
+        self._close_stdin()
+        try:
+            self._proc.wait(timeout=SHUTDOWN_GRACE_SECONDS)
+        except Exception:
+            self._kill()
+        self._fail_all(BinaryGoneError("the pyinfra-orbstack binary was shut down"))
+        gevent.joinall(self._greenlets, timeout=SHUTDOWN_GRACE_SECONDS)
+        gevent.killall(self._greenlets, block=False)
+
+    def kill_now(self) -> None:
+        """Last resort at interpreter exit: no greenlet switches, no waiting."""
+        self._closing = True
+        self._close_stdin()
+        self._kill()
+
+    # -- internals
+
+    def _send(self, message: dict) -> None:
+        # ASCII-only JSON, so the byte length equals the string length.
+        body = json.dumps(message, separators=(",", ":")).encode("ascii")
+        frame = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        # A gevent file write can yield mid-frame; the lock keeps frames whole.
+        with self._write_lock:
+            if self._gone is not None:
+                raise self._gone
+            try:
+                self._proc.stdin.write(frame)
+                self._proc.stdin.flush()
+            except (OSError, ValueError) as e:
+                gone = self._gone_error(f"could not write to it ({e})")
+                self._fail_all(gone)
+                raise gone from None
+
+    def _cancel(self, request_id: int) -> None:
+        try:
+            self._send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": request_id}})
+        except ConnectionError:
+            pass
+
+    def _read_messages(self) -> None:
+        stdout = self._proc.stdout
+        reason = "it closed its output"
+        try:
+            while True:
+                length = None
+                while True:
+                    header = stdout.readline()
+                    if not header:
+                        return
+                    header = header.strip()
+                    if not header:
+                        break
+                    name, _, value = header.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                if length is None:
+                    reason = "it sent a frame without Content-Length"
+                    return
+                body = stdout.read(length)
+                if len(body) < length:
+                    return
+                self._dispatch(json.loads(body))
+        except Exception as e:  # a garbled stream is as fatal as a closed one
+            reason = f"its output could not be parsed ({e})"
+        finally:
+            self._fail_all(self._gone_error(reason))
+
+    def _dispatch(self, message: dict) -> None:
+        if "method" in message:
+            if message.get("method") == "command.output":
+                params = message.get("params") or {}
+                sink = self._sinks.get(params.get("request_id"))
+                if sink is not None:
+                    try:
+                        sink(params.get("stream", "stdout"), params.get("line", ""))
+                    except Exception:
+                        logger.exception("output handler failed")
+            return
+
+        result = self._pending.get(message.get("id"))
+        if result is None:  # a reply to a call that already timed out
+            return
+        error = message.get("error")
+        if error is not None:
+            result.set_exception(
+                RPCError(int(error.get("code", 0)), str(error.get("message", "")), error.get("data")),
+            )
+        else:
+            result.set(message.get("result"))
+
+    def _drain_stderr(self) -> None:
+        # Required: a full stderr pipe would block the binary.
+        for raw in self._proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._stderr_tail.append(line)
+            logger.debug("[pyinfra-orbstack %d] %s", self.pid, line)
+
+    def _watch_exit(self) -> None:
+        # EOF on stdout normally says the child died; this also covers a child
+        # whose own children still hold the pipe open.
+        code = self._proc.wait()
+        gevent.sleep(0.05)  # let the reader deliver replies already in the pipe
+        self._fail_all(self._gone_error(f"it exited with status {code}"))
+
+    def _gone_error(self, reason: str) -> BinaryGoneError:
+        message = f"the pyinfra-orbstack binary (pid {self.pid}) stopped answering: {reason}"
+        if self._stderr_tail and not self._closing:
+            message += "; its last output: " + " | ".join(self._stderr_tail)
+        return BinaryGoneError(message)
+
+    def _fail_all(self, error: BinaryGoneError) -> None:
+        if self._gone is None:
+            self._gone = error
+        for result in list(self._pending.values()):
+            if not result.ready():
+                result.set_exception(self._gone)
+
+    def _close_stdin(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except Exception:
+            pass
+
+    def _kill(self) -> None:
+        try:
+            if self._proc.poll() is None:
+                self._proc.kill()
+        except Exception:
+            pass

@@ -1,0 +1,119 @@
+"""One shared `pyinfra-orbstack serve` process per pyinfra run (State).
+
+Started lazily by the first host's connect(), exactly once however many hosts
+connect at the same moment, and shut down after the last host disconnects. An
+atexit hook kills whatever is still running when Python exits (Ctrl-C, errors).
+docs/architecture.md explains why one shared process rather than one per host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+
+import gevent.lock
+
+from . import _binary, _rpc
+from ._version import __version__
+
+logger = logging.getLogger("pyinfra_orbstack")
+
+INITIALIZE_TIMEOUT_SECONDS = 10
+
+
+class ProtocolMismatchError(RuntimeError):
+    """The binary and this package come from different installs."""
+
+
+class SharedBinary:
+    """Reference-counted access to the run's one binary process."""
+
+    def __init__(self) -> None:
+        self._lock = gevent.lock.Semaphore()
+        self._client: _rpc.RPCClient | None = None
+        self._users = 0
+        self.initialize_result: dict = {}
+
+    def acquire(self) -> _rpc.RPCClient:
+        """Count one more user, starting (or restarting) the binary if needed.
+
+        Raises BinaryNotFoundError, ProtocolMismatchError, or OSError/ConnectionError
+        when the binary cannot be started or does not answer the handshake.
+        """
+        with self._lock:
+            if self._client is None or not self._client.alive:
+                self._client = self._start()
+            self._users += 1
+            return self._client
+
+    def release(self) -> None:
+        """Count one user less; the last one out shuts the binary down."""
+        with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users == 0 and self._client is not None:
+                client, self._client = self._client, None
+                client.close()
+
+    @property
+    def client(self) -> _rpc.RPCClient | None:
+        return self._client
+
+    def _start(self) -> _rpc.RPCClient:
+        argv = [_binary.find_binary(), "serve"]
+        if logging.getLogger("pyinfra").isEnabledFor(logging.DEBUG):
+            argv.append("--debug")
+        client = _rpc.RPCClient(argv)
+        _live_clients.add(client)
+        logger.debug("started %s (pid %d)", " ".join(argv), client.pid)
+        try:
+            result = client.call(
+                "initialize",
+                {"protocol_version": _rpc.PROTOCOL_VERSION, "client_version": __version__},
+                timeout=INITIALIZE_TIMEOUT_SECONDS,
+            )
+        except _rpc.RPCError as e:
+            client.close()
+            if e.code == _rpc.PROTOCOL_MISMATCH:
+                raise ProtocolMismatchError(
+                    mismatch_message(argv[0], e.data.get("binary_protocol_version", "?")),
+                ) from None
+            raise ConnectionError(f"{argv[0]} refused the handshake: {e}") from None
+        except BaseException:
+            client.close()
+            raise
+
+        binary_protocol = (result or {}).get("protocol_version")
+        if binary_protocol != _rpc.PROTOCOL_VERSION:
+            client.close()
+            raise ProtocolMismatchError(mismatch_message(argv[0], binary_protocol))
+        self.initialize_result = result
+        return client
+
+
+def mismatch_message(binary: str, binary_protocol) -> str:
+    return (
+        f"{binary} speaks protocol version {binary_protocol}, but this pyinfra-orbstack "
+        f"{__version__} Python package speaks version {_rpc.PROTOCOL_VERSION}: they come from "
+        f"different installs. Reinstall both together (`pip install --force-reinstall "
+        f"pyinfra-orbstack`), or point {_binary.BINARY_ENV_VAR} at a binary built from the "
+        f"same checkout (`make build`)."
+    )
+
+
+# One SharedBinary per pyinfra State; weak so a finished State frees its entry.
+_by_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_live_clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def for_state(state) -> SharedBinary:
+    shared = _by_state.get(state)
+    if shared is None:
+        shared = _by_state[state] = SharedBinary()
+    return shared
+
+
+@atexit.register
+def _kill_leftover_binaries() -> None:
+    for client in list(_live_clients):
+        client.kill_now()

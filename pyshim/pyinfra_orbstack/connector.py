@@ -1,0 +1,638 @@
+"""The `@orbstack` pyinfra connector: a thin shim over the `pyinfra-orbstack` binary.
+
+Commands are built with pyinfra's own helpers (sudo, su, env, chdir, shell) and
+sent to the binary, which runs them in the machine through orbctl and streams
+their output back. See docs/connector.md for use, docs/architecture.md for design.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import posixpath
+import secrets
+import shlex
+import shutil
+import tempfile
+from io import IOBase
+from typing import TYPE_CHECKING, Any, Iterator
+
+import gevent
+from typing_extensions import TypedDict, Unpack, override
+
+from pyinfra import logger
+from pyinfra.api.command import StringCommand
+from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.api.output import echo, format_text
+from pyinfra.api.util import get_file_io
+from pyinfra.connectors.base import BaseConnector, DataMeta
+from pyinfra.connectors.util import (
+    CommandOutput,
+    OutputLine,
+    execute_command_with_sudo_retry,
+    extract_control_arguments,
+    make_unix_command_for_host,
+)
+
+from . import _binary, _inventory, _rpc, _shared
+
+if TYPE_CHECKING:
+    from pyinfra.api.arguments import ConnectorArguments
+
+DEFAULT_CONNECT_TIMEOUT = 120
+
+# Extra time the binary gets past a command's own timeout to kill it inside the
+# machine (SIGTERM, then SIGKILL after 2 s) and reply, before we give up on it.
+TIMEOUT_GRACE_SECONDS = 10
+
+# Spooling IO objects to disk in chunks, yielding to other greenlets in between.
+SPOOL_CHUNK_BYTES = 1 << 20
+
+ESCALATION_ARGUMENTS = (
+    "_sudo",
+    "_sudo_user",
+    "_use_sudo_login",
+    "_preserve_sudo_env",
+    "_doas",
+    "_doas_user",
+    "_dzdo",
+    "_dzdo_user",
+    "_su_user",
+    "_use_su_login",
+    "_preserve_su_env",
+    "_su_shell",
+    # Only an escalated user may be able to enter it (as with pyinfra's @ssh).
+    "_chdir",
+)
+
+
+class OrbStackOperationError(OSError):
+    """A request the binary could not carry out (pyinfra reports OSErrors per host)."""
+
+
+class OrbStackConnectorData(TypedDict, total=False):
+    orbstack_machine: str
+    orbstack_user: str
+    orbstack_workdir: str
+    orbstack_start: bool
+    orbstack_connect_timeout: int
+    orbstack_image: str
+    orbstack_arch: str
+    orbstack_distro: str
+    orbstack_version: str
+    orbstack_default_user: str
+    orbstack_ip4: str
+
+
+connector_data_meta: dict[str, DataMeta] = {
+    "orbstack_machine": DataMeta("Name of the OrbStack machine (set by `@orbstack/NAME`)."),
+    "orbstack_user": DataMeta(
+        "Linux user commands run as (before any `_sudo`/`_su_user`); "
+        "default: the machine's default user.",
+        "",
+    ),
+    "orbstack_workdir": DataMeta(
+        "Directory commands start in; default: the user's home directory.",
+        "",
+    ),
+    "orbstack_start": DataMeta("Start the machine on connect if it is stopped.", True),
+    "orbstack_connect_timeout": DataMeta(
+        "Seconds to wait on connect for the machine to start and answer commands.",
+        DEFAULT_CONNECT_TIMEOUT,
+    ),
+    "orbstack_image": DataMeta(
+        "Create the machine from this image (`DISTRO[:VERSION]`, e.g. `debian:bookworm`) "
+        "on connect if it does not exist; without it a missing machine is an error.",
+        "",
+    ),
+    "orbstack_arch": DataMeta(
+        "The machine's CPU architecture (`arm64`/`amd64`); also the one used when "
+        "`orbstack_image` creates the machine.",
+        "",
+    ),
+    "orbstack_distro": DataMeta("The machine's distro, e.g. `debian` (read-only, from OrbStack).", ""),
+    "orbstack_version": DataMeta(
+        "The machine's distro version, e.g. `bookworm` (read-only, from OrbStack).",
+        "",
+    ),
+    "orbstack_default_user": DataMeta("The machine's default user (read-only, from OrbStack).", ""),
+    "orbstack_ip4": DataMeta("The machine's IPv4 address, once connected (read-only).", ""),
+}
+
+
+class OrbStackConnector(BaseConnector):
+    """
+    The ``@orbstack`` connector runs commands in OrbStack Linux machines, through
+    the ``pyinfra-orbstack`` binary and ``orbctl``. Use ``@orbstack/NAME`` for one
+    machine, or ``@orbstack`` for every machine (grouped as ``orbstack_running``,
+    ``orbstack_<distro>``, ``orbstack_<arch>``). A stopped machine is started on connect.
+
+    Examples:
+
+    .. code:: shell
+
+        # Run a deploy against the machine named "web"
+        pyinfra @orbstack/web deploy.py
+
+        # Run a command on every machine
+        pyinfra @orbstack exec -- uname -a
+    """
+
+    handles_execution = True
+
+    data_cls = OrbStackConnectorData
+    data_meta = connector_data_meta
+
+    def __init__(self, state, host):
+        super().__init__(state, host)
+        # Kept cheap: pyinfra builds every host's connector before connecting any.
+        self.machine: dict[str, Any] = {}
+        self._shared = _shared.for_state(state)
+        self._holds_binary = False
+        self._local_temp_dir: str | None = None
+
+    @override
+    @staticmethod
+    def make_names_data(name=None) -> Iterator[tuple[str, dict, list[str]]]:
+        if name is None:
+            yield from _inventory.all_machines_names_data()
+            return
+        if not name or "/" in name:
+            raise InventoryError(
+                f"Invalid @orbstack host `@orbstack/{name}`: use `@orbstack/MACHINE` "
+                "for one machine or `@orbstack` for all of them.",
+            )
+        yield f"@orbstack/{name}", {"orbstack_machine": name}, ["@orbstack"]
+
+    @property
+    def machine_name(self) -> str:
+        return self.data["orbstack_machine"]
+
+    # -- connect / disconnect
+
+    @override
+    def connect(self) -> None:
+        client = self._acquire_binary()
+        try:
+            reply = client.call(
+                "machine.connect",
+                self._connect_params(),
+                timeout=self.data["orbstack_connect_timeout"] + TIMEOUT_GRACE_SECONDS,
+            )
+        except _rpc.RPCError as e:
+            self._release_binary()
+            raise ConnectError(self._connect_error_message(e)) from None
+        except (ConnectionError, TimeoutError) as e:
+            self._release_binary()
+            raise ConnectError(f"OrbStack machine `{self.machine_name}`: {e}") from None
+
+        self.machine = reply.get("machine") or {}
+        if reply.get("created"):
+            logger.info(f"{self.host.print_prefix}Created OrbStack machine: {self.machine_name}")
+        elif reply.get("started"):
+            logger.info(f"{self.host.print_prefix}Started stopped OrbStack machine: {self.machine_name}")
+        self._publish_machine_data()
+
+    @override
+    def disconnect(self) -> None:
+        self._release_binary()
+        if self._local_temp_dir:
+            shutil.rmtree(self._local_temp_dir, ignore_errors=True)
+            self._local_temp_dir = None
+
+    def _connect_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "machine": self.machine_name,
+            "start": bool(self.data["orbstack_start"]),
+            "timeout": self.data["orbstack_connect_timeout"],
+            "create": None,
+        }
+        if self.data["orbstack_image"]:
+            params["create"] = {
+                "image": self.data["orbstack_image"],
+                "arch": self.data["orbstack_arch"] or None,
+                "user": self.data["orbstack_user"] or None,
+            }
+        return params
+
+    def _acquire_binary(self) -> _rpc.RPCClient:
+        try:
+            client = self._shared.acquire()
+        except _binary.BinaryNotFoundError as e:
+            raise ConnectError(str(e)) from None
+        except _shared.ProtocolMismatchError as e:
+            raise ConnectError(str(e)) from None
+        except (OSError, TimeoutError) as e:
+            raise ConnectError(f"could not start the pyinfra-orbstack binary: {e}") from None
+        self._holds_binary = True
+        return client
+
+    def _release_binary(self) -> None:
+        if self._holds_binary:
+            self._holds_binary = False
+            self._shared.release()
+
+    def _connect_error_message(self, error: _rpc.RPCError) -> str:
+        name = self.machine_name
+        if error.code == _rpc.ORBCTL_NOT_FOUND:
+            searched = ", ".join(error.data.get("searched") or [])
+            return (
+                f"orbctl was not found{f' (looked in {searched})' if searched else ''}: "
+                "install OrbStack from https://orbstack.dev, or set PYINFRA_ORBSTACK_ORBCTL "
+                "to orbctl's path."
+            )
+        if error.code == _rpc.ORBSTACK_NOT_RUNNING:
+            return (
+                f"OrbStack is not running and could not be started ({error.message}): "
+                "open the OrbStack app or run `orbctl start`, then try again."
+            )
+        if error.code == _rpc.MACHINE_NOT_FOUND:
+            available = error.data.get("available") or []
+            existing = (
+                f"existing machines: {', '.join(available)}" if available else "there are no machines yet"
+            )
+            return (
+                f"No OrbStack machine named `{name}` ({existing}). Create it with "
+                f"`orbctl create debian {name}`, or set `orbstack_image` in its inventory "
+                "data to let pyinfra create it."
+            )
+        if error.code == _rpc.NOT_READY:
+            return (
+                f"OrbStack machine `{name}` did not become ready within "
+                f"{self.data['orbstack_connect_timeout']} s ({error.message}): check "
+                f"`orbctl logs {name}`, or raise `orbstack_connect_timeout`."
+            )
+        if error.code == _rpc.BAD_ARGUMENT:
+            return f"Invalid OrbStack machine `{name}`: {error.message}"
+        if error.kind == "orbctl_failed" and self.data["orbstack_start"]:
+            return f"Could not start OrbStack machine `{name}`: {error.message}"
+        return f"OrbStack machine `{name}`: {error.message}"
+
+    def _publish_machine_data(self) -> None:
+        # Facts and deploys can read these (host.data.orbstack_ip4 and so on).
+        for key, field in (
+            ("orbstack_distro", "distro"),
+            ("orbstack_version", "version"),
+            ("orbstack_arch", "arch"),
+            ("orbstack_default_user", "default_user"),
+            ("orbstack_ip4", "ip4"),
+        ):
+            value = self.machine.get(field)
+            if value:
+                setattr(self.host.data, key, value)
+                self.data[key] = value
+
+    # -- commands
+
+    @override
+    def run_shell_command(
+        self,
+        command: StringCommand | str,
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Unpack[ConnectorArguments],
+    ) -> tuple[bool, CommandOutput]:
+        control = extract_control_arguments(arguments)
+        timeout = control.get("_timeout")
+        success_exit_codes = control.get("_success_exit_codes")
+        # _get_pty is accepted and ignored: orbctl connects the command to pipes.
+        stdin_b64 = _encode_stdin(control.get("_stdin"))
+
+        def execute_command() -> tuple[int, CommandOutput]:
+            # Rebuilt on every call so a sudo password retry picks up the password.
+            unix_command = make_unix_command_for_host(self.state, self.host, command, **arguments)
+            logger.debug("--> Running command on %s: %s", self.host.name, unix_command)  # masked
+            if print_input:
+                echo(f"{self.host.print_prefix}>>> {unix_command}", err=True)
+            return self._run(unix_command.get_raw_value(), stdin_b64, timeout, print_output)
+
+        return_code, output = execute_command_with_sudo_retry(self.host, arguments, execute_command)
+        if success_exit_codes:
+            return return_code in success_exit_codes, output
+        return return_code == 0, output
+
+    def _run(
+        self,
+        raw_command: str,
+        stdin_b64: str | None,
+        timeout: float | None,
+        print_output: bool,
+    ) -> tuple[int, CommandOutput]:
+        lines: list[OutputLine] = []
+        prefix = self.host.print_prefix
+
+        def on_output(stream: str, line: str) -> None:
+            lines.append(OutputLine(stream, line))
+            if print_output:
+                shown = format_text(line, "red") if stream == "stderr" else line
+                echo(f"{prefix}{shown}", err=True)
+
+        params: dict[str, Any] = {
+            "machine": self.machine_name,
+            "command": raw_command,
+            "user": self.data["orbstack_user"] or "",
+            "workdir": self.data["orbstack_workdir"] or "",
+        }
+        if stdin_b64 is not None:
+            params["stdin_b64"] = stdin_b64
+        if timeout:
+            params["timeout"] = timeout
+
+        with self._binary_for_call() as client:
+            try:
+                result = client.call(
+                    "command.run",
+                    params,
+                    timeout=timeout + TIMEOUT_GRACE_SECONDS if timeout else None,
+                    on_output=on_output,
+                )
+            except _rpc.RPCError as e:
+                if e.code == _rpc.TIMEOUT:
+                    raise TimeoutError(
+                        f"command timed out after {timeout} s and was killed in "
+                        f"machine `{self.machine_name}`",
+                    ) from None
+                raise OrbStackOperationError(f"`{self.machine_name}`: {e.message}") from None
+        return int(result["exit_code"]), CommandOutput(lines)
+
+    def _binary_for_call(self):
+        """The shared binary; a host that already disconnected borrows it for one call.
+
+        pyinfra runs `rm` of its sudo askpass file after disconnect().
+        """
+        return _BinaryLease(self)
+
+    # -- files
+
+    @override
+    def put_file(
+        self,
+        filename_or_io: str | IOBase,
+        remote_filename: str,
+        remote_temp_filename: str | None = None,  # staging is always in a private dir
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Unpack[ConnectorArguments],
+    ) -> bool:
+        command_arguments = dict(arguments)
+        extract_control_arguments(command_arguments)
+        target_user = _escalation_target(command_arguments)
+
+        with self._local_source(filename_or_io) as local_path:
+            if target_user is None:
+                self._transfer("file.put", local_path, remote_filename)
+            else:
+                self._put_escalated(local_path, remote_filename, target_user, command_arguments, print_input)
+
+        if print_output:
+            echo(f"{self.host.print_prefix}file uploaded: {remote_filename}", err=True)
+        return True
+
+    @override
+    def get_file(
+        self,
+        remote_filename: str,
+        filename_or_io: str | IOBase,
+        remote_temp_filename: str | None = None,  # staging is always in a private dir
+        print_output: bool = False,
+        print_input: bool = False,
+        **arguments: Unpack[ConnectorArguments],
+    ) -> bool:
+        command_arguments = dict(arguments)
+        extract_control_arguments(command_arguments)
+        target_user = _escalation_target(command_arguments)
+
+        with self._local_destination(filename_or_io) as local_path:
+            if target_user is None:
+                self._transfer("file.get", local_path, remote_filename)
+            else:
+                self._get_escalated(remote_filename, local_path, command_arguments, print_input)
+
+        if print_output:
+            echo(f"{self.host.print_prefix}file downloaded: {remote_filename}", err=True)
+        return True
+
+    def _transfer(self, method: str, local_path: str, remote_path: str) -> None:
+        params = {
+            "machine": self.machine_name,
+            "user": self.data["orbstack_user"] or "",
+            "local_path": local_path,
+            "remote_path": remote_path,
+        }
+        if method == "file.put":
+            params["mode"] = ""
+        with self._binary_for_call() as client:
+            try:
+                client.call(method, params)
+            except _rpc.RPCError as e:
+                raise OSError(f"{remote_path}: {e.message}") from None
+
+    def _put_escalated(self, local_path, remote_filename, target_user, arguments, print_input) -> None:
+        # Upload as the connector user into a private directory, then copy into
+        # place as the target user: a temp file next to the destination, renamed
+        # over it, so the destination is replaced whole or not at all.
+        plain_arguments = _without_escalation(arguments)
+        shared_with_other_user = target_user != "root"
+        stage_dir = self._make_stage_dir(plain_arguments, print_input, shared_with_other_user)
+        try:
+            staged = f"{stage_dir}/{secrets.token_hex(8)}"
+            self._transfer("file.put", local_path, staged)
+            if shared_with_other_user:
+                self._check(f"chmod 0644 {shlex.quote(staged)}", plain_arguments, print_input)
+            dest_dir = posixpath.dirname(remote_filename) or "."
+            temp = f"{dest_dir}/.{posixpath.basename(remote_filename)}.pyinfra-{secrets.token_hex(6)}"
+            q_temp, q_dest = shlex.quote(temp), shlex.quote(remote_filename)
+            script = (
+                f"trap 'rm -f {q_temp}' EXIT && cat {shlex.quote(staged)} > {q_temp} && "
+                f"if [ -e {q_dest} ]; then chmod \"$(stat -c %a {q_dest})\" {q_temp} && "
+                f"{{ chown \"$(stat -c %u:%g {q_dest})\" {q_temp} 2>/dev/null || true; }}; fi && "
+                f"mv -f {q_temp} {q_dest}"
+            )
+            self._check(script, arguments, print_input)
+        finally:
+            self._remove_stage_dir(stage_dir, plain_arguments, print_input)
+
+    def _get_escalated(self, remote_filename, local_path, arguments, print_input) -> None:
+        # The target user copies the file into a directory only it can list
+        # (mode 0711, random file name), where the connector user can read it.
+        temp_root = self.host.get_temp_dir_config()
+        name = secrets.token_hex(8)
+        script = (
+            f"d=$(mktemp -d {shlex.quote(temp_root + '/pyinfra-orbstack-XXXXXXXX')}) && "
+            f"chmod 0711 \"$d\" && cat {shlex.quote(remote_filename)} > \"$d/{name}\" && "
+            f"chmod 0644 \"$d/{name}\" && echo \"$d\" || {{ rm -rf \"$d\"; exit 1; }}"
+        )
+        output = self._check(script, arguments, print_input)
+        stage_dir = output.stdout_lines[-1]
+        try:
+            self._transfer("file.get", local_path, f"{stage_dir}/{name}")
+        finally:
+            self._remove_stage_dir(stage_dir, arguments, print_input)
+
+    def _make_stage_dir(self, arguments, print_input, shared_with_other_user: bool) -> str:
+        temp_root = self.host.get_temp_dir_config()
+        mode = "0711" if shared_with_other_user else "0700"
+        output = self._check(
+            f"d=$(mktemp -d {shlex.quote(temp_root + '/pyinfra-orbstack-XXXXXXXX')}) && "
+            f"chmod {mode} \"$d\" && echo \"$d\"",
+            arguments,
+            print_input,
+        )
+        return output.stdout_lines[-1]
+
+    def _remove_stage_dir(self, stage_dir: str, arguments, print_input) -> None:
+        try:
+            ok, output = self.run_shell_command(
+                StringCommand("rm", "-rf", shlex.quote(stage_dir)),
+                print_input=print_input,
+                **arguments,
+            )
+            if not ok:
+                logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {output.stderr}")
+        except OSError as e:
+            logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {e}")
+
+    def _check(self, script: str, arguments, print_input) -> CommandOutput:
+        ok, output = self.run_shell_command(StringCommand(script), print_input=print_input, **arguments)
+        if not ok:
+            raise OSError(output.stderr or output.stdout or f"command failed: {script}")
+        return output
+
+    # -- local side of transfers
+
+    def _private_dir(self) -> str:
+        if self._local_temp_dir is None:
+            self._local_temp_dir = tempfile.mkdtemp(prefix="pyinfra-orbstack-")  # mode 0700
+        return self._local_temp_dir
+
+    def _local_source(self, filename_or_io):
+        return _LocalSource(self, filename_or_io)
+
+    def _local_destination(self, filename_or_io):
+        return _LocalDestination(self, filename_or_io)
+
+
+class _BinaryLease:
+    def __init__(self, connector: OrbStackConnector):
+        self.connector = connector
+        self.borrowed = False
+
+    def __enter__(self) -> _rpc.RPCClient:
+        connector = self.connector
+        if connector._holds_binary:
+            client = connector._shared.client
+            if client is None:
+                raise _rpc.BinaryGoneError("the pyinfra-orbstack binary is not running")
+            return client
+        self.borrowed = True
+        try:
+            return connector._shared.acquire()
+        except Exception as e:
+            raise ConnectionError(f"could not start the pyinfra-orbstack binary: {e}") from None
+
+    def __exit__(self, *exc) -> None:
+        if self.borrowed:
+            self.connector._shared.release()
+
+
+class _LocalSource:
+    """A local path the binary can read: the file itself, or an IO object spooled to disk."""
+
+    def __init__(self, connector: OrbStackConnector, filename_or_io):
+        self.connector = connector
+        self.filename_or_io = filename_or_io
+        self.spooled: str | None = None
+
+    def __enter__(self) -> str:
+        if isinstance(self.filename_or_io, str):
+            return os.path.abspath(self.filename_or_io)
+        fd, self.spooled = tempfile.mkstemp(dir=self.connector._private_dir())
+        with os.fdopen(fd, "wb") as spool, get_file_io(self.filename_or_io) as source:
+            while True:
+                chunk = source.read(SPOOL_CHUNK_BYTES)
+                if not chunk:
+                    break
+                spool.write(chunk.encode() if isinstance(chunk, str) else chunk)
+                gevent.sleep(0)
+        return self.spooled
+
+    def __exit__(self, *exc) -> None:
+        if self.spooled:
+            try:
+                os.remove(self.spooled)
+            except OSError:
+                pass
+
+
+class _LocalDestination:
+    """A local path the binary writes to; copied into the IO object afterwards."""
+
+    def __init__(self, connector: OrbStackConnector, filename_or_io):
+        self.connector = connector
+        self.filename_or_io = filename_or_io
+        self.spooled: str | None = None
+
+    def __enter__(self) -> str:
+        if isinstance(self.filename_or_io, str):
+            return os.path.abspath(self.filename_or_io)
+        self.spooled = os.path.join(self.connector._private_dir(), secrets.token_hex(8))
+        return self.spooled
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if not self.spooled:
+            return
+        try:
+            if exc_type is None:
+                with open(self.spooled, "rb") as spool:
+                    with get_file_io(self.filename_or_io, "wb") as target:
+                        while True:
+                            chunk = spool.read(SPOOL_CHUNK_BYTES)
+                            if not chunk:
+                                break
+                            target.write(chunk)
+                            gevent.sleep(0)
+        finally:
+            for leftover in (self.spooled, self.spooled + ".part"):
+                try:
+                    os.remove(leftover)
+                except OSError:
+                    pass
+
+
+def _escalation_target(arguments: dict) -> str | None:
+    """The user an escalated command runs as, or None if it is not escalated."""
+    if arguments.get("_su_user"):
+        return arguments["_su_user"]
+    for flag in ("_sudo", "_doas", "_dzdo"):
+        if arguments.get(flag):
+            return arguments.get(f"{flag}_user") or "root"
+    return None
+
+
+def _without_escalation(arguments: dict) -> dict:
+    return {k: v for k, v in arguments.items() if k not in ESCALATION_ARGUMENTS}
+
+
+def _encode_stdin(stdin) -> str | None:
+    """pyinfra's `_stdin` (str, bytes, list of lines, or IO) as base64, like write_stdin.
+
+    Each line gets a trailing newline if it lacks one, as pyinfra's own connectors do.
+    """
+    if stdin is None:
+        return None
+    if hasattr(stdin, "readlines"):
+        stdin = stdin.readlines()
+    if not isinstance(stdin, (list, tuple)):
+        stdin = [stdin]
+    chunks = []
+    for line in stdin:
+        data = line.encode() if isinstance(line, str) else bytes(line)
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        chunks.append(data)
+    return base64.b64encode(b"".join(chunks)).decode("ascii")
+
+
+# pyinfra-orbstack's logger for things outside pyinfra's own output.
+logging.getLogger("pyinfra_orbstack").addHandler(logging.NullHandler())
