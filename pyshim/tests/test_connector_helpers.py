@@ -1,0 +1,84 @@
+"""Small pieces of the connector that pyinfra relies on, checked without a machine."""
+
+from __future__ import annotations
+
+import base64
+from io import BytesIO, StringIO
+
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.exceptions import InventoryError
+from typing_extensions import get_type_hints
+
+from pyinfra_orbstack.connector import OrbStackConnector, _encode_stdin, _escalation_target
+
+
+def decoded(stdin) -> bytes:
+    return base64.b64decode(_encode_stdin(stdin))
+
+
+@pytest.mark.parametrize(
+    "stdin, expected",
+    [
+        ("one line", b"one line\n"),
+        ("ends\n", b"ends\n"),
+        (["a", "b\n"], b"a\nb\n"),
+        (b"raw bytes", b"raw bytes\n"),
+        (StringIO("x\ny"), b"x\ny\n"),
+        (BytesIO(b"p\nq\n"), b"p\nq\n"),
+    ],
+)
+def test_stdin_is_sent_the_way_pyinfra_writes_it(stdin, expected):
+    assert decoded(stdin) == expected
+
+
+def test_no_stdin_sends_nothing():
+    assert _encode_stdin(None) is None
+
+
+@pytest.mark.parametrize(
+    "arguments, target",
+    [
+        ({}, None),
+        ({"_sudo": False, "_sudo_user": "alice"}, None),
+        ({"_sudo": True}, "root"),
+        ({"_sudo": True, "_sudo_user": "alice"}, "alice"),
+        ({"_doas": True}, "root"),
+        ({"_su_user": "bob", "_sudo": True}, "bob"),
+    ],
+)
+def test_escalation_target_is_the_user_the_command_ends_up_as(arguments, target):
+    assert _escalation_target(arguments) == target
+
+
+def test_every_connector_data_key_is_documented():
+    # pyinfra raises KeyError for a key without DataMeta, and its docs generator
+    # lists data_meta: both need every key.
+    keys = set(get_type_hints(OrbStackConnector.data_cls))
+    assert keys == set(OrbStackConnector.data_meta)
+    assert all(meta.description for meta in OrbStackConnector.data_meta.values())
+
+
+def test_one_machine_is_one_host_in_the_orbstack_group():
+    inventory = Inventory((["@orbstack/web"], {}))
+    State(inventory, Config())
+    host = inventory.get_host("@orbstack/web")
+    assert isinstance(host.connector, OrbStackConnector)
+    assert host.data.orbstack_machine == "web"
+    assert host.connector.data["orbstack_start"] is True
+    assert "@orbstack" in host.groups
+
+
+def test_inventory_data_chooses_user_and_workdir():
+    inventory = Inventory(
+        ([("@orbstack/web", {"orbstack_user": "app", "orbstack_workdir": "/srv"})], {}),
+    )
+    State(inventory, Config())
+    data = inventory.get_host("@orbstack/web").connector.data
+    assert (data["orbstack_user"], data["orbstack_workdir"]) == ("app", "/srv")
+
+
+@pytest.mark.parametrize("name", ["", "a/b"])
+def test_a_malformed_host_name_is_an_inventory_error(name):
+    with pytest.raises(InventoryError, match="@orbstack/MACHINE"):
+        list(OrbStackConnector.make_names_data(name))
