@@ -1,0 +1,130 @@
+"""A user's install: the platform wheel in a fresh venv, with no Go and no checkout on PATH.
+
+Builds this machine's wheel with pyshim/mkwheel.py around bin/pyinfra-orbstack
+(`make build`), `pip install`s it (dependencies from PyPI) into a new venv, then runs
+what a user runs: the `pyinfra-orbstack` console script, and `pyinfra @orbstack/NAME
+exec` against a simulator machine. Skips, saying why, where the simulator cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from conftest import BIN, REPO, TESTS
+
+MKWHEEL = REPO / "pyshim" / "mkwheel.py"
+GO_TARGETS = {("Linux", "x86_64"): "linux_amd64", ("Linux", "aarch64"): "linux_arm64",
+              ("Darwin", "arm64"): "darwin_arm64", ("Darwin", "x86_64"): "darwin_amd64"}
+
+
+def _version_from_git() -> str:
+    return subprocess.run([str(REPO / ".ci" / "version")], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _user_path() -> str:
+    """PATH without Go, without the checkout's bin/ and without the dev venv."""
+    keep = []
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        if not entry or Path(entry).resolve() in (BIN.resolve(), Path(sys.executable).parent.resolve()):
+            continue
+        if (Path(entry) / "go").exists():
+            continue
+        keep.append(entry)
+    return os.pathsep.join(keep)
+
+
+@pytest.fixture(scope="module")
+def installed(real_binary, tmp_path_factory):
+    """A fresh venv with this machine's wheel installed; returns (venv bin dir, env, version)."""
+    target = GO_TARGETS.get((platform.system(), platform.machine()))
+    if target is None:
+        pytest.skip(f"no wheel for {platform.system()}/{platform.machine()}")
+    version = _version_from_git()
+    work = tmp_path_factory.mktemp("install")
+    build = subprocess.run(
+        [sys.executable, str(MKWHEEL), "--version", version, "--out", str(work / "dist"),
+         "--binary", f"{target}={real_binary}"],
+        capture_output=True, text=True,
+    )
+    assert build.returncode == 0, f"mkwheel failed: {build.stderr}"
+    wheel = Path(build.stdout.split()[0])  # manylinux before musllinux: what pip on glibc picks
+
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYINFRA_ORBSTACK_", "GO", "VIRTUAL_ENV", "PYTHON"))}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{_user_path()}"
+    assert shutil.which("go", path=env["PATH"]) is None, "go is still on the test's PATH"
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        env=env, capture_output=True, text=True, timeout=600, cwd=work,
+    )
+    assert pip.returncode == 0, f"pip install {wheel.name} failed:\n{pip.stdout}\n{pip.stderr}"
+    return venv / "bin", env, version
+
+
+def run(venv_bin: Path, env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    cmd = [str(venv_bin / args[0]), *args[1:]]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=venv_bin.parent)
+
+
+def test_installed_binary_is_the_bundled_one_and_executable(installed):
+    venv_bin, env, _ = installed
+    result = run(venv_bin, env, "python", "-c",
+                 "import pyinfra_orbstack._binary as b, os; p = b.find_binary(); print(p); print(oct(os.stat(p).st_mode & 0o777))")
+    assert result.returncode == 0, result.stderr
+    path, mode = result.stdout.split()
+    assert Path(path).is_relative_to(venv_bin.parent), f"the shim runs {path}, not the binary inside the installed package"
+    assert path.endswith("pyinfra_orbstack/bin/pyinfra-orbstack")
+    assert mode == "0o755"
+
+
+def test_console_script_reports_the_same_version_as_the_shim(installed):
+    venv_bin, env, version = installed
+
+    binary = run(venv_bin, env, "pyinfra-orbstack", "version")
+    shim = run(venv_bin, env, "python", "-c", "import pyinfra_orbstack; print(pyinfra_orbstack.__version__)")
+
+    assert binary.returncode == 0, binary.stderr
+    assert shim.returncode == 0, shim.stderr
+    m = re.match(r"pyinfra-orbstack (\S+) \(protocol (\d+)\)", binary.stdout)
+    assert m, f"unexpected `pyinfra-orbstack version` output: {binary.stdout!r}"
+    assert m[1] == version, f"the bundled binary is {m[1]} but .ci/version says {version}: run `make build`"
+    # The binary speaks semver (1.2.4-dev.4), the wheel PEP 440 (1.2.4.dev4): the same version.
+    assert Version(m[1]) == Version(shim.stdout.strip())
+    assert shim.stdout.strip() == str(Version(version))
+
+
+def test_pyinfra_exec_runs_in_a_simulator_machine(installed, sim):
+    venv_bin, env, _ = installed
+    name = sim.machine("install")
+    env = dict(env, PYINFRA_ORBSTACK_ORBCTL=str(BIN / "orbctl"), ORBSIM_HOME=sim.env["ORBSIM_HOME"])
+
+    result = run(venv_bin, env, "pyinfra", f"@orbstack/{name}", "exec", "--", "uname", "-a", timeout=300)
+
+    assert result.returncode == 0, f"pyinfra exec failed:\n{result.stdout}\n{result.stderr}"
+    assert "Linux" in result.stdout + result.stderr
+
+
+def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path):
+    venv_bin, env, _ = installed
+    # The real binary always speaks its own protocol; a stand-in speaks version 2.
+    fake = tmp_path / "pyinfra-orbstack-v2"
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {TESTS / "fake_binary.py"} "$@"\n')
+    fake.chmod(0o755)
+    env = dict(env, PYINFRA_ORBSTACK_BINARY=str(fake), FAKE_MODE="ok", FAKE_PROTOCOL_VERSION="2")
+
+    result = run(venv_bin, env, "pyinfra", "@orbstack/fake", "exec", "--", "true")
+
+    assert result.returncode != 0
+    assert "protocol version 2" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
