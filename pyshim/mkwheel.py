@@ -59,8 +59,8 @@ def pep440(version: str) -> str:
     """
     m = re.fullmatch(
         r"v?(?P<release>\d+\.\d+\.\d+)"
-        r"(?:-(?P<pre_l>alpha|beta|rc|a|b)\.?(?P<pre_n>\d+))?"
-        r"(?:[-.]dev\.?(?P<dev>\d+))?",
+        r"(?:-(?P<pre_l>alpha|beta|rc|a|b)\.?(?P<pre_n>\d+)?)?"
+        r"(?P<devpart>[-.]dev\.?(?P<dev>\d+)?)?",
         version,
     )
     if not m:
@@ -71,9 +71,9 @@ def pep440(version: str) -> str:
         )
     out = m["release"]
     if m["pre_l"]:
-        out += _PRE_LABELS[m["pre_l"]] + str(int(m["pre_n"]))
-    if m["dev"] is not None:
-        out += f".dev{int(m['dev'])}"
+        out += _PRE_LABELS[m["pre_l"]] + str(int(m["pre_n"] or 0))
+    if m["devpart"]:
+        out += f".dev{int(m['dev'] or 0)}"
     return out
 
 
@@ -244,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--binary", action="append", default=[], metavar="TARGET=PATH",
                         help="a Go target (darwin_arm64, linux_amd64_v1, ...) and its binary; repeatable")
     parser.add_argument("--artifacts", type=Path, help="goreleaser's dist/artifacts.json instead of --binary")
+    parser.add_argument("--print-version", action="store_true",
+                        help="only print the PEP 440 version --version maps to, and exit")
     args = parser.parse_args(argv)
     try:
+        if args.print_version:
+            print(pep440(args.version))
+            return 0
         pairs = []
         for spec in args.binary:
             target, sep, path = spec.partition("=")
