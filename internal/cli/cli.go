@@ -1,0 +1,104 @@
+// Package cli holds the pyinfra-orbstack commands. Each command is built by a
+// NewCmdX constructor from a Factory, so tests run them with their own streams,
+// environment and orbctl.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/buildinfo"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// Factory carries what commands need from the outside world.
+type Factory struct {
+	In      io.Reader
+	Out     io.Writer
+	Err     io.Writer
+	Getenv  func(string) string
+	Version string
+}
+
+// Orbctl finds orbctl and returns a driver for it.
+func (f *Factory) Orbctl() (*orbctl.Client, error) {
+	path, err := orbctl.Locate(f.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return orbctl.New(path), nil
+}
+
+// Main runs the CLI and returns the process exit status.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	f := &Factory{In: stdin, Out: stdout, Err: stderr, Getenv: os.Getenv, Version: buildinfo.Version}
+	root := NewCmdRoot(f)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var exit *exitError
+	if errors.As(err, &exit) {
+		return exit.code
+	}
+	fmt.Fprintln(stderr, "Error:", describe(err))
+	return 1
+}
+
+// exitError ends a command with a status and nothing more to print (the
+// command already said what was wrong).
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// describe adds what to do next to the errors a user can act on.
+func describe(err error) string {
+	var oe *orbctl.Error
+	if !errors.As(err, &oe) {
+		return err.Error()
+	}
+	msg := oe.Error()
+	switch {
+	case errors.Is(err, orbctl.ErrOrbctlNotFound):
+		if len(oe.Searched) > 0 {
+			msg += fmt.Sprintf(" (looked in %v)", oe.Searched)
+		}
+	case errors.Is(err, orbctl.ErrMachineNotFound):
+		msg += "\nList the machines with: pyinfra-orbstack list"
+	case errors.Is(err, orbctl.ErrOrbStackNotRunning):
+		msg += "\nStart OrbStack with: orbctl start"
+	}
+	return msg
+}
+
+// NewCmdRoot builds the whole command tree.
+func NewCmdRoot(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pyinfra-orbstack",
+		Short: "The engine behind pyinfra's @orbstack connector",
+		Long: `pyinfra-orbstack drives OrbStack's orbctl for the pyinfra @orbstack connector.
+
+pyinfra starts "pyinfra-orbstack serve" itself; you rarely need to. The other
+commands help you check a setup (doctor), see your machines (list) and manage
+machines from scripts and CI pipelines (machine, config).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(
+		NewCmdServe(f, nil),
+		NewCmdList(f, nil),
+		NewCmdVersion(f),
+		NewCmdDoctor(f),
+	)
+	return root
+}

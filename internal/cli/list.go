@@ -1,0 +1,78 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// ListOptions are list's flags.
+type ListOptions struct {
+	JSON bool
+}
+
+// NewCmdList builds `list`.
+func NewCmdList(f *Factory, runF func(*cobra.Command, *ListOptions) error) *cobra.Command {
+	opts := &ListOptions{}
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List OrbStack machines as pyinfra sees them",
+		Long: `List OrbStack's Linux machines with the facts pyinfra gets as host data.
+
+Each machine is a pyinfra host: @orbstack/NAME targets one, @orbstack all of them.
+With --json the output is an array of the protocol's Machine objects.`,
+		Example: `  pyinfra-orbstack list
+  pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(cmd, opts)
+			}
+			return listRun(cmd, f, opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+func listRun(cmd *cobra.Command, f *Factory, opts *ListOptions) error {
+	c, err := f.Orbctl()
+	if err != nil {
+		return err
+	}
+	machines, err := c.List(cmd.Context())
+	if err != nil {
+		return err
+	}
+	if opts.JSON {
+		enc := json.NewEncoder(f.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(machines)
+	}
+	if len(machines) == 0 {
+		fmt.Fprintln(f.Err, "No machines yet. Create one with: pyinfra-orbstack machine create debian NAME")
+		return nil
+	}
+	printMachines(f, machines)
+	return nil
+}
+
+func printMachines(f *Factory, machines []orbctl.Machine) {
+	tw := tabwriter.NewWriter(f.Out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tDISTRO\tVERSION\tARCH\tUSER")
+	for _, m := range machines {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.State, m.Distro, m.Version, m.Arch, dash(m.DefaultUser))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"io"
+	"log"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/rpc"
+)
+
+// ServeOptions are serve's flags and streams.
+type ServeOptions struct {
+	In    io.Reader
+	Out   io.Writer
+	Err   io.Writer
+	Debug bool
+}
+
+// NewCmdServe builds `serve`. runF replaces the server in tests.
+func NewCmdServe(f *Factory, runF func(*cobra.Command, *ServeOptions) error) *cobra.Command {
+	opts := &ServeOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Speak the shim's JSON-RPC protocol on stdin and stdout",
+		Long: `Serve the pyinfra shim's JSON-RPC 2.0 protocol (docs/protocol.md) on stdin and
+stdout, with Content-Length framing. Stdout carries only protocol messages; logs
+go to stderr. It exits when stdin closes or the client calls "shutdown".
+
+pyinfra starts this command itself: run it by hand only to debug the protocol.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.In, opts.Out, opts.Err = f.In, f.Out, f.Err
+			if runF != nil {
+				return runF(cmd, opts)
+			}
+			return serveRun(cmd, f, opts)
+		},
+	}
+	// Nothing but protocol may reach stdout, not even cobra's messages.
+	cmd.SetOut(f.Err)
+	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log each request's method and duration to stderr")
+	return cmd
+}
+
+func serveRun(cmd *cobra.Command, f *Factory, opts *ServeOptions) error {
+	srv := rpc.NewServer(rpc.Options{
+		Version: f.Version,
+		Getenv:  f.Getenv,
+		Logger:  log.New(opts.Err, "pyinfra-orbstack: ", log.LstdFlags),
+		Debug:   opts.Debug,
+	})
+	return srv.Serve(cmd.Context(), stdio{opts.In, opts.Out})
+}
+
+// stdio joins the process's stdin and stdout into the stream jsonrpc2 wants.
+type stdio struct {
+	in  io.Reader
+	out io.Writer
+}
+
+func (s stdio) Read(p []byte) (int, error)  { return s.in.Read(p) }
+func (s stdio) Write(p []byte) (int, error) { return s.out.Write(p) }
+
+func (s stdio) Close() error {
+	var err error
+	if c, ok := s.in.(io.Closer); ok {
+		err = c.Close()
+	}
+	if c, ok := s.out.(io.Closer); ok {
+		if e := c.Close(); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}

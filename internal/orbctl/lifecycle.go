@@ -1,0 +1,192 @@
+package orbctl
+
+import (
+	"context"
+	"strings"
+)
+
+// CreateOptions are the arguments of `orbctl create`.
+type CreateOptions struct {
+	Image string // DISTRO[:VERSION], e.g. "debian:bookworm"
+	Name  string
+	Arch  string // "" = the host's
+	User  string // "" = orbctl's default (the Mac user)
+}
+
+// Create creates and starts a machine. A duplicate name is ErrMachineExists.
+func (c *Client) Create(ctx context.Context, o CreateOptions) error {
+	if err := checkName("image", o.Image); err != nil {
+		return err
+	}
+	if err := checkName("machine name", o.Name); err != nil {
+		return err
+	}
+	args := []string{"create"}
+	if o.Arch != "" {
+		args = append(args, "-a", o.Arch)
+	}
+	if o.User != "" {
+		args = append(args, "-u", o.User)
+	}
+	_, err := c.output(ctx, o.Name, append(args, o.Image, o.Name)...)
+	return err
+}
+
+// Start starts a machine; starting a running one is a no-op.
+func (c *Client) Start(ctx context.Context, name string) error {
+	return c.onMachine(ctx, "start", name)
+}
+
+// Stop stops one machine. It refuses an empty name because `orbctl stop` with
+// no argument stops all of OrbStack.
+func (c *Client) Stop(ctx context.Context, name string) error {
+	return c.onMachine(ctx, "stop", name)
+}
+
+// Restart restarts one machine.
+func (c *Client) Restart(ctx context.Context, name string) error {
+	return c.onMachine(ctx, "restart", name)
+}
+
+func (c *Client) onMachine(ctx context.Context, verb, name string) error {
+	if err := checkName("machine name", name); err != nil {
+		return err
+	}
+	_, err := c.output(ctx, name, verb, name)
+	return err
+}
+
+// Delete deletes a machine by name. It looks the machine up first and deletes
+// by the name orbctl reports, because `orbctl delete <ULID>` crashes orbctl.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	m, err := c.Info(ctx, name)
+	if err != nil {
+		return err
+	}
+	_, err = c.output(ctx, m.Name, "delete", "-f", m.Name)
+	return err
+}
+
+// Clone copies machine src to a new, stopped machine dst.
+func (c *Client) Clone(ctx context.Context, src, dst string) error {
+	if err := checkName("source machine name", src); err != nil {
+		return err
+	}
+	if err := checkName("new machine name", dst); err != nil {
+		return err
+	}
+	_, err := c.output(ctx, src, "clone", src, dst)
+	return err
+}
+
+// Rename renames a machine; it keeps its ID.
+func (c *Client) Rename(ctx context.Context, oldName, newName string) error {
+	if err := checkName("machine name", oldName); err != nil {
+		return err
+	}
+	if err := checkName("new machine name", newName); err != nil {
+		return err
+	}
+	_, err := c.output(ctx, oldName, "rename", oldName, newName)
+	return err
+}
+
+// Export writes a machine to an archive at path (absolute; orbctl resolves
+// relative paths against its own cwd).
+func (c *Client) Export(ctx context.Context, name, path string) error {
+	if err := checkName("machine name", name); err != nil {
+		return err
+	}
+	if err := checkName("output path", path); err != nil {
+		return err
+	}
+	_, err := c.output(ctx, name, "export", name, path)
+	return err
+}
+
+// Import creates a machine from an archive; name "" keeps the archived name.
+func (c *Client) Import(ctx context.Context, path, name string) error {
+	if err := checkName("input path", path); err != nil {
+		return err
+	}
+	args := []string{"import"}
+	if name != "" {
+		if err := checkName("machine name", name); err != nil {
+			return err
+		}
+		args = append(args, "-n", name)
+	}
+	_, err := c.output(ctx, name, append(args, path)...)
+	return err
+}
+
+// ConfigGet returns one configuration value.
+func (c *Client) ConfigGet(ctx context.Context, key string) (string, error) {
+	if err := checkName("config key", key); err != nil {
+		return "", err
+	}
+	out, err := c.output(ctx, "", "config", "get", key)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(out), "\r\n"), nil
+}
+
+// ConfigSet sets one configuration value.
+func (c *Client) ConfigSet(ctx context.Context, key, value string) error {
+	if err := checkName("config key", key); err != nil {
+		return err
+	}
+	if strings.HasPrefix(value, "-") {
+		return badArgument("", "config value %q must not start with '-'", value)
+	}
+	_, err := c.output(ctx, "", "config", "set", key, value)
+	return err
+}
+
+// Status reports whether OrbStack runs: `orbctl status` prints Running (exit 0),
+// Stopped (exit 1) or Starting (exit 2).
+func (c *Client) Status(ctx context.Context) (string, error) {
+	out, err := c.output(ctx, "", "status")
+	word := strings.TrimSpace(string(out))
+	if err != nil {
+		if e, ok := err.(*Error); ok && word != "" && (e.ExitCode == 1 || e.ExitCode == 2) {
+			return word, nil
+		}
+		return "", err
+	}
+	return word, nil
+}
+
+// VersionInfo is what `orbctl version` prints.
+type VersionInfo struct {
+	Version   string // e.g. "2.2.3"
+	Commit    string // the Commit line after "Commit: "
+	Simulator bool   // our simulator marks its commit "(orbsim)"
+	Raw       string
+}
+
+// Version runs `orbctl version`.
+func (c *Client) Version(ctx context.Context) (VersionInfo, error) {
+	out, err := c.output(ctx, "", "version")
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	return ParseVersion(string(out)), nil
+}
+
+// ParseVersion reads "Version: 2.2.3 (2020300)\nCommit: <sha> (<describe>)".
+func ParseVersion(out string) VersionInfo {
+	v := VersionInfo{Raw: strings.TrimSpace(out)}
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "Version:"); ok {
+			v.Version, _, _ = strings.Cut(strings.TrimSpace(rest), " ")
+		}
+		if rest, ok := strings.CutPrefix(line, "Commit:"); ok {
+			v.Commit = strings.TrimSpace(rest)
+			v.Simulator = strings.Contains(rest, "(orbsim)")
+		}
+	}
+	return v
+}

@@ -1,0 +1,124 @@
+// Package orbctltest provides orbctls for tests: the simulator when it has been
+// built, and a small fake for the failures the simulator cannot produce on
+// demand (and for machines where it cannot run).
+package orbctltest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// fakeScript is an orbctl that keeps machines as files under $FAKE_ORBCTL_HOME
+// and runs `run` commands on this host. It mimics orbctl's outputs and
+// failures from the orbctl reference (§2, §5), including the silent exit 1 of
+// `run -m missing`. FAKE_ORBCTL_FAIL="status text" makes every command except
+// run print that text and exit 1; FAKE_ORBCTL_LOG appends each argv to a file.
+const fakeScript = `#!/bin/sh
+home=${FAKE_ORBCTL_HOME:?}
+[ -n "$FAKE_ORBCTL_LOG" ] && printf '%s\n' "$*" >> "$FAKE_ORBCTL_LOG"
+m="$home/machines"
+mkdir -p "$m"
+if [ -n "$FAKE_ORBCTL_FAIL" ] && [ "$1" != run ]; then echo "$FAKE_ORBCTL_FAIL" >&2; exit 1; fi
+record() { # name
+  read -r state distro user < "$m/$1"
+  printf '{"id":"01K2G8TY5GM9C3CN95KCB4ZG8%s","name":"%s","image":{"distro":"%s","version":"bookworm","arch":"amd64","variant":"default"},"config":{"isolated":false,"default_username":"%s"},"builtin":false,"state":"%s"}' \
+    "$(printf %s "$1" | cksum | cut -c1)" "$1" "$distro" "$user" "$state"
+}
+notfound() { echo "[-32098] machine not found: '$1'" >&2; exit 1; }
+setstate() { read -r state distro user < "$m/$1"; echo "$2 $distro $user" > "$m/$1"; }
+cmd=$1; shift
+case "$cmd" in
+list)
+  printf '['; sep=
+  for f in "$m"/*; do [ -e "$f" ] || continue; printf '%s' "$sep"; record "$(basename "$f")"; sep=,; done
+  printf ']\n' ;;
+info)
+  [ -e "$m/$1" ] || notfound "$1"
+  read -r state distro user < "$m/$1"
+  if [ "$state" = running ]; then ip=',"ip4":"198.19.249.2"'; else ip=; fi
+  printf '{"record":'; record "$1"; printf ',"disk_size":1024%s}\n' "$ip" ;;
+create)
+  name=$2; [ -n "$name" ] || name=${1%%:*}
+  [ -e "$m/$name" ] && { echo "[-32098] create '$name': machine already exists: '$name'" >&2; exit 1; }
+  echo "running ${1%%:*} ${FAKE_ORBCTL_USER:-tester}" > "$m/$name" ;;
+start|stop|restart)
+  [ $# -gt 0 ] || { echo "Error: no machines specified" >&2; exit 1; }
+  [ -e "$m/$1" ] || notfound "$1"
+  [ "$cmd" = stop ] && setstate "$1" stopped || setstate "$1" running ;;
+delete)
+  [ "$1" = -f ] && shift
+  [ -e "$m/$1" ] || notfound "$1"
+  rm -f "$m/$1" ;;
+status) echo Running ;;
+version) printf 'Version: 2.2.3 (2020300)\nCommit: 0000000 (fake)\n' ;;
+run)
+  machine= dir=
+  while :; do case "$1" in
+    -m) machine=$2; shift 2 ;;
+    -u) shift 2 ;;
+    -w) dir=$2; shift 2 ;;
+    --) echo "Error: unknown flag --" >&2; exit 1 ;;
+    -*) echo "Error: unknown flag $1" >&2; exit 1 ;;
+    *) break ;;
+  esac; done
+  [ -e "$m/$machine" ] || exit 1
+  setstate "$machine" running
+  cd "${dir:-$HOME}" 2>/dev/null || cd /
+  exec "$@" ;;
+*) echo "Error: unknown command \"$cmd\" for \"orbctl\"" >&2; exit 1 ;;
+esac
+`
+
+// Fake writes the fake orbctl into a temp dir and points it at a fresh state
+// dir. It returns the orbctl path and sets FAKE_ORBCTL_HOME for the test.
+func Fake(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "orbctl")
+	if err := os.WriteFile(path, []byte(fakeScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FAKE_ORBCTL_HOME", filepath.Join(dir, "state"))
+	return path
+}
+
+// AddMachine creates a machine in the fake's state: state is "running" or
+// "stopped".
+func AddMachine(t testing.TB, name, state string) {
+	t.Helper()
+	home := os.Getenv("FAKE_ORBCTL_HOME")
+	if err := os.MkdirAll(filepath.Join(home, "machines"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "machines", name), []byte(state+" debian tester\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RepoRoot is the module root, found from this source file.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Simulator returns the path of the built simulator (bin/orbctl), or skips the
+// test when it is missing or cannot run machines here. Tests get a private
+// ORBSIM_HOME.
+func Simulator(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(RepoRoot(), "bin", "orbctl")
+	if _, err := os.Stat(path); err != nil {
+		t.Skip("simulator not built (bin/orbctl missing): run `make build`")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("the simulator's machines need root (namespaces, overlayfs)")
+	}
+	t.Setenv("ORBSIM_HOME", t.TempDir())
+	if out, err := exec.Command(path, "version").CombinedOutput(); err != nil {
+		t.Skipf("simulator does not run here: %v: %s", err, out)
+	}
+	return path
+}

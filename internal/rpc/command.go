@@ -1,0 +1,142 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"sync"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// commandArgv is what runs inside the machine: `[env K=V…] sh -c COMMAND`.
+// The environment goes through env(1) inside the machine because orbctl only
+// forwards a whitelist of the caller's variables.
+func commandArgv(p CommandRunParams) ([]string, error) {
+	var argv []string
+	if len(p.Env) > 0 {
+		keys := make([]string, 0, len(p.Env))
+		for k := range p.Env {
+			if !envName.MatchString(k) {
+				return nil, invalidParams("env", "environment variable name %q is not valid (letters, digits and _, not starting with a digit)", k)
+			}
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		argv = append(argv, "env")
+		for _, k := range keys {
+			argv = append(argv, k+"="+p.Env[k])
+		}
+	}
+	return append(argv, "sh", "-c", p.Command), nil
+}
+
+func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc2.ID, p CommandRunParams) (any, error) {
+	if p.Machine == "" {
+		return nil, invalidParams("machine", "command.run needs a machine name")
+	}
+	if p.Command == "" {
+		return nil, invalidParams("command", "command.run needs a command")
+	}
+	if p.Timeout < 0 {
+		return nil, invalidParams("timeout", "timeout must not be negative, got %v", p.Timeout)
+	}
+	argv, err := commandArgv(p)
+	if err != nil {
+		return nil, err
+	}
+	var stdin io.Reader
+	if p.StdinB64 != "" {
+		data, err := base64.StdEncoding.DecodeString(p.StdinB64)
+		if err != nil {
+			return nil, invalidParams("stdin_b64", "stdin_b64 is not valid base64: %v", err)
+		}
+		stdin = bytes.NewReader(data)
+	}
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	runCtx := ctx
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeoutCause(ctx, seconds(p.Timeout), errTimedOut)
+		defer cancel()
+	}
+
+	emit := func(stream, line string) {
+		_ = conn.Notify(context.Background(), NotifyCommandOutput, CommandOutput{RequestID: id, Stream: stream, Line: line})
+	}
+	stdout := &lineWriter{stream: "stdout", emit: emit}
+	stderr := &lineWriter{stream: "stderr", emit: emit}
+	code, err := c.Run(runCtx, orbctl.RunSpec{
+		Machine: p.Machine, User: p.User, Workdir: p.Workdir, Argv: argv,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr,
+	})
+	// Run has returned, so orbctl's output is fully read: flush the partial
+	// last lines before the reply goes out.
+	stdout.Flush()
+	stderr.Flush()
+	if err != nil {
+		if errors.Is(context.Cause(runCtx), errTimedOut) && ctx.Err() == nil {
+			return nil, newError(CodeTimeout,
+				fmt.Sprintf("command timed out after %gs on %s and was killed", p.Timeout, p.Machine),
+				ErrorData{Kind: "timeout", Machine: p.Machine, Timeout: p.Timeout})
+		}
+		return nil, err
+	}
+	return CommandRunResult{ExitCode: code}, nil
+}
+
+// maxLine bounds one notification: a longer line is sent in pieces.
+const maxLine = 1 << 20
+
+// lineWriter turns a byte stream into command.output notifications, one per
+// line, without the newline.
+type lineWriter struct {
+	mu     sync.Mutex
+	stream string
+	buf    []byte
+	emit   func(stream, line string)
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			w.buf = append(w.buf, p...)
+			for len(w.buf) >= maxLine {
+				w.emit(w.stream, string(w.buf[:maxLine]))
+				w.buf = append(w.buf[:0], w.buf[maxLine:]...)
+			}
+			break
+		}
+		w.buf = append(w.buf, p[:i]...)
+		w.emit(w.stream, string(w.buf))
+		w.buf = w.buf[:0]
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// Flush sends a final line that had no newline.
+func (w *lineWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) > 0 {
+		w.emit(w.stream, string(w.buf))
+		w.buf = w.buf[:0]
+	}
+}

@@ -1,0 +1,128 @@
+// Package rpc serves the shim ↔ binary protocol (docs/protocol.md): JSON-RPC 2.0
+// with Content-Length framing on a byte stream, handled concurrently, with
+// per-request cancellation and command output streamed as notifications.
+package rpc
+
+import (
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// ProtocolVersion is bumped on any incompatible change to docs/protocol.md.
+const ProtocolVersion = 1
+
+// Capabilities lists the optional features a client may rely on.
+var Capabilities = []string{"command.run", "file.put", "file.get", "machines.list", "machine.connect", "cancel"}
+
+// Error codes (docs/protocol.md, "Errors").
+const (
+	CodeOrbctlNotFound     = -32001
+	CodeOrbStackNotRunning = -32002
+	CodeMachineNotFound    = -32003
+	CodeMachineExists      = -32004
+	CodeTimeout            = -32005
+	CodeOrbctlFailed       = -32006
+	CodeBadArgument        = -32007
+	CodeIOError            = -32008
+	CodeProtocolMismatch   = -32009
+	CodeNotReady           = -32010
+	CodeCancelled          = -32800
+)
+
+// Method and notification names.
+const (
+	MethodInitialize     = "initialize"
+	MethodMachinesList   = "machines.list"
+	MethodMachineConnect = "machine.connect"
+	MethodCommandRun     = "command.run"
+	MethodFilePut        = "file.put"
+	MethodFileGet        = "file.get"
+	MethodShutdown       = "shutdown"
+	NotifyCancelRequest  = "$/cancelRequest"
+	NotifyCommandOutput  = "command.output"
+)
+
+type InitializeParams struct {
+	ProtocolVersion *int   `json:"protocol_version"`
+	ClientVersion   string `json:"client_version"`
+}
+
+type OrbctlStatus struct {
+	Path  string `json:"path"`
+	Found bool   `json:"found"`
+}
+
+type InitializeResult struct {
+	ProtocolVersion int          `json:"protocol_version"`
+	BinaryVersion   string       `json:"binary_version"`
+	Capabilities    []string     `json:"capabilities"`
+	Orbctl          OrbctlStatus `json:"orbctl"`
+}
+
+type MachinesListResult struct {
+	Machines []orbctl.Machine `json:"machines"`
+}
+
+type CreateSpec struct {
+	Image string `json:"image"`
+	Arch  string `json:"arch"`
+	User  string `json:"user"`
+}
+
+type MachineConnectParams struct {
+	Machine string      `json:"machine"`
+	Start   *bool       `json:"start"`   // absent = true
+	Timeout float64     `json:"timeout"` // seconds; 0 = 120
+	Create  *CreateSpec `json:"create"`
+}
+
+type MachineConnectResult struct {
+	Machine orbctl.Machine `json:"machine"`
+	Started bool           `json:"started"`
+	Created bool           `json:"created"`
+}
+
+type CommandRunParams struct {
+	Machine  string            `json:"machine"`
+	Command  string            `json:"command"`
+	User     string            `json:"user"`
+	Workdir  string            `json:"workdir"`
+	Env      map[string]string `json:"env"`
+	StdinB64 string            `json:"stdin_b64"`
+	Timeout  float64           `json:"timeout"` // seconds; 0 = none
+}
+
+type CommandRunResult struct {
+	ExitCode int `json:"exit_code"`
+}
+
+// CommandOutput is the params of a command.output notification.
+type CommandOutput struct {
+	RequestID jsonrpc2.ID `json:"request_id"`
+	Stream    string      `json:"stream"` // "stdout" or "stderr"
+	Line      string      `json:"line"`
+}
+
+type FilePutParams struct {
+	Machine    string `json:"machine"`
+	User       string `json:"user"`
+	LocalPath  string `json:"local_path"`
+	RemotePath string `json:"remote_path"`
+	Mode       string `json:"mode"`
+}
+
+type FileGetParams struct {
+	Machine    string `json:"machine"`
+	User       string `json:"user"`
+	RemotePath string `json:"remote_path"`
+	LocalPath  string `json:"local_path"`
+}
+
+type FileResult struct {
+	Size int64 `json:"size"`
+}
+
+type CancelParams struct {
+	ID jsonrpc2.ID `json:"id"`
+}

@@ -1,0 +1,297 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// Options configure a Server.
+type Options struct {
+	Version string                      // the binary's version, reported by initialize
+	Getenv  func(string) string         // os.Getenv in production; finds orbctl
+	Logger  *log.Logger                 // stderr: stdout carries only the protocol
+	Debug   bool                        // log every request's method and duration
+	Client  func(string) *orbctl.Client // orbctl.New in production
+}
+
+// Server handles one connection. Requests run concurrently, each in its own
+// goroutine, so every method must be safe for concurrent use, including two
+// calls about the same machine.
+type Server struct {
+	opts Options
+
+	orbctlMu sync.Mutex
+	orbctl   *orbctl.Client
+
+	mu       sync.Mutex
+	closing  bool
+	inflight map[jsonrpc2.ID]*request
+	handlers sync.WaitGroup
+	baseCtx  context.Context
+	stop     context.CancelCauseFunc
+
+	machineLocks sync.Map // machine name → *sync.Mutex, serialises connect
+}
+
+type request struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// NewServer returns a Server; zero Options fields get production defaults.
+func NewServer(opts Options) *Server {
+	if opts.Getenv == nil {
+		opts.Getenv = os.Getenv
+	}
+	if opts.Logger == nil {
+		opts.Logger = log.New(os.Stderr, "pyinfra-orbstack: ", log.LstdFlags)
+	}
+	if opts.Client == nil {
+		opts.Client = orbctl.New
+	}
+	return &Server{opts: opts, inflight: map[jsonrpc2.ID]*request{}}
+}
+
+// Serve speaks the protocol on stream until the client closes it, calls
+// shutdown, or ctx ends. In-flight requests are cancelled (their orbctl
+// children signalled) and waited for before it returns.
+func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
+	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
+	conn := jsonrpc2.NewConn(ctx, jsonrpc2.NewBufferedStream(stream, jsonrpc2.VSCodeObjectCodec{}), s,
+		jsonrpc2.SetLogger(s.opts.Logger))
+	select {
+	case <-conn.DisconnectNotify():
+	case <-ctx.Done():
+		conn.Close()
+	}
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.stop(errCancelled)
+	s.handlers.Wait()
+	return nil
+}
+
+// Handle implements jsonrpc2.Handler. It runs on the connection's read loop,
+// so it only registers the request (synchronously, so that a $/cancelRequest
+// right behind it finds it) and hands the work to a goroutine.
+func (s *Server) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) {
+	if req.Notif {
+		s.handleNotification(req)
+		return
+	}
+	ctx, cancel := context.WithCancelCause(s.baseCtx)
+	r := &request{cancel: cancel, done: make(chan struct{})}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		cancel(errCancelled)
+		return
+	}
+	if _, dup := s.inflight[req.ID]; dup {
+		s.mu.Unlock()
+		cancel(nil)
+		_ = conn.ReplyWithError(context.Background(), req.ID, newError(jsonrpc2.CodeInvalidRequest,
+			"request id "+req.ID.String()+" is already in flight; ids must be unique", ErrorData{Kind: "invalid_request"}))
+		return
+	}
+	s.inflight[req.ID] = r
+	s.handlers.Add(1)
+	s.mu.Unlock()
+
+	go func() {
+		defer s.handlers.Done()
+		start := time.Now()
+		result, err := s.dispatch(ctx, conn, req)
+		s.mu.Lock()
+		delete(s.inflight, req.ID)
+		s.mu.Unlock()
+		if err != nil {
+			rpcErr := s.describe(ctx, err)
+			if s.opts.Debug {
+				s.opts.Logger.Printf("%s #%s failed after %s: %s", req.Method, req.ID, time.Since(start).Round(time.Millisecond), rpcErr.Message)
+			}
+			_ = conn.ReplyWithError(context.Background(), req.ID, rpcErr)
+		} else {
+			if s.opts.Debug {
+				s.opts.Logger.Printf("%s #%s done in %s", req.Method, req.ID, time.Since(start).Round(time.Millisecond))
+			}
+			_ = conn.Reply(context.Background(), req.ID, result)
+		}
+		cancel(nil)
+		close(r.done)
+		if req.Method == MethodShutdown && err == nil {
+			conn.Close()
+		}
+	}()
+}
+
+func (s *Server) handleNotification(req *jsonrpc2.Request) {
+	if req.Method != NotifyCancelRequest {
+		s.opts.Logger.Printf("ignoring unknown notification %q", req.Method)
+		return
+	}
+	var p CancelParams
+	if req.Params == nil || json.Unmarshal(*req.Params, &p) != nil {
+		s.opts.Logger.Printf("ignoring %s without a valid id", NotifyCancelRequest)
+		return
+	}
+	s.mu.Lock()
+	r := s.inflight[p.ID]
+	s.mu.Unlock()
+	if r != nil { // an unknown id has already finished: nothing to do
+		r.cancel(errCancelled)
+	}
+}
+
+func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	switch req.Method {
+	case MethodInitialize:
+		var p InitializeParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return s.initialize(p)
+	case MethodMachinesList:
+		return s.machinesList(ctx)
+	case MethodMachineConnect:
+		var p MachineConnectParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return s.machineConnect(ctx, p)
+	case MethodCommandRun:
+		var p CommandRunParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return s.commandRun(ctx, conn, req.ID, p)
+	case MethodFilePut:
+		var p FilePutParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return s.filePut(ctx, p)
+	case MethodFileGet:
+		var p FileGetParams
+		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		return s.fileGet(ctx, p)
+	case MethodShutdown:
+		s.shutdown(req.ID)
+		return nil, nil
+	}
+	return nil, newError(jsonrpc2.CodeMethodNotFound, "unknown method "+req.Method+" (see docs/protocol.md)",
+		ErrorData{Kind: "method_not_found"})
+}
+
+// decode reads params into v; absent or null params leave v zero.
+func decode(req *jsonrpc2.Request, v any) error {
+	if req.Params == nil || string(*req.Params) == "null" {
+		return nil
+	}
+	if err := json.Unmarshal(*req.Params, v); err != nil {
+		return invalidParams("", "invalid params for %s: %v", req.Method, err)
+	}
+	return nil
+}
+
+// describe turns a handler error into its wire form, naming the machines that
+// do exist when the one asked for does not.
+func (s *Server) describe(ctx context.Context, err error) *jsonrpc2.Error {
+	rpcErr := toRPCError(ctx, err)
+	var oe *orbctl.Error
+	if rpcErr.Code == CodeMachineNotFound && errors.As(err, &oe) {
+		if c, cerr := s.client(); cerr == nil {
+			listCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var data ErrorData
+			_ = json.Unmarshal(*rpcErr.Data, &data)
+			data.Available = c.Names(listCtx)
+			if data.Available == nil {
+				data.Available = []string{}
+			}
+			rpcErr.SetError(data)
+		}
+	}
+	return rpcErr
+}
+
+// client finds orbctl on first use and keeps it; until one is found every call
+// looks again, so installing OrbStack mid-session works.
+func (s *Server) client() (*orbctl.Client, error) {
+	s.orbctlMu.Lock()
+	defer s.orbctlMu.Unlock()
+	if s.orbctl != nil {
+		return s.orbctl, nil
+	}
+	path, err := orbctl.Locate(s.opts.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	s.orbctl = s.opts.Client(path)
+	return s.orbctl, nil
+}
+
+func (s *Server) initialize(p InitializeParams) (any, error) {
+	if p.ProtocolVersion == nil {
+		return nil, invalidParams("protocol_version", "initialize needs protocol_version (this binary speaks %d)", ProtocolVersion)
+	}
+	if *p.ProtocolVersion != ProtocolVersion {
+		return nil, newError(CodeProtocolMismatch,
+			"protocol mismatch: the pyinfra-orbstack binary speaks protocol "+itoa(ProtocolVersion)+
+				" but the Python shim speaks "+itoa(*p.ProtocolVersion)+
+				"; they come from different installs: reinstall pyinfra-orbstack, or point PYINFRA_ORBSTACK_BINARY at a matching binary",
+			ErrorData{Kind: "protocol_mismatch", BinaryProtocolVersion: ProtocolVersion, ClientProtocolVersion: p.ProtocolVersion})
+	}
+	res := InitializeResult{ProtocolVersion: ProtocolVersion, BinaryVersion: s.opts.Version, Capabilities: Capabilities}
+	if c, err := s.client(); err == nil {
+		res.Orbctl = OrbctlStatus{Path: c.Path, Found: true}
+	}
+	return res, nil
+}
+
+func (s *Server) machinesList(ctx context.Context) (any, error) {
+	c, err := s.client()
+	if err != nil {
+		return nil, err
+	}
+	machines, err := c.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return MachinesListResult{Machines: machines}, nil
+}
+
+// shutdown cancels every other in-flight request and waits (boundedly) for
+// them to reply, so the client sees their fate before the connection closes.
+func (s *Server) shutdown(self jsonrpc2.ID) {
+	s.mu.Lock()
+	var others []*request
+	for id, r := range s.inflight {
+		if id != self {
+			others = append(others, r)
+			r.cancel(errCancelled)
+		}
+	}
+	s.mu.Unlock()
+	deadline := time.After(5 * time.Second)
+	for _, r := range others {
+		select {
+		case <-r.done:
+		case <-deadline:
+			return
+		}
+	}
+}
