@@ -1,0 +1,292 @@
+"""The acceptance list of issue 3: the real pyinfra CLI, the real binary, simulator machines.
+
+Each test runs `pyinfra` as a user would and checks the result inside the machine
+with `orbctl run` (the simulator's, not our code path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PYINFRA, run_pyinfra
+
+DEPLOY = '''
+from io import StringIO
+from pyinfra.operations import files, server
+
+files.directory(name="directory", path="/srv/t", mode="755", _sudo=True)
+files.put(name="put from path", src="payload.bin", dest="/srv/t/from-path.bin", _sudo=True)
+files.put(name="put from StringIO", src=StringIO("from memory\\n"), dest="/srv/t/from-io.txt", _sudo=True)
+files.put(name="put private", src=StringIO("s3cret\\n"), dest="/srv/t/secret", mode="600", _sudo=True)
+files.template(name="template", src="app.conf.j2", dest="/srv/t/app.conf", greeting="hello", _sudo=True)
+files.line(name="line", path="/srv/t/app.conf", line="extra=1", _sudo=True)
+server.user(name="user", user="tuser", home="/home/tuser", shell="/bin/sh", _sudo=True)
+files.put(name="put as su user", src=StringIO("mine\\n"), dest="/home/tuser/mine.txt",
+          _sudo=True, _su_user="tuser")
+server.shell(name="shell sudo", commands=["id -un > /srv/t/sudo-user"], _sudo=True)
+server.shell(name="shell su", commands=["id -un > /home/tuser/su-user"], _sudo=True, _su_user="tuser")
+server.shell(name="shell env", commands=['echo "$GREETING" > /tmp/env-out'], _env={"GREETING": "hi there"})
+server.shell(name="shell chdir", commands=["pwd > /tmp/chdir-out"], _chdir="/srv/t")
+server.shell(name="shell stdin", commands=["cat > /tmp/stdin-out"], _stdin="line one\\nline two")
+files.get(name="get", src="/srv/t/app.conf", dest="got/app.conf")
+files.get(name="get with sudo", src="/srv/t/secret", dest="got/secret", _sudo=True)
+'''
+
+TEMPLATE = "greeting={{ greeting }}\nmachine={{ host.data.orbstack_machine }}\n"
+
+
+def in_machine(sim, machine: str, command: str, user: str = "root") -> str:
+    return sim.orbctl("run", "-m", machine, "-u", user, "sh", "-c", command).stdout
+
+
+def results_table(output: str) -> dict[str, list[str]]:
+    """pyinfra's final "Results" table: operation name -> [hosts, success, error, no change]."""
+    rows = {}
+    in_table = False
+    for line in output.splitlines():
+        if "--> Results:" in line:
+            in_table = True
+            continue
+        if in_table and line.strip().startswith("-->"):
+            break
+        if in_table:
+            cells = line.split()
+            if len(cells) >= 5 and cells[0] != "Operation":
+                rows[" ".join(cells[:-4])] = cells[-4:]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def deployed(sim, tmp_path_factory):
+    """Runs the deploy twice against one machine; both runs' output."""
+    machine = sim.machine("deploy")
+    workdir = tmp_path_factory.mktemp("deploy")
+    (workdir / "deploy.py").write_text(DEPLOY)
+    (workdir / "app.conf.j2").write_text(TEMPLATE)
+    (workdir / "payload.bin").write_bytes(bytes(range(256)) * 64 + b"\x00no newline")
+    (workdir / "got").mkdir()
+    first = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=workdir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=workdir)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return machine, workdir, first, second
+
+
+def test_deploy_puts_files_byte_exact(sim, deployed):
+    machine, workdir, _, _ = deployed
+    remote = in_machine(sim, machine, "sha256sum /srv/t/from-path.bin").split()[0]
+    assert remote == hashlib.sha256((workdir / "payload.bin").read_bytes()).hexdigest()
+    assert in_machine(sim, machine, "cat /srv/t/from-io.txt") == "from memory\n"
+
+
+def test_deploy_sets_mode_and_owner_of_sudo_and_su_uploads(sim, deployed):
+    machine, *_ = deployed
+    assert in_machine(sim, machine, "stat -c '%a %U' /srv/t/secret") == "600 root\n"
+    assert in_machine(sim, machine, "stat -c '%U' /home/tuser/mine.txt") == "tuser\n"
+    # Staging directories were cleaned up.
+    assert in_machine(sim, machine, "ls -d /tmp/pyinfra-orbstack-* 2>/dev/null || true") == ""
+
+
+def test_deploy_renders_template_and_line(sim, deployed):
+    machine, *_ = deployed
+    assert in_machine(sim, machine, "cat /srv/t/app.conf") == f"greeting=hello\nmachine={machine}\nextra=1\n"
+
+
+def test_deploy_runs_shell_with_control_arguments(sim, deployed):
+    machine, *_ = deployed
+    assert in_machine(sim, machine, "cat /srv/t/sudo-user") == "root\n"
+    assert in_machine(sim, machine, "cat /home/tuser/su-user") == "tuser\n"
+    assert in_machine(sim, machine, "cat /tmp/env-out") == "hi there\n"
+    assert in_machine(sim, machine, "cat /tmp/chdir-out") == "/srv/t\n"
+    assert in_machine(sim, machine, "cat /tmp/stdin-out") == "line one\nline two\n"
+    assert in_machine(sim, machine, "getent passwd tuser").startswith("tuser:")
+
+
+def test_deploy_gets_files(deployed):
+    _, workdir, _, _ = deployed
+    assert (workdir / "got/app.conf").read_text().startswith("greeting=hello\n")
+    assert (workdir / "got/secret").read_text() == "s3cret\n"
+
+
+def test_second_deploy_changes_nothing(deployed):
+    *_, second = deployed
+    rows = results_table(second.stdout + second.stderr)
+    assert rows, second.stdout + second.stderr
+    for name, (hosts, success, error, no_change) in rows.items():
+        if name.startswith("shell") or name == "Grand total":
+            continue  # server.shell always runs
+        assert (success, error, no_change) == ("-", "-", "1"), f"{name} changed on the second run"
+
+
+def test_exec_runs_on_every_machine_in_parallel(sim):
+    machines = [sim.machine(f"par{i}") for i in range(5)]
+    started = time.monotonic()
+    result = run_pyinfra(sim.env, "@orbstack", "exec", "--", "sleep 2 && hostname")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    for machine in machines:
+        assert f"[@orbstack/{machine}] {machine}" in result.stderr
+    # One after another, five 2-second commands would take 10 s.
+    assert elapsed < 8, f"took {elapsed:.1f} s"
+
+
+def test_exec_output_is_live_and_interleaved(sim):
+    machine = sim.machine("deploy")
+    proc = subprocess.Popen(
+        [str(PYINFRA), f"@orbstack/{machine}", "exec", "--",
+         "echo first; echo warn >&2; sleep 2; echo last"],
+        env=sim.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen: dict[str, float] = {}
+    for line in proc.stderr:
+        for word in ("first", "warn", "last"):
+            if line.rstrip().endswith(f"] {word}") or line.rstrip().endswith(f"{word}\x1b[0m"):
+                seen.setdefault(word, time.monotonic())
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
+    assert set(seen) == {"first", "warn", "last"}
+    # "first" and "warn" were shown while the command still ran, not at the end.
+    assert seen["last"] - seen["first"] > 1.5
+    assert seen["last"] - seen["warn"] > 1.5
+
+
+def test_facts(sim):
+    machine = sim.machine("deploy")
+    result = run_pyinfra(sim.env, f"@orbstack/{machine}", "fact", "server.Os", "server.Users")
+    assert result.returncode == 0, result.stdout + result.stderr
+    facts = json.loads(result.stdout)
+    host_facts = facts[f"@orbstack/{machine}"]
+    assert host_facts["server.Os"] == "Linux"
+    assert "root" in host_facts["server.Users"]
+
+
+def test_unknown_machine_names_the_existing_ones(sim):
+    existing = sim.machine("deploy")
+    result = run_pyinfra(sim.env, "@orbstack/no-such-machine", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "No OrbStack machine named `no-such-machine`" in output
+    assert existing in output
+    assert "Traceback" not in output
+
+
+def test_orbctl_missing(sim):
+    env = dict(sim.env, PATH="/usr/bin:/bin")
+    result = run_pyinfra(env, "@orbstack/anything", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "orbctl was not found" in output
+    assert "Traceback" not in output
+
+
+def test_stopped_machine_is_started(sim):
+    machine = sim.machine("stopped")
+    sim.orbctl("stop", machine)
+    result = run_pyinfra(sim.env, f"@orbstack/{machine}", "exec", "--", "echo up")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Started stopped OrbStack machine" in output
+    assert f"[@orbstack/{machine}] up" in output
+    assert json.loads(sim.orbctl("info", machine, "-f", "json").stdout)["record"]["state"] == "running"
+
+
+def test_timeout_kills_the_command_in_the_machine(sim, tmp_path):
+    machine = sim.machine("deploy")
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\n"
+        "server.shell(name='slow', commands=['echo $$ > /tmp/slow.pid; exec sleep 60'], _timeout=2)\n"
+    )
+    started = time.monotonic()
+    result = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+    assert "Traceback" not in output
+    pid = in_machine(sim, machine, "cat /tmp/slow.pid").strip()
+    assert in_machine(sim, machine, f"kill -0 {pid} 2>/dev/null && echo alive || echo gone") == "gone\n"
+
+
+def test_nonzero_exit_fails_unless_allowed(sim, tmp_path):
+    machine = sim.machine("deploy")
+    result = run_pyinfra(sim.env, f"@orbstack/{machine}", "exec", "--", "echo oops >&2; exit 3")
+    assert result.returncode != 0
+    assert "oops" in result.stderr
+
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\n"
+        "server.shell(name='allowed', commands=['exit 3'], _success_exit_codes=[3])\n"
+    )
+    allowed = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+
+
+def child_pids(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_killing_the_binary_mid_deploy_fails_fast(sim, tmp_path):
+    machine = sim.machine("deploy")
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\n"
+        "server.shell(name='long', commands=['touch /tmp/long-started; sleep 60'])\n"
+    )
+    proc = subprocess.Popen(
+        [str(PYINFRA), "-y", f"@orbstack/{machine}", "deploy.py"], cwd=tmp_path, env=sim.env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        binary_pid = None
+        while time.monotonic() < deadline:
+            binaries = [p for p in child_pids(proc.pid)
+                        if "pyinfra-orbstack" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+            if binaries and in_machine(sim, machine, "test -e /tmp/long-started && echo y || true") == "y\n":
+                binary_pid = binaries[0]
+                break
+            time.sleep(0.2)
+        assert binary_pid, "the deploy never started its long command"
+        os.kill(binary_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        output, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - killed_at < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        in_machine(sim, machine, "rm -f /tmp/long-started")
+    assert proc.returncode != 0
+    assert "stopped answering" in output
+    assert "Traceback" not in output
+
+
+def test_100mb_put_arrives_byte_exact(sim, tmp_path):
+    machine = sim.machine("deploy")
+    big = tmp_path / "big.bin"
+    digest = hashlib.sha256()
+    with open(big, "wb") as f:
+        for _ in range(100):
+            chunk = os.urandom(1 << 20)
+            digest.update(chunk)
+            f.write(chunk)
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import files\n"
+        "files.put(name='big', src='big.bin', dest='/tmp/big.bin')\n"
+    )
+    started = time.monotonic()
+    result = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        assert in_machine(sim, machine, "sha256sum /tmp/big.bin").split()[0] == digest.hexdigest()
+    finally:
+        in_machine(sim, machine, "rm -f /tmp/big.bin")
+    print(f"100 MB files.put took {elapsed:.1f} s including pyinfra start-up")
