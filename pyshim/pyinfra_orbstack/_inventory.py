@@ -42,8 +42,7 @@ def list_machines() -> list[dict[str, Any]]:
         ) from None
 
     if proc.returncode != 0:
-        message = stderr.decode("utf-8", "replace").strip() or f"exit status {proc.returncode}"
-        raise InventoryError(f"Cannot list OrbStack machines: {message}")
+        raise InventoryError(f"Cannot list OrbStack machines: {_error_text(stderr, proc.returncode)}")
 
     try:
         listed = json.loads(stdout)
@@ -53,6 +52,17 @@ def list_machines() -> list[dict[str, Any]]:
     if isinstance(listed, dict):
         listed = listed.get("machines") or []
     return list(listed)
+
+
+def _error_text(stderr: bytes, returncode: int) -> str:
+    """The binary's error message, once, without cobra's "Error: " prefix."""
+    lines: list[str] = []
+    for line in stderr.decode("utf-8", "replace").splitlines():
+        line = line.strip()
+        line = line[len("Error: "):] if line.startswith("Error: ") else line
+        if line and line not in lines:
+            lines.append(line)
+    return "; ".join(lines) or f"`list --json` exited with status {returncode}"
 
 
 def group_name(prefix: str, value: str) -> str:
