@@ -290,3 +290,24 @@ def test_100mb_put_arrives_byte_exact(sim, tmp_path):
     finally:
         in_machine(sim, machine, "rm -f /tmp/big.bin")
     print(f"100 MB files.put took {elapsed:.1f} s including pyinfra start-up")
+
+
+def test_sudo_password_is_used_masked_and_its_askpass_file_removed(sim, tmp_path):
+    machine = sim.machine("deploy")
+    in_machine(sim, machine,
+               "id pwuser >/dev/null 2>&1 || useradd -m -s /bin/sh pwuser; echo 'pwuser:Pa55-word' | chpasswd; "
+               "echo 'pwuser ALL=(ALL) ALL' > /etc/sudoers.d/pwuser; chmod 0440 /etc/sudoers.d/pwuser")
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\n"
+        "server.shell(name='as root', commands=['id -un > /tmp/pw-sudo-out'],\n"
+        "             _sudo=True, _sudo_password='Pa55-word')\n"
+    )
+    result = run_pyinfra(sim.env, "-y", "-vv", "--debug", "--data", "orbstack_user=pwuser",
+                         f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert in_machine(sim, machine, "cat /tmp/pw-sudo-out") == "root\n"
+    assert "Pa55-word" not in output  # shown as *** in -vv input echo and debug logs
+    assert "***" in output
+    # pyinfra removes its askpass script after disconnecting: that call still works.
+    assert in_machine(sim, machine, "ls /tmp/pyinfra-sudo-askpass-* 2>/dev/null || true") == ""

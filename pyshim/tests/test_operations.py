@@ -1,0 +1,410 @@
+"""orbstack.* operations in pyinfra's own test style: given facts, the exact commands.
+
+The facts are fakes here (this is the one place they belong): each test states what
+OrbStack looks like, calls the operation's generator (``op._inner``) and checks the
+``orbctl`` commands it yields, or that it yields none. The same operations run for
+real against the simulator in test_lifecycle_e2e.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from pyinfra.api import OperationError
+from pyinfra.api.state import StateStage
+from pyinfra.context import ctx_host, ctx_state
+
+from pyinfra_orbstack.facts.orbstack import (
+    Config,
+    ConfigValue,
+    DefaultMachine,
+    Machine,
+    Snapshots,
+)
+from pyinfra_orbstack.operations import orbstack
+
+
+def record(name="web", state="running", distro="debian", version="bookworm", arch="arm64",
+           user="alice", **config) -> dict:
+    return {
+        "name": name, "id": "01K2G8TY5GM9C3CN95KCB4ZG8B", "state": state, "distro": distro,
+        "version": version, "arch": arch, "variant": "default", "default_user": user,
+        "isolated": bool(config.get("isolated")), "ip4": "", "ip6": "", "disk_size": None,
+        "config": {"isolated": False, "default_username": user, **config},
+    }
+
+
+class FakeOrbStack:
+    """What the facts report: machines by name, settings, default, snapshot dirs."""
+
+    def __init__(self, machines=(), config=None, default=None, snapshots=None,
+                 stage=StateStage.Execute):
+        self.machines = {m["name"]: m for m in machines}
+        self.config = dict(config or {})
+        self.default = default
+        self.snapshots = snapshots or {}
+        self.noops: list[str] = []
+        self.facts_read: list[tuple] = []
+        self.print_prefix = "[@local] "
+        self.state = SimpleNamespace(current_stage=stage, is_executing=stage == StateStage.Execute)
+
+    def get_fact(self, cls, **kwargs):
+        self.facts_read.append((cls.__name__, kwargs))
+        if cls is Machine:
+            return self.machines.get(kwargs["machine"])
+        if cls is Config:
+            return self.config
+        if cls is ConfigValue:
+            return self.config.get(kwargs["key"])
+        if cls is DefaultMachine:
+            return self.default
+        if cls is Snapshots:
+            return self.snapshots.get((kwargs["directory"], kwargs["machine"]), [])
+        raise AssertionError(f"unexpected fact {cls.__name__}")
+
+    def noop(self, description: str) -> None:
+        self.noops.append(description)
+
+
+def run(op, world: FakeOrbStack, *args, **kwargs) -> list[str]:
+    with ctx_state.use(world.state), ctx_host.use(world):
+        return [str(command) for command in op._inner(*args, **kwargs)]
+
+
+def wait(machine: str, timeout: int = 120) -> str:
+    return orbstack.wait_ready(machine, timeout)
+
+
+# machine: create, delete, start, stop, recreate
+
+
+def test_machine_missing_is_created_then_waited_for():
+    world = FakeOrbStack()
+    commands = run(orbstack.machine, world, machine="web", image="debian:bookworm")
+    assert commands == ["orbctl create debian:bookworm web", wait("web")]
+
+
+def test_machine_create_passes_every_setting_as_orbctl_flags():
+    world = FakeOrbStack()
+    commands = run(
+        orbstack.machine, world, machine="web", image="ubuntu:noble", arch="amd64",
+        user="deploy", user_data="/Users/me/cloud init.yaml", cpus=2, memory="4G",
+        disk="32G", isolated=True, isolate_network=True, mounts=["/Users/me/src:/src"],
+        timeout=30,
+    )
+    assert commands == [
+        "orbctl create -a amd64 -u deploy -c '/Users/me/cloud init.yaml' --isolated "
+        "--isolate-network --cpus 2 --memory 4G --disk 32G --mount /Users/me/src:/src "
+        "ubuntu:noble web",
+        wait("web", 30),
+    ]
+
+
+def test_machine_that_exists_and_runs_is_a_noop():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.machine, world, machine="web", image="debian:bookworm") == []
+    assert world.noops == ["machine web is running"]
+
+
+def test_machine_version_alias_matches_the_stored_codename():
+    # orbctl stores debian:12 as "bookworm": asking for 12 again changes nothing.
+    world = FakeOrbStack([record()])
+    assert run(orbstack.machine, world, machine="web", image="debian:12") == []
+
+
+def test_machine_bare_distro_accepts_any_version():
+    world = FakeOrbStack([record(distro="archlinux", version="current")])
+    assert run(orbstack.machine, world, machine="web", image="arch") == []
+
+
+def test_machine_stopped_is_started_and_waited_for():
+    world = FakeOrbStack([record(state="stopped")])
+    commands = run(orbstack.machine, world, machine="web", image="debian")
+    assert commands == ["orbctl start web", wait("web")]
+
+
+def test_machine_running_false_stops_only_that_machine():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.machine, world, machine="web", image="debian", running=False) == [
+        "orbctl stop web",
+    ]
+
+
+def test_machine_created_stopped_waits_for_first_boot_then_stops():
+    world = FakeOrbStack()
+    commands = run(orbstack.machine, world, machine="web", image="debian", running=False)
+    assert commands == ["orbctl create debian web", wait("web"), "orbctl stop web"]
+
+
+def test_machine_absent_is_deleted_by_name_with_force():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.machine, world, machine="web", present=False) == ["orbctl delete -f web"]
+
+
+def test_machine_absent_and_missing_is_a_noop():
+    world = FakeOrbStack()
+    assert run(orbstack.machine, world, machine="web", present=False) == []
+    assert world.noops == ["machine web does not exist"]
+
+
+def test_machine_with_another_image_is_an_error_without_force():
+    world = FakeOrbStack([record(distro="ubuntu", version="noble")])
+    with pytest.raises(OperationError, match=r"exists with distro ubuntu \(want debian\).*force=True"):
+        run(orbstack.machine, world, machine="web", image="debian:bookworm")
+
+
+def test_machine_with_another_arch_is_recreated_with_force():
+    world = FakeOrbStack([record(arch="arm64")])
+    commands = run(orbstack.machine, world, machine="web", image="debian", arch="amd64", force=True)
+    assert commands == [
+        "orbctl delete -f web",
+        "orbctl create -a amd64 debian web",
+        wait("web"),
+    ]
+
+
+def test_machine_isolation_cannot_change_in_place():
+    world = FakeOrbStack([record(isolated=False)])
+    with pytest.raises(OperationError, match="isolated false \\(want true\\)"):
+        run(orbstack.machine, world, machine="web", image="debian", isolated=True)
+
+
+def test_machine_limits_of_an_existing_machine_are_set_only_when_different():
+    world = FakeOrbStack(
+        [record()],
+        config={"machine.web.cpu": "2", "machine.web.memory_mib": "2048"},
+    )
+    commands = run(orbstack.machine, world, machine="web", image="debian", cpus=2, memory="4G",
+                   disk="16G")
+    assert commands == [
+        "orbctl config set machine.web.memory_mib 4096",
+        "orbctl config set machine.web.disk_bytes 17179869184",
+    ]
+
+
+def test_machine_default_user_change_sets_the_machine_username():
+    world = FakeOrbStack([record(user="alice")])
+    assert run(orbstack.machine, world, machine="web", image="debian", user="deploy") == [
+        "orbctl config set machine.web.username deploy",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["", "a", "-web", "web_1", "docker", "web; rm -rf /"])
+def test_machine_rejects_names_orbctl_would_reject(bad):
+    # Above all the empty name: `orbctl stop` with no name stops all of OrbStack.
+    with pytest.raises(OperationError, match="invalid machine name"):
+        run(orbstack.machine, FakeOrbStack(), machine=bad, running=False)
+
+
+def test_wait_ready_loop_gives_up_with_a_clear_message(tmp_path):
+    # The real loop, run by sh against an orbctl that never answers.
+    import os
+    import subprocess
+
+    orbctl = tmp_path / "orbctl"
+    orbctl.write_text("#!/bin/sh\nexit 1\n")
+    orbctl.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    result = subprocess.run(["sh", "-c", wait("web", 2)], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 1
+    assert "machine web did not answer commands within 2s" in result.stderr
+    assert "orbctl logs web" in result.stderr
+
+
+def test_commands_are_printed_while_pyinfra_prepares(caplog):
+    world = FakeOrbStack(stage=StateStage.Prepare)
+    with caplog.at_level("INFO", logger="pyinfra"):
+        run(orbstack.machine, world, machine="web", image="debian")
+    printed = [r.getMessage() for r in caplog.records if "will run:" in r.getMessage()]
+    assert len(printed) == 2 and "orbctl create debian web" in printed[0]
+
+
+# clone, rename, restart
+
+
+def test_clone_creates_the_copy_and_starts_it_when_asked():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.clone, world, source="web", machine="web-copy", running=True) == [
+        "orbctl clone web web-copy",
+        "orbctl start web-copy",
+        wait("web-copy"),
+    ]
+
+
+def test_clone_that_exists_is_a_noop():
+    world = FakeOrbStack([record(), record(name="web-copy", state="stopped")])
+    assert run(orbstack.clone, world, source="web", machine="web-copy") == []
+    assert world.noops == ["machine web-copy already exists"]
+
+
+def test_rename_runs_once_then_is_a_noop():
+    world = FakeOrbStack([record(name="web")])
+    assert run(orbstack.rename, world, machine="web", new_name="web-old") == [
+        "orbctl rename web web-old",
+    ]
+    world = FakeOrbStack([record(name="web-old")])
+    assert run(orbstack.rename, world, machine="web", new_name="web-old") == []
+    assert world.noops == ["machine web is already renamed to web-old"]
+
+
+def test_rename_onto_an_existing_machine_is_an_error():
+    world = FakeOrbStack([record(name="web"), record(name="web-old")])
+    with pytest.raises(OperationError, match="a machine called web-old already exists"):
+        run(orbstack.rename, world, machine="web", new_name="web-old")
+
+
+def test_restart_always_restarts_and_waits():
+    assert run(orbstack.restart, FakeOrbStack([record()]), machine="web", timeout=60) == [
+        "orbctl restart web",
+        wait("web", 60),
+    ]
+
+
+# config, default machine, default user
+
+
+def test_config_sets_only_the_keys_that_differ():
+    world = FakeOrbStack(config={"cpu": "4", "rosetta": "true", "memory_mib": "4096"})
+    commands = run(orbstack.config, world, settings={"cpu": 4, "rosetta": False, "memory_mib": 8192})
+    assert commands == ["orbctl config set rosetta false", "orbctl config set memory_mib 8192"]
+
+
+def test_config_unchanged_is_a_noop():
+    world = FakeOrbStack(config={"cpu": "4"})
+    assert run(orbstack.config, world, settings={"cpu": 4}) == []
+    assert world.noops == ["OrbStack settings already cpu=4"]
+
+
+def test_config_per_machine_keys_and_dotted_names_are_quoted():
+    world = FakeOrbStack(config={"machine.web.cpu": "1"})
+    assert run(orbstack.config, world, machine="web", settings={"cpu": 2}) == [
+        "orbctl config set machine.web.cpu 2",
+    ]
+    assert run(orbstack.config, FakeOrbStack(), machine="a.b", settings={"cpu": 2}) == [
+        """orbctl config set 'machine."a.b".cpu' 2""",
+    ]
+
+
+def test_config_reads_keys_config_show_omits_with_config_get():
+    world = FakeOrbStack(config={"machine.web.memory_mib": "1024"})
+    world.config_shown = {}
+    assert run(orbstack.config, world, machine="web", settings={"memory_mib": 1024}) == []
+    assert ("ConfigValue", {"key": "machine.web.memory_mib"}) not in world.facts_read  # shown
+
+
+def test_config_warns_that_orbstack_must_restart(caplog):
+    world = FakeOrbStack(config={"cpu": "2"})
+    with caplog.at_level("WARNING", logger="pyinfra"):
+        run(orbstack.config, world, settings={"cpu": 4})
+    assert any("OrbStack must restart to apply cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_default_machine_is_set_once():
+    assert run(orbstack.default_machine, FakeOrbStack(default="db"), machine="web") == [
+        "orbctl default web",
+    ]
+    assert run(orbstack.default_machine, FakeOrbStack(default="web"), machine="web") == []
+
+
+def test_default_user_is_set_once():
+    assert run(orbstack.default_user, FakeOrbStack([record(user="alice")]), machine="web",
+               user="deploy") == ["orbctl config set machine.web.username deploy"]
+    assert run(orbstack.default_user, FakeOrbStack([record(user="deploy")]), machine="web",
+               user="deploy") == []
+
+
+# snapshot and restore
+
+
+def snap(directory: str, machine: str, when: datetime) -> dict:
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    return {"path": f"{directory}/{machine}-{stamp}.tar.zst", "time": stamp, "size": 10}
+
+
+EXPORT = (
+    "mkdir -p /backups && orbctl export web "
+    '/backups/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst'
+)
+
+
+def test_snapshot_exports_to_a_timestamped_archive():
+    assert run(orbstack.snapshot, FakeOrbStack([record()]), machine="web", directory="/backups") == [
+        EXPORT,
+    ]
+
+
+def test_snapshot_prunes_all_but_the_newest_keep():
+    now = datetime.now(timezone.utc)
+    old = [snap("/backups", "web", now - timedelta(days=d)) for d in (3, 2, 1)]
+    world = FakeOrbStack([record()], snapshots={("/backups", "web"): old})
+    commands = run(orbstack.snapshot, world, machine="web", directory="/backups", keep=2)
+    assert commands == [EXPORT, shlex.join(["rm", "-f", "--", old[0]["path"], old[1]["path"]])]
+
+
+def test_snapshot_younger_than_max_age_is_a_noop():
+    now = datetime.now(timezone.utc)
+    world = FakeOrbStack(
+        [record()],
+        snapshots={("/backups", "web"): [snap("/backups", "web", now - timedelta(minutes=5))]},
+    )
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", max_age=3600) == []
+    assert world.noops[0].startswith("newest snapshot of web is ")
+
+
+def test_snapshot_older_than_max_age_exports_again():
+    now = datetime.now(timezone.utc)
+    world = FakeOrbStack(
+        [record()],
+        snapshots={("/backups", "web"): [snap("/backups", "web", now - timedelta(hours=2))]},
+    )
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups",
+               max_age=timedelta(hours=1)) == [EXPORT]
+
+
+def test_snapshot_directory_with_spaces_is_quoted():
+    commands = run(orbstack.snapshot, FakeOrbStack(), machine="web", directory="/Users/me/Orb Backups/")
+    assert commands == [
+        "mkdir -p '/Users/me/Orb Backups' && orbctl export web "
+        """'/Users/me/Orb Backups'/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst""",
+    ]
+
+
+def test_restore_missing_machine_from_the_newest_snapshot_and_waits():
+    now = datetime.now(timezone.utc)
+    snaps = [snap("/backups", "web", now - timedelta(days=d)) for d in (2, 1)]
+    world = FakeOrbStack(snapshots={("/backups", "web"): snaps})
+    assert run(orbstack.restore, world, machine="web", directory="/backups") == [
+        f"orbctl import -n web {snaps[-1]['path']}",
+        "orbctl start web",
+        wait("web"),
+    ]
+
+
+def test_restore_leaves_an_existing_machine_alone_without_force():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.restore, world, machine="web", archive="/backups/web.tar.zst") == []
+    assert "pass force=True" in world.noops[0]
+
+
+def test_restore_with_force_replaces_the_machine():
+    world = FakeOrbStack([record()])
+    assert run(orbstack.restore, world, machine="web", archive="/b/web.tar.zst", force=True,
+               running=False) == [
+        "orbctl delete -f web",
+        "orbctl import -n web /b/web.tar.zst",
+    ]
+
+
+def test_restore_without_any_snapshot_is_a_noop():
+    world = FakeOrbStack()
+    assert run(orbstack.restore, world, machine="web", directory="/backups") == []
+    assert world.noops == ["no snapshot of web in /backups: nothing to restore"]
+
+
+def test_restore_needs_exactly_one_source():
+    with pytest.raises(OperationError, match="exactly one of archive= or directory="):
+        run(orbstack.restore, FakeOrbStack(), machine="web")
