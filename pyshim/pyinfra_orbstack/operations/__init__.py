@@ -1,0 +1,1 @@
+"""pyinfra operations for OrbStack: ``from pyinfra_orbstack.operations import orbstack``."""
