@@ -1,0 +1,303 @@
+"""orbstack.* facts: parsing what orbctl prints (every known version's shape), and the
+in-machine network facts run for real by sh on this Linux box, with and without the
+usual tools on the PATH.
+
+The Mac-side facts also run against the simulator through the real pyinfra CLI in
+test_lifecycle_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from pyinfra_orbstack.facts import network
+from pyinfra_orbstack.facts import orbstack as facts
+
+RECORD = {
+    "id": "01K2G8TY5GM9C3CN95KCB4ZG8B",
+    "name": "web-server",
+    "image": {"distro": "ubuntu", "version": "jammy", "arch": "arm64", "variant": "default"},
+    "config": {"isolated": False, "default_username": "ubuntu"},
+    "builtin": False,
+    "state": "running",
+}
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def test_machines_keys_records_by_name_and_flattens_them():
+    data = facts.Machines().process(lines(json.dumps([RECORD], indent=2)))
+    assert list(data) == ["web-server"]
+    assert data["web-server"]["distro"] == "ubuntu"
+    assert data["web-server"]["default_user"] == "ubuntu"
+    assert data["web-server"]["state"] == "running"
+
+
+def test_machines_before_v0_15_printed_null_for_no_machines():
+    assert facts.Machines().process(["null"]) == {}
+    assert facts.Machines().process(["[]"]) == {}
+
+
+def test_machine_reads_the_wrapped_info_with_addresses():
+    info = {"record": RECORD, "disk_size": 962924544, "ip4": "198.19.249.76",
+            "ip6": "fd07:b51a:cc66:0:b476:dbff:fe73:161e"}
+    data = facts.Machine().process(lines(json.dumps(info, indent=2)))
+    assert (data["ip4"], data["disk_size"], data["arch"]) == ("198.19.249.76", 962924544, "arm64")
+
+
+def test_machine_reads_the_bare_record_of_v1_9_and_older():
+    data = facts.Machine().process(lines(json.dumps(RECORD)))
+    assert data["name"] == "web-server" and data["disk_size"] is None and data["ip4"] == ""
+
+
+def test_machine_keeps_2x_config_keys():
+    record = dict(RECORD, config={"isolated": True, "isolate_network": True,
+                                  "default_username": "u", "forward_ssh_agent": True})
+    data = facts.Machine().process(lines(json.dumps({"record": record, "disk_size": None})))
+    assert data["isolated"] is True and data["config"]["isolate_network"] is True
+
+
+def test_version_parses_version_code_and_commit():
+    data = facts.Version().process(["Version: 2.2.3 (2020300)", "Commit: abc123 (v2.2.3)"])
+    assert data == {"version": "2.2.3", "code": 2020300, "commit": "abc123 (v2.2.3)"}
+
+
+def test_config_show_lines_become_a_dict_of_strings():
+    data = facts.Config().process(
+        ["app.start_at_login: false", "cpu: 11", "machine.web-server.username: alice",
+         "network.subnet4: 192.168.138.0/23"],
+    )
+    assert data["cpu"] == "11" and data["machine.web-server.username"] == "alice"
+    assert data["network.subnet4"] == "192.168.138.0/23"
+
+
+def test_config_value_ignores_the_1_11_3_print_everything_bug():
+    assert facts.ConfigValue().process(["8"]) == "8"
+    assert facts.ConfigValue().process(["cpu: 8", "rosetta: true"]) is None
+
+
+def test_ssh_connection_gives_a_ready_command_for_a_machine_and_user():
+    output = [
+        "SSH command:", "    ssh orb", "    Host: localhost", "    Port: 32222",
+        "    User: default", "    Private key: ~/.orbstack/ssh/id_ed25519",
+        "Routing: deploy@web",
+    ]
+    data = facts.SshConnection().process(output)
+    assert data == {
+        "host": "localhost", "port": 32222, "user": "deploy@web",
+        "key": "~/.orbstack/ssh/id_ed25519",
+        "command": "ssh -p 32222 -i ~/.orbstack/ssh/id_ed25519 deploy@web@localhost",
+    }
+    assert "Routing: deploy@web" in facts.SshConnection().command(machine="web", user="deploy")
+
+
+# The shell side of the Mac facts, run by a real sh against a stand-in orbctl that
+# behaves like the real one's error paths (the simulator covers the happy paths).
+
+
+def sh(command: str, path: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=path)
+    return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+
+
+def fake_orbctl(tmp_path: Path, script: str) -> str:
+    orbctl = tmp_path / "orbctl"
+    orbctl.write_text("#!/bin/sh\n" + script)
+    orbctl.chmod(0o755)
+    return f"{tmp_path}:/usr/bin:/bin"
+
+
+def test_missing_machine_is_none_not_a_failure(tmp_path):
+    path = fake_orbctl(tmp_path, "echo \"[-32098] machine not found: '$2'\" >&2; exit 1\n")
+    result = sh(facts.Machine().command(machine="nope"), path)
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_other_orbctl_errors_fail_the_fact_with_orbctl_s_message(tmp_path):
+    path = fake_orbctl(tmp_path, "echo '[-32098] OrbStack is not running' >&2; exit 1\n")
+    result = sh(facts.Machine().command(machine="web"), path)
+    assert result.returncode == 1 and "OrbStack is not running" in result.stderr
+
+
+def test_no_orbctl_says_where_these_facts_run(tmp_path):
+    result = sh(facts.Machines().command(), "/usr/bin:/bin")
+    assert result.returncode == 127
+    assert "target @local" in result.stderr and "not an @orbstack/NAME machine" in result.stderr
+
+
+def test_status_reports_stopped_as_an_answer(tmp_path):
+    path = fake_orbctl(tmp_path, "echo Stopped; exit 1\n")
+    result = sh(facts.Status().command(), path)
+    assert result.returncode == 0 and facts.Status().process(lines(result.stdout)) == "Stopped"
+
+
+def test_snapshots_lists_only_this_machine_s_archives_oldest_first(tmp_path):
+    for name in ["web-20260102T000000Z.tar.zst", "web-20260101T000000Z.tar.zst",
+                 "web-2-20260103T000000Z.tar.zst", "web-notes.txt"]:
+        (tmp_path / name).write_bytes(b"x" * 7)
+    result = sh(facts.Snapshots().command(directory=str(tmp_path), machine="web"), "/usr/bin:/bin")
+    data = facts.Snapshots().process(lines(result.stdout))
+    assert [Path(s["path"]).name for s in data] == [
+        "web-20260101T000000Z.tar.zst", "web-20260102T000000Z.tar.zst",
+    ]
+    assert data[0]["size"] == 7 and data[0]["time"] == "20260101T000000Z"
+
+
+def test_snapshots_of_a_missing_directory_is_empty(tmp_path):
+    result = sh(facts.Snapshots().command(directory=str(tmp_path / "nope"), machine="web"),
+                "/usr/bin:/bin")
+    assert result.returncode == 0 and facts.Snapshots().process(lines(result.stdout)) == []
+
+
+# In-machine facts, run for real here. A "bare" PATH holds only the basics a minimal
+# image has (sh, cat, tail), to prove the fallbacks work and missing tools are named.
+
+BASICS = ["sh", "cat", "tail", "tr", "wc", "hostname"]
+
+
+@pytest.fixture()
+def bare_path(tmp_path) -> str:
+    def make(*extra: str) -> str:
+        bindir = tmp_path / "bare"
+        bindir.mkdir(exist_ok=True)
+        for tool in BASICS + list(extra):
+            # python3 may be a pyenv shim that needs more than a bare PATH: link the
+            # real interpreter instead.
+            found = os.path.realpath(sys.executable) if tool == "python3" else shutil.which(tool)
+            if found and not (bindir / tool).exists():
+                (bindir / tool).symlink_to(found)
+        return str(bindir)
+
+    return make
+
+
+def fact(cls, path: str, **kwargs):
+    result = sh(cls().command(**kwargs), path)
+    assert result.returncode == 0, result.stderr
+    return cls().process(lines(result.stdout))
+
+
+def test_network_without_ip_reads_proc_and_agrees_with_ip(bare_path):
+    if not shutil.which("ip"):
+        pytest.skip("no ip command here to compare with")
+    full = fact(network.Network, os.environ["PATH"])
+    bare = fact(network.Network, bare_path())
+    assert (full["source"], bare["source"]) == ("ip", "proc")
+    assert bare["ipv4"] == full["ipv4"] and bare["ipv4"], "IPv4 addresses from /proc"
+    assert sorted(bare["ipv6"]) == sorted(full["ipv6"])
+    assert bare["interfaces"].keys() == full["interfaces"].keys()
+    for name, data in full["interfaces"].items():
+        assert bare["interfaces"][name]["mac"] == data["mac"]
+    default = lambda routes: [(r["gateway"], r["interface"]) for r in routes  # noqa: E731
+                              if r["destination"] == "default" and r["family"] == 4]
+    assert default(bare["routes"]) == default(full["routes"])
+    assert bare["dns_servers"] == full["dns_servers"]
+    assert full["orb_name"] == f"{socket.gethostname()}.orb.local"
+
+
+def test_tcp_port_open_and_closed_with_bash_dev_tcp_only(bare_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    path = bare_path("bash", "timeout")
+    try:
+        opened = fact(network.TcpPort, path, host="127.0.0.1", port=port)
+    finally:
+        server.close()
+    closed = fact(network.TcpPort, path, host="127.0.0.1", port=port)
+    assert (opened["open"], opened["method"]) == (True, "bash")
+    assert closed["open"] is False and "refused" in closed["error"].lower()
+
+
+def test_tcp_port_names_the_missing_tools(bare_path):
+    data = fact(network.TcpPort, bare_path(), host="127.0.0.1", port=1)
+    assert data["open"] is None and data["missing"] == ["nc", "bash", "python3"]
+
+
+class _Teapot(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(204 if self.path == "/ok" else 418)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def http_server():
+    server = HTTPServer(("127.0.0.1", 0), _Teapot)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget", "python3"])
+def test_http_status_with_each_client(bare_path, http_server, tool):
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed here")
+    path = bare_path(tool)
+    ok = fact(network.Http, path, url=f"{http_server}/ok")
+    teapot = fact(network.Http, path, url=f"{http_server}/teapot")
+    assert (ok["ok"], ok["status"], ok["method"]) == (True, 204, tool)
+    assert (teapot["ok"], teapot["status"]) == (False, 418)
+
+
+def test_http_names_the_missing_clients(bare_path):
+    data = fact(network.Http, bare_path(), url="http://127.0.0.1:1/")
+    assert data["ok"] is None and data["missing"] == ["curl", "wget", "python3"]
+
+
+def test_ping_without_ping_says_so(bare_path):
+    data = fact(network.Ping, bare_path(), target="127.0.0.1")
+    assert data["reachable"] is None and data["missing"] == ["ping"]
+
+
+def test_dns_a_lookup_falls_back_to_getent(bare_path):
+    data = fact(network.DnsLookup, bare_path("getent"), hostname="localhost", type="A")
+    assert (data["method"], data["answers"]) == ("getent", ["127.0.0.1"])
+
+
+def test_dns_mx_without_dns_tools_names_them(bare_path):
+    data = fact(network.DnsLookup, bare_path("getent", "python3"), hostname="localhost", type="MX")
+    assert data["missing"] == ["dig", "host", "nslookup"] and data["answers"] == []
+
+
+def test_dns_rejects_unknown_record_types():
+    with pytest.raises(ValueError, match="type must be one of A, AAAA, MX, CNAME"):
+        network.DnsLookup().command(hostname="x", type="TXT")
+
+
+@pytest.mark.parametrize(
+    ("method", "rtype", "output", "answers"),
+    [
+        ("dig", "MX", ["10 mx1.example.com.", "20 mx2.example.com."],
+         [{"preference": 10, "exchange": "mx1.example.com"},
+          {"preference": 20, "exchange": "mx2.example.com"}]),
+        ("host", "MX", ["example.com mail is handled by 10 mx1.example.com."],
+         [{"preference": 10, "exchange": "mx1.example.com"}]),
+        ("nslookup", "MX", ["Server:\t\t10.0.0.1", "Address:\t10.0.0.1#53", "",
+                            "example.com\tmail exchanger = 10 mx1.example.com."],
+         [{"preference": 10, "exchange": "mx1.example.com"}]),
+        ("dig", "CNAME", ["web.example.net."], ["web.example.net"]),
+        ("host", "CNAME", ["www.example.com is an alias for web.example.net."], ["web.example.net"]),
+        ("getent", "AAAA", ["::ffff:1.2.3.4   STREAM x", "2001:db8::1 STREAM x"], ["2001:db8::1"]),
+        ("nslookup", "A", ["Server:\t\t10.0.0.1", "Address:\t10.0.0.1#53", "Name:\texample.com",
+                           "Address: 93.184.216.34"], ["93.184.216.34"]),
+    ],
+)
+def test_dns_answers_from_each_tool(method, rtype, output, answers):
+    assert network.parse_dns_answers(method, rtype, "www.example.com", output) == answers
