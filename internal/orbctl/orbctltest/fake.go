@@ -22,10 +22,15 @@ home=${FAKE_ORBCTL_HOME:?}
 m="$home/machines"
 mkdir -p "$m"
 if [ -n "$FAKE_ORBCTL_FAIL" ] && [ "$1" != run ]; then echo "$FAKE_ORBCTL_FAIL" >&2; exit 1; fi
+idof() { printf '01K2G8TY5GM9C3CN95KCB4ZG%s' "$(printf %s "$1" | cksum | cut -c1-2)"; }
+resolve() { # name or ID -> name
+  [ -e "$m/$1" ] && { echo "$1"; return; }
+  for f in "$m"/*; do [ -e "$f" ] && [ "$(idof "$(basename "$f")")" = "$1" ] && basename "$f"; done
+}
 record() { # name
   read -r state distro user < "$m/$1"
-  printf '{"id":"01K2G8TY5GM9C3CN95KCB4ZG8%s","name":"%s","image":{"distro":"%s","version":"bookworm","arch":"amd64","variant":"default"},"config":{"isolated":false,"default_username":"%s"},"builtin":false,"state":"%s"}' \
-    "$(printf %s "$1" | cksum | cut -c1)" "$1" "$distro" "$user" "$state"
+  printf '{"id":"%s","name":"%s","image":{"distro":"%s","version":"bookworm","arch":"amd64","variant":"default"},"config":{"isolated":false,"default_username":"%s"},"builtin":false,"state":"%s"}' \
+    "$(idof "$1")" "$1" "$distro" "$user" "$state"
 }
 notfound() { echo "[-32098] machine not found: '$1'" >&2; exit 1; }
 setstate() { read -r state distro user < "$m/$1"; echo "$2 $distro $user" > "$m/$1"; }
@@ -36,7 +41,7 @@ list)
   for f in "$m"/*; do [ -e "$f" ] || continue; printf '%s' "$sep"; record "$(basename "$f")"; sep=,; done
   printf ']\n' ;;
 info)
-  [ -e "$m/$1" ] || notfound "$1"
+  name=$(resolve "$1"); [ -n "$name" ] || notfound "$1"; set -- "$name"
   read -r state distro user < "$m/$1"
   if [ "$state" = running ]; then ip=',"ip4":"198.19.249.2"'; else ip=; fi
   printf '{"record":'; record "$1"; printf ',"disk_size":1024%s}\n' "$ip" ;;
@@ -50,6 +55,8 @@ start|stop|restart)
   [ "$cmd" = stop ] && setstate "$1" stopped || setstate "$1" running ;;
 delete)
   [ "$1" = -f ] && shift
+  # orbctl dereferences a nil record when deleting by ULID (reference §2).
+  [ -n "$(resolve "$1")" ] && [ ! -e "$m/$1" ] && { echo "panic: runtime error: invalid memory address or nil pointer dereference" >&2; exit 2; }
   [ -e "$m/$1" ] || notfound "$1"
   rm -f "$m/$1" ;;
 status) echo Running ;;
