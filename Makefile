@@ -51,6 +51,46 @@ demo: deps build venv ## create simulator machines and run a real pyinfra deploy
 bench: deps build venv ## benchmarks, reported as ratios against a baseline measured in the same run
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(VPY) pyshim/bench/bench.py
 
+# Packaging and release: docs/releasing.md. Tools are built from source into .cache/.
+TOOLS              := $(CURDIR)/.cache/bin
+# goreleaser v2.17+ needs a newer Go or a module the proxy refuses (docs/releasing.md).
+GORELEASER_VERSION := v2.16.0
+ACTIONLINT_VERSION := v1.7.12
+GORELEASER         := $(TOOLS)/goreleaser-$(GORELEASER_VERSION)/goreleaser
+ACTIONLINT         := $(TOOLS)/actionlint-$(ACTIONLINT_VERSION)/actionlint
+WHEEL_TARGETS      := darwin_arm64 darwin_amd64 linux_amd64 linux_arm64
+
+.PHONY: wheel
+wheel: ## platform wheels (macOS and Linux, arm64 and x86_64) in dist/, each checked by internal/wheelcheck
+	@mkdir -p dist
+	rm -f dist/pyinfra_orbstack-*.whl
+	set -e; for t in $(WHEEL_TARGETS); do \
+		CGO_ENABLED=0 GOOS=$${t%_*} GOARCH=$${t#*_} $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o dist/bin/$$t/pyinfra-orbstack ./cmd/pyinfra-orbstack; \
+		$(PYTHON) pyshim/mkwheel.py --version $(VERSION) --out dist --binary $$t=dist/bin/$$t/pyinfra-orbstack; \
+	done
+	PYINFRA_ORBSTACK_WHEELS=$(CURDIR)/dist $(GO) test -count=1 -run TestBuiltWheels ./internal/wheelcheck
+
+.PHONY: release-snapshot
+release-snapshot: $(GORELEASER) ## a full local release (archives, checksums, wheels) in dist/; publishes nothing
+	PYINFRA_ORBSTACK_VERSION=$(VERSION) $(GORELEASER) release --snapshot --clean
+	PYINFRA_ORBSTACK_WHEELS=$(CURDIR)/dist $(GO) test -count=1 -run TestBuiltWheels ./internal/wheelcheck
+
+.PHONY: lint
+lint: lint-workflows $(GORELEASER) ## actionlint, goreleaser check, go vet
+	$(GORELEASER) check
+	$(GO) vet ./...
+
+.PHONY: lint-workflows
+lint-workflows: $(ACTIONLINT) ## check .github/workflows (cheap: part of make test)
+	$(ACTIONLINT)
+
+$(GORELEASER):
+	GOBIN=$(@D) $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+
+$(ACTIONLINT):
+	GOBIN=$(@D) $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
 .PHONY: clean
 clean:
 	rm -rf $(BIN) dist

@@ -187,7 +187,10 @@ def build_wheel(binary: Path, target: str, version: str, out_dir: Path, pyshim: 
     wheel_version = pep440(version)
     readme_path = pyshim / project.get("readme", "README.md")
     readme = readme_path.read_text(encoding="utf-8") if readme_path.exists() else ""
-    license_files = [p for p in ("LICENSE",) if (pyshim / p).exists()]
+    license_files = project.get("license-files", [])
+    for name in license_files:
+        if not (pyshim / name).is_file():
+            raise UsageError(f"pyproject.toml lists license file {name!r}, which is not in {pyshim}")
     dist_name = re.sub(r"[-_.]+", "_", project["name"]).lower()
     dist_info = f"{dist_name}-{wheel_version}.dist-info"
     binary_bytes = binary.read_bytes()
@@ -207,13 +210,14 @@ def build_wheel(binary: Path, target: str, version: str, out_dir: Path, pyshim: 
             wheel.add(arcname, data)
         wheel.add(BINARY_ARCNAME, binary_bytes, mode=0o755)
         wheel.add(f"{dist_info}/METADATA", metadata(project, wheel_version, readme, license_files).encode())
+        # A compressed tag set in the file name (a.b) is one Tag line per tag here.
+        tag_lines = "".join(f"Tag: py3-none-{p}\n" for p in plat.split("."))
         wheel.add(
             f"{dist_info}/WHEEL",
             (
                 "Wheel-Version: 1.0\n"
                 "Generator: pyinfra-orbstack mkwheel\n"
-                "Root-Is-Purelib: false\n"
-                f"Tag: py3-none-{plat}\n"
+                "Root-Is-Purelib: false\n" + tag_lines
             ).encode(),
         )
         wheel.add(f"{dist_info}/entry_points.txt", entry_points(project).encode())

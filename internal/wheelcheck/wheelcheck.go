@@ -287,8 +287,9 @@ func inspectBinary(data []byte) (BinaryInfo, error) {
 	}
 	for _, l := range f.Loads {
 		raw := l.Raw()
-		if len(raw) >= 12 && f.ByteOrder.Uint32(raw) == lcBuildVersion {
-			minos := f.ByteOrder.Uint32(raw[8:12]) // xxxx.yy.zz as nibbles
+		// build_version_command: cmd, cmdsize, platform, minos (xxxx.yy.zz), sdk, ntools.
+		if len(raw) >= 16 && f.ByteOrder.Uint32(raw) == lcBuildVersion {
+			minos := f.ByteOrder.Uint32(raw[12:16])
 			info.MacOSMin = [2]int{int(minos >> 16), int(minos >> 8 & 0xff)}
 		}
 	}
