@@ -45,7 +45,7 @@ SHUTDOWN_GRACE_SECONDS = 2.0
 # Lines of the child's stderr kept to explain a crash.
 STDERR_TAIL_LINES = 5
 
-logger = logging.getLogger("pyinfra_orbstack.rpc")
+logger = logging.getLogger("pyinfra.orbstack.rpc")  # shown by `pyinfra --debug`
 
 OutputSink = Callable[[str, str], None]
 

@@ -17,7 +17,7 @@ import gevent.lock
 from . import _binary, _rpc
 from ._version import __version__
 
-logger = logging.getLogger("pyinfra_orbstack")
+logger = logging.getLogger("pyinfra.orbstack")
 
 INITIALIZE_TIMEOUT_SECONDS = 10
 

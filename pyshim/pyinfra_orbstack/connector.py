@@ -8,7 +8,6 @@ their output back. See docs/connector.md for use, docs/architecture.md for desig
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import posixpath
 import secrets
@@ -633,6 +632,3 @@ def _encode_stdin(stdin) -> str | None:
         chunks.append(data)
     return base64.b64encode(b"".join(chunks)).decode("ascii")
 
-
-# pyinfra-orbstack's logger for things outside pyinfra's own output.
-logging.getLogger("pyinfra_orbstack").addHandler(logging.NullHandler())
