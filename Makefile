@@ -32,7 +32,7 @@ deps: ## install system packages the simulator's machines need (sudo, ping)
 	./.ci/deps
 
 .PHONY: test
-test: deps build venv test-go test-py ## all tests
+test: deps build venv test-go test-py lint-workflows wheel ## all tests
 
 .PHONY: test-go
 test-go: build
