@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -51,7 +52,61 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return exit.code
 	}
 	fmt.Fprintln(stderr, "Error:", describe(err))
-	return 1
+	var usage *usageError
+	if errors.As(err, &usage) && usage.cmd != nil {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", usage.cmd.CommandPath())
+	}
+	return exitCode(err)
+}
+
+// Exit statuses, so scripts can tell failures apart without parsing messages.
+const (
+	ExitFailure            = 1
+	ExitUsage              = 2 // a bad flag, argument count or argument value
+	ExitMachineNotFound    = 3
+	ExitMachineExists      = 4
+	ExitNotReady           = 5
+	ExitOrbctlNotFound     = 6
+	ExitOrbStackNotRunning = 7
+)
+
+func exitCode(err error) int {
+	var usage *usageError
+	switch {
+	case errors.As(err, &usage), errors.Is(err, orbctl.ErrBadArgument),
+		strings.HasPrefix(err.Error(), "unknown command "):
+		return ExitUsage
+	case errors.Is(err, orbctl.ErrMachineNotFound):
+		return ExitMachineNotFound
+	case errors.Is(err, orbctl.ErrMachineExists):
+		return ExitMachineExists
+	case errors.Is(err, orbctl.ErrNotReady):
+		return ExitNotReady
+	case errors.Is(err, orbctl.ErrOrbctlNotFound):
+		return ExitOrbctlNotFound
+	case errors.Is(err, orbctl.ErrOrbStackNotRunning):
+		return ExitOrbStackNotRunning
+	}
+	return ExitFailure
+}
+
+// usageError is a mistake in how a command was called.
+type usageError struct {
+	cmd *cobra.Command
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// args wraps a cobra argument check so its failures count as usage errors.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return &usageError{cmd: cmd, err: err}
+		}
+		return nil
+	}
 }
 
 // exitError ends a command with a status and nothing more to print (the
@@ -94,11 +149,14 @@ machines from scripts and CI pipelines (machine, config).`,
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{cmd: cmd, err: err} })
 	root.AddCommand(
 		NewCmdServe(f, nil),
 		NewCmdList(f, nil),
 		NewCmdVersion(f),
 		NewCmdDoctor(f),
+		NewCmdMachine(f),
+		NewCmdConfig(f),
 	)
 	return root
 }

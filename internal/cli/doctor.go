@@ -23,7 +23,7 @@ func NewCmdDoctor(f *Factory) *cobra.Command {
   machines   how many machines exist and run
 
 It exits 1 when a check fails, after printing what to do about it.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return doctorRun(cmd, f)
 		},

@@ -27,7 +27,7 @@ Each machine is a pyinfra host: @orbstack/NAME targets one, @orbstack all of the
 With --json the output is an array of the protocol's Machine objects.`,
 		Example: `  pyinfra-orbstack list
   pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if runF != nil {
 				return runF(cmd, opts)

@@ -28,7 +28,7 @@ stdout, with Content-Length framing. Stdout carries only protocol messages; logs
 go to stderr. It exits when stdin closes or the client calls "shutdown".
 
 pyinfra starts this command itself: run it by hand only to debug the protocol.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.In, opts.Out, opts.Err = f.In, f.Out, f.Err
 			if runF != nil {

@@ -16,7 +16,7 @@ func NewCmdVersion(f *Factory) *cobra.Command {
 		Long: `Print this binary's version and the shim protocol version it speaks. The Python
 shim must speak the same protocol version; "pyinfra-orbstack doctor" also
 reports OrbStack's own version.`,
-		Args: cobra.NoArgs,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprintf(f.Out, "pyinfra-orbstack %s (protocol %d)\n", f.Version, rpc.ProtocolVersion)
 			return nil

@@ -15,7 +15,9 @@ import (
 // and runs `run` commands on this host. It mimics orbctl's outputs and
 // failures from the orbctl reference (§2, §5), including the silent exit 1 of
 // `run -m missing`. FAKE_ORBCTL_FAIL="status text" makes every command except
-// run print that text and exit 1; FAKE_ORBCTL_LOG appends each argv to a file.
+// run print that text and exit 1; FAKE_ORBCTL_RUN_FAIL="text" makes run print
+// it and exit 255 (a machine that never answers); FAKE_ORBCTL_LOG appends each
+// argv to a file.
 const fakeScript = `#!/bin/sh
 home=${FAKE_ORBCTL_HOME:?}
 [ -n "$FAKE_ORBCTL_LOG" ] && printf '%s\n' "$*" >> "$FAKE_ORBCTL_LOG"
@@ -46,6 +48,7 @@ info)
   if [ "$state" = running ]; then ip=',"ip4":"198.19.249.2"'; else ip=; fi
   printf '{"record":'; record "$1"; printf ',"disk_size":1024%s}\n' "$ip" ;;
 create)
+  while :; do case "$1" in -a|-u) shift 2 ;; -*) echo "Error: unknown flag $1" >&2; exit 1 ;; *) break ;; esac; done
   name=$2; [ -n "$name" ] || name=${1%%:*}
   [ -e "$m/$name" ] && { echo "[-32098] create '$name': machine already exists: '$name'" >&2; exit 1; }
   echo "running ${1%%:*} ${FAKE_ORBCTL_USER:-tester}" > "$m/$name" ;;
@@ -72,6 +75,7 @@ run)
     *) break ;;
   esac; done
   [ -e "$m/$machine" ] || exit 1
+  [ -n "$FAKE_ORBCTL_RUN_FAIL" ] && { echo "$FAKE_ORBCTL_RUN_FAIL" >&2; exit 255; }
   setstate "$machine" running
   cd "${dir:-$HOME}" 2>/dev/null || cd /
   exec "$@" ;;

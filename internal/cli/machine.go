@@ -1,0 +1,337 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// DefaultReadyTimeout bounds the wait for a machine to answer commands.
+const DefaultReadyTimeout = 2 * time.Minute
+
+// NewCmdMachine builds `machine` and its lifecycle subcommands.
+func NewCmdMachine(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "machine",
+		Short: "Create, start, stop and remove OrbStack machines from scripts",
+		Long: `Manage OrbStack machines the way the @orbstack connector does, for scripts and
+CI pipelines that do not use pyinfra.
+
+Commands that leave a machine running (create, start, restart) return only once
+it answers a command ("orbctl run -m NAME true"), or fail with exit status 5
+after --timeout. Nothing that is unsafe to repeat is ever retried. Machines are
+always addressed by name: "orbctl delete" with an ID crashes orbctl, and
+"orbctl stop" without a name would stop all of OrbStack.
+
+Exit statuses: 0 ok, 1 other failure, 2 bad usage or argument, 3 machine not
+found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
+7 OrbStack not running.`,
+	}
+	cmd.AddCommand(
+		newCmdMachineCreate(f),
+		newCmdMachineDelete(f),
+		newCmdMachineStart(f),
+		newCmdMachineStop(f),
+		newCmdMachineRestart(f),
+		newCmdMachineClone(f),
+		newCmdMachineRename(f),
+		newCmdMachineExport(f),
+		newCmdMachineImport(f),
+		newCmdMachineInfo(f),
+	)
+	return cmd
+}
+
+// withOrbctl runs fn with a driver, failing early when orbctl is missing.
+func withOrbctl(f *Factory, fn func(c *orbctl.Client) error) error {
+	c, err := f.Orbctl()
+	if err != nil {
+		return err
+	}
+	return fn(c)
+}
+
+func addTimeoutFlag(cmd *cobra.Command, timeout *time.Duration) {
+	cmd.Flags().DurationVar(timeout, "timeout", DefaultReadyTimeout, "how long to wait for the machine to answer commands")
+}
+
+func waitReady(ctx context.Context, f *Factory, c *orbctl.Client, name string, timeout time.Duration) error {
+	if timeout <= 0 {
+		return &usageError{err: fmt.Errorf("--timeout must be positive, got %s", timeout)}
+	}
+	return c.WaitReady(ctx, name, timeout)
+}
+
+func newCmdMachineCreate(f *Factory) *cobra.Command {
+	var arch, user string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "create DISTRO[:VERSION] NAME",
+		Short: "Create a machine and wait until it answers commands",
+		Long: `Create a machine from an OrbStack image ("orbctl create") and wait until it
+answers commands. An existing NAME is an error (exit status 4): the machine is
+left alone.`,
+		Example: `  pyinfra-orbstack machine create debian:bookworm web
+  pyinfra-orbstack machine create --arch amd64 --user deploy ubuntu:noble ci-runner`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				err := c.Create(cmd.Context(), orbctl.CreateOptions{Image: a[0], Name: a[1], Arch: arch, User: user})
+				if err != nil {
+					return err
+				}
+				if err := waitReady(cmd.Context(), f, c, a[1], timeout); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "created %s\n", a[1])
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&arch, "arch", "a", "", "CPU architecture (arm64 or amd64; default: the Mac's)")
+	cmd.Flags().StringVarP(&user, "user", "u", "", "default user to create (default: your macOS user name)")
+	addTimeoutFlag(cmd, &timeout)
+	return cmd
+}
+
+func newCmdMachineDelete(f *Factory) *cobra.Command {
+	var missingOK bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME...",
+		Short: "Delete machines by name, without asking",
+		Long: `Delete machines and all their data ("orbctl delete -f"). Each NAME is looked up
+first and deleted by its name. A missing machine is an error (exit status 3)
+unless --missing-ok is given. Machines are deleted in order; the first failure
+stops the command.`,
+		Example: `  pyinfra-orbstack machine delete web
+  pyinfra-orbstack machine delete --missing-ok ci-runner-1 ci-runner-2`,
+		Args: args(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				for _, name := range a {
+					err := c.Delete(cmd.Context(), name)
+					if errors.Is(err, orbctl.ErrMachineNotFound) && missingOK {
+						fmt.Fprintf(f.Out, "%s does not exist\n", name)
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(f.Out, "deleted %s\n", name)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&missingOK, "missing-ok", false, "succeed when a machine does not exist")
+	return cmd
+}
+
+func newCmdMachineStart(f *Factory) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "start NAME",
+		Short: "Start a machine and wait until it answers commands",
+		Long: `Start a machine ("orbctl start NAME"; a running machine is left as it is) and
+wait until it answers commands.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Start(cmd.Context(), a[0]); err != nil {
+					return err
+				}
+				if err := waitReady(cmd.Context(), f, c, a[0], timeout); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "%s is running\n", a[0])
+				return nil
+			})
+		},
+	}
+	addTimeoutFlag(cmd, &timeout)
+	return cmd
+}
+
+func newCmdMachineStop(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Stop one machine",
+		Long: `Stop one machine ("orbctl stop NAME"). A stopped machine stays stopped. A name
+is required: orbctl itself would stop all of OrbStack without one.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				// orbctl exits 0 for an unknown name when OrbStack is stopped;
+				// looking the machine up first makes a typo an error.
+				if _, err := c.Info(cmd.Context(), a[0]); err != nil {
+					return err
+				}
+				if err := c.Stop(cmd.Context(), a[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "%s is stopped\n", a[0])
+				return nil
+			})
+		},
+	}
+}
+
+func newCmdMachineRestart(f *Factory) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "restart NAME",
+		Short: "Restart a machine and wait until it answers commands",
+		Long:  `Restart a machine ("orbctl restart NAME") and wait until it answers commands.`,
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Restart(cmd.Context(), a[0]); err != nil {
+					return err
+				}
+				if err := waitReady(cmd.Context(), f, c, a[0], timeout); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "%s is running\n", a[0])
+				return nil
+			})
+		},
+	}
+	addTimeoutFlag(cmd, &timeout)
+	return cmd
+}
+
+func newCmdMachineClone(f *Factory) *cobra.Command {
+	var start bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "clone SOURCE NEW_NAME",
+		Short: "Copy a machine to a new, stopped machine",
+		Long: `Copy a machine ("orbctl clone"). The copy is stopped unless --start is given,
+in which case it is started and the command waits until it answers commands.
+The source is paused while it is copied.`,
+		Example: `  pyinfra-orbstack machine clone golden ci-runner-1 --start`,
+		Args:    args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Clone(cmd.Context(), a[0], a[1]); err != nil {
+					return err
+				}
+				if start {
+					if err := c.Start(cmd.Context(), a[1]); err != nil {
+						return err
+					}
+					if err := waitReady(cmd.Context(), f, c, a[1], timeout); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(f.Out, "cloned %s to %s\n", a[0], a[1])
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&start, "start", false, "start the copy and wait until it answers commands")
+	addTimeoutFlag(cmd, &timeout)
+	return cmd
+}
+
+func newCmdMachineRename(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename NAME NEW_NAME",
+		Short: "Rename a machine",
+		Long:  `Rename a machine ("orbctl rename"); it keeps its ID and its data.`,
+		Args:  args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Rename(cmd.Context(), a[0], a[1]); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "renamed %s to %s\n", a[0], a[1])
+				return nil
+			})
+		},
+	}
+}
+
+func newCmdMachineExport(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export NAME FILE",
+		Short: "Write a machine to an archive file",
+		Long: `Write a machine to an archive ("orbctl export"), e.g. web.tar.zst. FILE is
+relative to the current directory.`,
+		Args: args(cobra.ExactArgs(2)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			path, err := filepath.Abs(a[1])
+			if err != nil {
+				return err
+			}
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Export(cmd.Context(), a[0], path); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "exported %s to %s\n", a[0], path)
+				return nil
+			})
+		},
+	}
+}
+
+func newCmdMachineImport(f *Factory) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Create a machine from an archive file",
+		Long: `Create a machine from an archive made by "machine export" ("orbctl import").
+--name chooses its name; by default it keeps the exported name.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			path, err := filepath.Abs(a[0])
+			if err != nil {
+				return err
+			}
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				if err := c.Import(cmd.Context(), path, name); err != nil {
+					return err
+				}
+				fmt.Fprintf(f.Out, "imported %s\n", path)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&name, "name", "n", "", "name of the new machine")
+	return cmd
+}
+
+func newCmdMachineInfo(f *Factory) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "info NAME",
+		Short: "Show one machine",
+		Long: `Show one machine as the @orbstack connector sees it. With --json the output is
+the protocol's Machine object.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				m, err := c.Info(cmd.Context(), a[0])
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(f.Out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(m)
+				}
+				printMachines(f, []orbctl.Machine{m})
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
