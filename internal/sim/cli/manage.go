@@ -1,0 +1,334 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/distro"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"github.com/spf13/cobra"
+)
+
+// copyPaths applies §7's path rules.
+type copyPaths struct {
+	cwd, home string // the caller's ("Mac") cwd and $HOME
+}
+
+func newCopyPaths() copyPaths {
+	cwd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	return copyPaths{cwd: cwd, home: home}
+}
+
+// mac makes a host path absolute against the cwd and translates it.
+func (c copyPaths) mac(p string) string {
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.cwd, p)
+	}
+	return macPath(p)
+}
+
+// linux rewrites a path under the Mac $HOME to a Linux-home-relative one;
+// other paths stay (relative ones are relative to the Linux home).
+func (c copyPaths) linux(p string) string {
+	if c.home != "" && c.home != "/" && (p == c.home || strings.HasPrefix(p, c.home+"/")) {
+		return "." + strings.TrimPrefix(p, c.home)
+	}
+	return p
+}
+
+// NewCmdPush is `orbctl push` (§7): cp -rf in the machine as the default user.
+func NewCmdPush(app *App) *cobra.Command {
+	var machine string
+	cmd := &cobra.Command{
+		Use:   "push [flags] macOS-source... [Linux-dest]",
+		Short: "Copy files from macOS to Linux",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := newCopyPaths()
+			srcs, dest := args, "."
+			if len(args) >= 2 {
+				srcs, dest = args[:len(args)-1], p.linux(args[len(args)-1])
+			}
+			cpArgs := []string{"cp", "-rf"}
+			for _, s := range srcs {
+				cpArgs = append(cpArgs, p.mac(s))
+			}
+			cpArgs = append(cpArgs, dest)
+			// ReadAny: on a Mac the Linux user can read the user's Mac files;
+			// here it gets CAP_DAC_READ_SEARCH for the copy (see docs).
+			spec := guest.ExecSpec{Args: cpArgs, Direct: true, ReadAny: true}
+			return app.runIn(machine, cmd.Flags().Changed("machine"), spec)
+		},
+	}
+	cmd.Flags().StringVarP(&machine, "machine", "m", "", "Copy to a specific machine")
+	return cmd
+}
+
+// NewCmdPull is `orbctl pull` (§7).
+func NewCmdPull(app *App) *cobra.Command {
+	var machine string
+	cmd := &cobra.Command{
+		Use:   "pull [flags] Linux-source... [macOS-dest]",
+		Short: "Copy files from Linux to macOS",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p := newCopyPaths()
+			srcs, dest := args, "."
+			if len(args) >= 2 {
+				srcs, dest = args[:len(args)-1], args[len(args)-1]
+			}
+			cpArgs := []string{"cp", "-rf"}
+			for _, s := range srcs {
+				cpArgs = append(cpArgs, p.linux(s))
+			}
+			cpArgs = append(cpArgs, p.mac(dest))
+			// WriteAny: the Linux user may write the Mac files (CAP_DAC_OVERRIDE).
+			spec := guest.ExecSpec{Args: cpArgs, Direct: true, WriteAny: true}
+			return app.runIn(machine, cmd.Flags().Changed("machine"), spec)
+		},
+	}
+	cmd.Flags().StringVarP(&machine, "machine", "m", "", "Copy from a specific machine")
+	return cmd
+}
+
+// NewCmdClone is `orbctl clone` (§2): the copy is stopped.
+func NewCmdClone(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "clone [OLD_NAME] [NEW_NAME]",
+		Short: "Clone a machine",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.Update(func(inv *state.Inventory) error {
+				src := inv.ByKey(args[0])
+				if src == nil {
+					return notFound(args[0])
+				}
+				if inv.ByName(args[1]) != nil {
+					return rpcErrorf("machine already exists: '%s'", args[1])
+				}
+				if !distro.ValidName(args[1]) {
+					return rpcErrorf("invalid machine name '%s'", args[1])
+				}
+				dst := *src
+				dst.ID, dst.Name, dst.Init, dst.IPIndex = state.NewULID(), args[1], state.Process{}, 0
+				if err := app.RT.Clone(src, &dst); err != nil {
+					app.RT.Remove(&dst)
+					return rpcErrorf("clone '%s': %v", src.Name, err)
+				}
+				app.RT.SetHostname(&dst)
+				inv.Machines = append(inv.Machines, &dst)
+				return nil
+			})
+		},
+	}
+}
+
+// NewCmdRename is `orbctl rename` (§2): the ULID stays.
+func NewCmdRename(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename [old name/ID] [new name]",
+		Short: "Rename a machine",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.Update(func(inv *state.Inventory) error {
+				m := inv.ByKey(args[0])
+				if m == nil {
+					return notFound(args[0])
+				}
+				if m.Name == args[1] {
+					return nil
+				}
+				if inv.ByName(args[1]) != nil {
+					return rpcErrorf("machine '%q' already exists", args[1])
+				}
+				if !distro.ValidName(args[1]) {
+					return rpcErrorf("invalid machine name '%s'", args[1])
+				}
+				m.Name = args[1]
+				app.RT.SetHostname(m)
+				app.RT.RefreshHosts(inv)
+				return nil
+			})
+		},
+	}
+}
+
+// NewCmdExport is `orbctl export` (§2). The archive is a tar of the
+// machine's record and layer (not OrbStack's zstd format).
+func NewCmdExport(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export [MACHINE_NAME] [OUTPUT_PATH]",
+		Short: "Export a machine to a file",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := filepath.Abs(args[1])
+			if err != nil {
+				return err
+			}
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.View(func(inv *state.Inventory) error {
+				m := inv.ByKey(args[0])
+				if m == nil {
+					return notFound(args[0])
+				}
+				if err := app.RT.Export(m, out); err != nil {
+					return rpcErrorf("export '%s': %v", m.Name, err)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+// NewCmdImport is `orbctl import` (§2): a stopped machine with the
+// archive's files.
+func NewCmdImport(app *App) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "import [INPUT_PATH]",
+		Short: "Import a machine from a file",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.Update(func(inv *state.Inventory) error {
+				fresh := &state.Machine{ID: state.NewULID()}
+				old, err := app.RT.Import(in, fresh)
+				if err != nil {
+					return rpcErrorf("import: %v", err)
+				}
+				m := *old
+				m.ID, m.Init, m.IPIndex = fresh.ID, state.Process{}, 0
+				if name != "" {
+					m.Name = name
+				}
+				fail := func(err error) error { app.RT.Remove(&m); return err }
+				if !distro.ValidName(m.Name) {
+					return fail(rpcErrorf("invalid machine name '%s'", m.Name))
+				}
+				if inv.ByName(m.Name) != nil {
+					return fail(rpcErrorf("machine already exists: '%s'", m.Name))
+				}
+				app.RT.SetHostname(&m)
+				inv.Machines = append(inv.Machines, &m)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&name, "name", "n", "", "Name of the imported machine")
+	return cmd
+}
+
+// NewCmdDefault is `orbctl default` (§2).
+func NewCmdDefault(app *App) *cobra.Command {
+	return &cobra.Command{
+		Use:     "default [NAME/ID]",
+		Aliases: []string{"set-default", "get-default"},
+		Short:   "Get or set the default machine",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.Update(func(inv *state.Inventory) error {
+				if len(args) == 0 {
+					m := defaultMachine(inv)
+					if m == nil {
+						return rpcErrorf("no machines found")
+					}
+					fmt.Fprintln(app.Stdout, m.Name)
+					return nil
+				}
+				if args[0] == "none" && app.Version.AtLeast(2, 0, 0) {
+					inv.DefaultID = "" // [MACHU]: 2.x clears the default this way
+					return nil
+				}
+				m := inv.ByKey(args[0])
+				if m == nil {
+					return notFound(args[0])
+				}
+				inv.DefaultID = m.ID
+				return nil
+			})
+		},
+	}
+}
+
+// NewCmdLogs is `orbctl logs` (§2): errors are printed yet exit 0.
+func NewCmdLogs(app *App) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "logs [ID/NAME]",
+		Aliases: []string{"log", "console"},
+		Short:   "Show a machine's logs",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := app.ensureVM(); err != nil {
+				return err
+			}
+			return app.Store.View(func(inv *state.Inventory) error {
+				m := inv.ByKey(args[0])
+				if m == nil {
+					fmt.Fprintln(app.Stdout, notFound(args[0]).Error()) // red.Println: stdout, exit 0
+					return nil
+				}
+				b, err := os.ReadFile(app.RT.ConsoleLog(m))
+				if err != nil {
+					fmt.Fprintln(app.Stdout, err)
+					return nil
+				}
+				if all {
+					fmt.Fprintf(app.Stdout, "--- runtime log (orbsim) ---\nmachine %s (%s), state %s\n--- console ---\n", m.Name, m.ID, m.StateWord())
+				}
+				app.Stdout.Write(b)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "Show runtime logs as well as the console")
+	return cmd
+}
+
+// runUserData runs a shell-script user-data (-c) once as root, standing in
+// for cloud-init's handling of "#!" user data. Output goes to the console log.
+func (a *App) runUserData(m *state.Machine) error {
+	cur, err := a.target(m.Name, true)
+	if err != nil {
+		return err
+	}
+	log, err := os.OpenFile(a.RT.ConsoleLog(cur), os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	spec := guest.ExecSpec{User: "root", Workdir: "/", Args: []string{"/bin/sh", "-c", m.UserData}, Direct: true}
+	cmd, err := a.RT.Command(cur, spec)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = log, &out
+	if err := cmd.Run(); err != nil {
+		log.Write(out.Bytes())
+		return rpcErrorf("create '%s': cloud-init user data failed: %v", m.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,213 @@
+// Package netsim gives running machines their network: one host bridge
+// (orbsim0, 198.19.249.1/24), a veth pair per machine, addresses leased from a
+// host-global registry (so machines of different ORBSIM_HOMEs never collide on
+// the shared bridge), and a managed block in each machine's /etc/hosts so
+// machines resolve each other as NAME.orb.local.
+package netsim
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	Bridge    = "orbsim0"
+	Subnet    = "198.19.249"
+	Gateway   = Subnet + ".1"
+	HostAlias = "host.orb.internal"
+	registry  = "/run/orbsim"
+)
+
+// IP is the address of lease index n.
+func IP(n int) string { return fmt.Sprintf("%s.%d", Subnet, n) }
+
+type lease struct {
+	Owner state.Process `json:"owner"`
+	Home  string        `json:"home"`
+	ID    string        `json:"id"`
+}
+
+func withRegistryLock(fn func() error) error {
+	if err := os.MkdirAll(filepath.Join(registry, "leases"), 0o755); err != nil {
+		return fmt.Errorf("cannot create %s: %w", registry, err)
+	}
+	f, err := os.OpenFile(filepath.Join(registry, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return err
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return fn()
+}
+
+// Lease reserves an address for a running machine's init process, keeping
+// preferred (the machine's previous index) when it is free.
+func Lease(preferred int, owner state.Process, home, id string) (int, error) {
+	got := 0
+	err := withRegistryLock(func() error {
+		free := func(n int) bool {
+			b, err := os.ReadFile(filepath.Join(registry, "leases", strconv.Itoa(n)))
+			if err != nil {
+				return true
+			}
+			var l lease
+			if json.Unmarshal(b, &l) != nil {
+				return true
+			}
+			return !l.Owner.Alive() || l.Owner == owner
+		}
+		candidates := []int{}
+		if preferred >= 2 && preferred <= 254 {
+			candidates = append(candidates, preferred)
+		}
+		for n := 2; n <= 254; n++ {
+			candidates = append(candidates, n)
+		}
+		for _, n := range candidates {
+			if free(n) {
+				b, _ := json.Marshal(lease{Owner: owner, Home: home, ID: id})
+				got = n
+				return os.WriteFile(filepath.Join(registry, "leases", strconv.Itoa(n)), b, 0o644)
+			}
+		}
+		return errors.New("no free address in " + Subnet + ".0/24 (254 machines running)")
+	})
+	return got, err
+}
+
+// Release frees lease n if owner still holds it.
+func Release(n int, owner state.Process) {
+	_ = withRegistryLock(func() error {
+		p := filepath.Join(registry, "leases", strconv.Itoa(n))
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		var l lease
+		if json.Unmarshal(b, &l) == nil && l.Owner == owner {
+			os.Remove(p)
+		}
+		return nil
+	})
+}
+
+func ipCmd(stdin string, args ...string) error {
+	cmd := exec.Command("ip", args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+func ensureBridge() error {
+	return withRegistryLock(func() error {
+		if _, err := os.Stat("/sys/class/net/" + Bridge); err != nil {
+			if err := ipCmd("", "link", "add", Bridge, "type", "bridge"); err != nil && !strings.Contains(err.Error(), "File exists") {
+				return err
+			}
+		}
+		// Idempotent: "replace" does not fail when the address is already there.
+		if err := ipCmd("", "addr", "replace", Gateway+"/24", "dev", Bridge); err != nil {
+			return err
+		}
+		return ipCmd("", "link", "set", Bridge, "up")
+	})
+}
+
+// Attach plugs the network namespace of pid into the bridge as eth0 with
+// address index n.
+func Attach(pid, n int) error {
+	if err := ensureBridge(); err != nil {
+		return err
+	}
+	host, peer := fmt.Sprintf("orbsimv%d", n), fmt.Sprintf("orbsimp%d", n)
+	// A leftover pair from a machine that died without cleanup holds the name.
+	_ = ipCmd("", "link", "del", host)
+	if err := ipCmd("", "link", "add", host, "type", "veth", "peer", "name", peer); err != nil {
+		return err
+	}
+	batch := fmt.Sprintf("link set %s master %s\nlink set %s up\nlink set %s netns %d\n", host, Bridge, host, peer, pid)
+	if err := ipCmd(batch, "-batch", "-"); err != nil {
+		ipCmd("", "link", "del", host)
+		return err
+	}
+	inside := fmt.Sprintf("link set lo up\nlink set %s name eth0\naddr add %s/24 dev eth0\nlink set eth0 up\nroute add default via %s\n", peer, IP(n), Gateway)
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-batch", "-")
+	cmd.Stdin = strings.NewReader(inside)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		ipCmd("", "link", "del", host)
+		return fmt.Errorf("configure eth0 in machine: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Detach removes the host end of a machine's veth pair (the kernel also
+// does it when the namespace dies; this covers a crashed init).
+func Detach(n int) { _ = ipCmd("", "link", "del", fmt.Sprintf("orbsimv%d", n)) }
+
+const (
+	blockStart = "# BEGIN orbsim machines (managed by orbctl; edits inside are lost)"
+	blockEnd   = "# END orbsim machines"
+)
+
+// Peer is a running machine as /etc/hosts lists it.
+type Peer struct {
+	Name string
+	IP   string
+}
+
+// WriteHosts rewrites the managed block of the /etc/hosts that the machine
+// whose init is pid sees, keeping everything outside the block.
+func WriteHosts(pid int, self string, peers []Peer) error {
+	path := fmt.Sprintf("/proc/%d/root/etc/hosts", pid)
+	old, _ := os.ReadFile(path)
+	var kept []string
+	in := false
+	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+		switch {
+		case line == blockStart:
+			in = true
+		case line == blockEnd:
+			in = false
+		case !in && line != "":
+			kept = append(kept, line)
+		}
+	}
+	if len(kept) == 0 {
+		kept = []string{"127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"}
+	}
+	var b strings.Builder
+	for _, l := range kept {
+		b.WriteString(l + "\n")
+	}
+	b.WriteString(blockStart + "\n")
+	fmt.Fprintf(&b, "127.0.1.1\t%s\n", self)
+	fmt.Fprintf(&b, "%s\t%s\n", Gateway, HostAlias)
+	for _, p := range peers {
+		fmt.Fprintf(&b, "%s\t%s.orb.local\n", p.IP, p.Name)
+	}
+	b.WriteString(blockEnd + "\n")
+	tmp := path + ".orbsim-tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,323 @@
+// Package runtime runs simulated machines: it boots a machine's init inside
+// fresh namespaces over its overlayfs root, wires its network, enters it for
+// commands (through util-linux nsenter), and stops it.
+package runtime
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/netsim"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"golang.org/x/sys/unix"
+)
+
+// Preflight names what is missing for real isolation, or returns nil. The
+// simulator refuses to run anything without it: there is no fallback that
+// would run a deploy on the host itself.
+func Preflight() error {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, fmt.Sprintf("root privileges (running as uid %d)", os.Geteuid()))
+	}
+	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(b), "\toverlay\n") {
+		missing = append(missing, "overlayfs (modprobe overlay)")
+	}
+	for _, ns := range []string{"mnt", "pid", "uts", "net", "ipc"} {
+		if _, err := os.Stat("/proc/self/ns/" + ns); err != nil {
+			missing = append(missing, ns+" namespaces")
+		}
+	}
+	for _, tool := range []string{"nsenter", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			pkg := map[string]string{"nsenter": "util-linux", "ip": "iproute2"}[tool]
+			missing = append(missing, fmt.Sprintf("%s in PATH (package %s)", tool, pkg))
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("orbsim: cannot run isolated machines, missing: %s", strings.Join(missing, "; "))
+}
+
+// Runtime runs the machines of one store.
+type Runtime struct {
+	Store *state.Store
+}
+
+func (r *Runtime) layers(m *state.Machine) Layers {
+	base := m.Base
+	if base == "" {
+		base = "/"
+	}
+	return LayersFor(r.Store.MachineDir(m.ID), base)
+}
+
+// Prepare creates a new machine's directories and upper layer.
+func (r *Runtime) Prepare(m *state.Machine) error {
+	return r.layers(m).Prepare(m.Name, m.DefaultUser, []string{r.Store.Home})
+}
+
+// ConsoleLog is the file `orbctl logs` prints.
+func (r *Runtime) ConsoleLog(m *state.Machine) string {
+	return filepath.Join(r.Store.MachineDir(m.ID), "console.log")
+}
+
+// Start boots m if it is not running. The caller holds the store lock and
+// saves m afterwards.
+func (r *Runtime) Start(m *state.Machine) error {
+	if m.Running() {
+		return nil
+	}
+	r.cleanup(m)
+	l := r.layers(m)
+	console, err := os.OpenFile(r.ConsoleLog(m), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer console.Close()
+	spec, _ := json.Marshal(guest.InitSpec{Name: m.Name, Lower: l.Base, Upper: l.Upper, Work: l.Work, Merged: l.Merged,
+		MacMount: !m.Isolated, Mounts: m.Mounts})
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, guest.InitCommand, string(spec))
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = console, console
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWNET | unix.CLONE_NEWIPC,
+		Setsid:     true,
+	}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return fmt.Errorf("start machine init (namespaces available?): %w", err)
+	}
+	pw.Close()
+	reply, _ := io.ReadAll(pr)
+	if string(reply) != "ok" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if len(reply) == 0 {
+			reply = []byte("init exited before it was ready; see " + r.ConsoleLog(m))
+		}
+		return fmt.Errorf("machine didn't start: %s", reply)
+	}
+	pid := cmd.Process.Pid
+	st, _, err := state.ProcStart(pid)
+	if err != nil {
+		cmd.Process.Kill()
+		return err
+	}
+	m.Init = state.Process{PID: pid, StartTime: st}
+	// The init outlives this orbctl; it is not our child to wait for.
+	cmd.Process.Release()
+	n, err := netsim.Lease(m.IPIndex, m.Init, r.Store.Home, m.ID)
+	if err == nil {
+		m.IPIndex = n
+		err = netsim.Attach(pid, n)
+	}
+	if err != nil {
+		r.Stop(m)
+		return fmt.Errorf("machine didn't start in time (missing IP address): %w", err)
+	}
+	return nil
+}
+
+// Stop ends m's init (and with it every process of the machine) and frees
+// its address. The caller holds the store lock and saves m afterwards.
+func (r *Runtime) Stop(m *state.Machine) error {
+	if m.Running() {
+		unix.Kill(m.Init.PID, unix.SIGTERM)
+		if !waitGone(m.Init, 5*time.Second) {
+			unix.Kill(m.Init.PID, unix.SIGKILL)
+			if !waitGone(m.Init, 3*time.Second) {
+				return fmt.Errorf("machine init %d did not exit", m.Init.PID)
+			}
+		}
+	}
+	r.cleanup(m)
+	return nil
+}
+
+// cleanup releases what a dead init leaves behind (after a stop, a crash or
+// a host reboot).
+func (r *Runtime) cleanup(m *state.Machine) {
+	if m.Init.PID != 0 && !m.Init.Alive() {
+		if m.IPIndex != 0 {
+			netsim.Release(m.IPIndex, m.Init)
+			netsim.Detach(m.IPIndex)
+		}
+		m.Init = state.Process{}
+	}
+}
+
+// Reconcile clears the runtime fields of machines whose init died.
+func (r *Runtime) Reconcile(inv *state.Inventory) {
+	for _, m := range inv.Machines {
+		r.cleanup(m)
+	}
+}
+
+func waitGone(p state.Process, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if !p.Alive() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return !p.Alive()
+}
+
+// IP is the machine's IPv4 address while it runs, else "".
+func IP(m *state.Machine) string {
+	if !m.Running() || m.IPIndex == 0 {
+		return ""
+	}
+	return netsim.IP(m.IPIndex)
+}
+
+// RefreshHosts rewrites the managed /etc/hosts block of every running
+// machine so all of them resolve each other as NAME.orb.local.
+func (r *Runtime) RefreshHosts(inv *state.Inventory) {
+	var peers []netsim.Peer
+	for _, m := range inv.Machines {
+		if ip := IP(m); ip != "" {
+			peers = append(peers, netsim.Peer{Name: m.Name, IP: ip})
+		}
+	}
+	for _, m := range inv.Machines {
+		if m.Running() {
+			if err := netsim.WriteHosts(m.Init.PID, m.Name, peers); err != nil {
+				fmt.Fprintf(os.Stderr, "orbsim: warning: cannot update /etc/hosts of %s: %v\n", m.Name, err)
+			}
+		}
+	}
+}
+
+// Command builds the host-side process that runs spec inside the running
+// machine m: nsenter into its namespaces, then our own binary (passed as fd
+// 3, so the machine needs no copy of it) as the in-machine helper.
+func (r *Runtime) Command(m *state.Machine, spec guest.ExecSpec) (*exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Open(self)
+	if err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(spec)
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(m.Init.PID), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
+		"--", "/proc/self/fd/3", guest.ExecCommand, string(b))
+	cmd.ExtraFiles = []*os.File{exe}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	return cmd, nil
+}
+
+// SetHostname changes a running machine's hostname (after a rename).
+func (r *Runtime) SetHostname(m *state.Machine) {
+	if m.Running() {
+		exec.Command("nsenter", "-t", strconv.Itoa(m.Init.PID), "-u", "hostname", m.Name).Run()
+	}
+	l := r.layers(m)
+	l.writeFile("/etc/hostname", []byte(m.Name+"\n"), 0o644)
+}
+
+// AddUser makes user exist in a machine (for `config set machine.N.username`).
+func (r *Runtime) AddUser(m *state.Machine, user string) error {
+	if m.Running() {
+		return errors.New("stop the machine first")
+	}
+	return r.layers(m).AddUser(user)
+}
+
+// Clone copies src's layer into a new machine directory for dst.
+func (r *Runtime) Clone(src, dst *state.Machine) error {
+	from, to := r.layers(src), r.layers(dst)
+	if err := os.MkdirAll(to.Dir, 0o755); err != nil {
+		return err
+	}
+	// cp -a keeps owners, modes, xattrs (opaque dirs) and whiteout devices.
+	if out, err := exec.Command("cp", "-a", from.Upper, to.Upper).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy layer: %v: %s", err, out)
+	}
+	os.MkdirAll(to.Work, 0o755)
+	os.MkdirAll(to.Merged, 0o755)
+	return nil
+}
+
+// Remove deletes a (stopped) machine's directory.
+func (r *Runtime) Remove(m *state.Machine) error {
+	return os.RemoveAll(r.Store.MachineDir(m.ID))
+}
+
+const metaName = "orbsim-machine.json"
+
+// Export writes an archive of m (its record and its layer) to out.
+func (r *Runtime) Export(m *state.Machine, out string) error {
+	dir := r.Store.MachineDir(m.ID)
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(dir, metaName), b, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(dir, metaName))
+	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", dir, "-cf", out, metaName, "upper")
+	if o, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("tar: %v: %s", err, strings.TrimSpace(string(o)))
+	}
+	return nil
+}
+
+// Import unpacks an archive made by Export into the directory of m (a fresh
+// record) and returns the record stored in the archive.
+func (r *Runtime) Import(in string, m *state.Machine) (*state.Machine, error) {
+	dir := r.Store.MachineDir(m.ID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", dir, "-xf", in)
+	if o, err := c.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("tar: %v: %s", err, strings.TrimSpace(string(o)))
+	}
+	b, err := os.ReadFile(filepath.Join(dir, metaName))
+	os.Remove(filepath.Join(dir, metaName))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, errors.New("not a machine archive (no " + metaName + ")")
+	}
+	var old state.Machine
+	if err := json.Unmarshal(b, &old); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	os.MkdirAll(filepath.Join(dir, "work"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "merged"), 0o755)
+	return &old, nil
+}
+
+// AddUserRunning adds user to a running machine, through its init's view of
+// the root (both "layers" are the merged root there).
+func (r *Runtime) AddUserRunning(m *state.Machine, user string) error {
+	root := fmt.Sprintf("/proc/%d/root", m.Init.PID)
+	return Layers{Base: root, Upper: root}.AddUser(user)
+}
