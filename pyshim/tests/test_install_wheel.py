@@ -112,7 +112,8 @@ def test_pyinfra_exec_runs_in_a_simulator_machine(installed, sim):
     result = run(venv_bin, env, "pyinfra", f"@orbstack/{name}", "exec", "--", "uname", "-a", timeout=300)
 
     assert result.returncode == 0, f"pyinfra exec failed:\n{result.stdout}\n{result.stderr}"
-    assert "Linux" in result.stdout + result.stderr
+    # uname -a inside the machine: its kernel name and its hostname, the machine's name.
+    assert f"[@orbstack/{name}] Linux {name} " in result.stdout, result.stdout
 
 
 def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path):
