@@ -214,16 +214,16 @@ def test_tcp_port_open_and_closed_with_bash_dev_tcp_only(bare_path):
     port = server.getsockname()[1]
     path = bare_path("bash", "timeout")
     try:
-        opened = fact(network.TcpPort, path, host="127.0.0.1", port=port)
+        opened = fact(network.TcpPort, path, target="127.0.0.1", port=port)
     finally:
         server.close()
-    closed = fact(network.TcpPort, path, host="127.0.0.1", port=port)
+    closed = fact(network.TcpPort, path, target="127.0.0.1", port=port)
     assert (opened["open"], opened["method"]) == (True, "bash")
     assert closed["open"] is False and "refused" in closed["error"].lower()
 
 
 def test_tcp_port_names_the_missing_tools(bare_path):
-    data = fact(network.TcpPort, bare_path(), host="127.0.0.1", port=1)
+    data = fact(network.TcpPort, bare_path(), target="127.0.0.1", port=1)
     assert data["open"] is None and data["missing"] == ["nc", "bash", "python3"]
 
 

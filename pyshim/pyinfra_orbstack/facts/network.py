@@ -296,15 +296,16 @@ class Ping(OrbStackFact):
 
 class TcpPort(OrbStackFact):
     """
-    Whether the machine can open a TCP connection to ``host:port``:
+    Whether the machine can open a TCP connection to ``target:port``:
     ``{"open": True, "method": "nc", "missing": None, "error": None}``.
 
     Tries ``nc``, then bash's ``/dev/tcp``, then ``python3``; ``missing`` names them
     when none exists.
     """
 
-    def command(self, host: str, port: int, timeout: int = 3) -> str:
-        host_q, port_q, t = _q(host), int(port), int(timeout)
+    def command(self, target: str, port: int, timeout: int = 3) -> str:
+        # Not "host": pyinfra hides a "host" argument from fact names in its output.
+        host_q, port_q, t = _q(target), int(port), int(timeout)
         limit = f"$(command -v timeout >/dev/null 2>&1 && echo timeout {t})"
         python = (
             "import socket,sys; "

@@ -55,7 +55,7 @@ VERSION_ALIASES = {
 # Global keys that only apply after OrbStack restarts (the VM's own settings).
 RESTART_KEYS = {
     "cpu", "memory_mib", "rosetta", "network_proxy", "network_bridge", "network.https",
-    "network.subnet4", "mount_hide_shared", "data_dir", "data_allow_backup",
+    "network.subnet4", "mount_hide_shared", "data_dir",
 }
 
 

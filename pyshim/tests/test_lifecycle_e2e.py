@@ -1,0 +1,157 @@
+"""Issue 5 end to end: machine lifecycle as pyinfra state, with the real pyinfra CLI
+against the orbctl simulator (bin/orbctl, first on PATH, its own ORBSIM_HOME).
+
+The deploy targets @local (the "Mac" is this box, where the simulator's orbctl lives),
+creates two machines, configures them, snapshots one; the test deletes that machine
+with an ad-hoc `pyinfra @local orbstack.machine ... present=False`, and the deploy
+restores it from the snapshot, with a file written before the snapshot. Runs after the
+first report no changes. Results are read from `pyinfra --json`; files inside the
+machines are checked with the simulator's own `orbctl run`, not our code path.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import have_root, run_pyinfra
+
+LIFECYCLE = textwrap.dedent(
+    """
+    from pyinfra import host
+    from pyinfra_orbstack.operations import orbstack
+
+    alpha, beta, backups = host.data.alpha, host.data.beta, host.data.backups
+
+    orbstack.restore(name="restore alpha if missing", machine=alpha, directory=backups)
+    orbstack.machine(name="alpha", machine=alpha, image="debian:bookworm")
+    orbstack.machine(name="beta", machine=beta, image="debian:bookworm", user="deploy",
+                     running=False)
+    orbstack.config(name="beta's limits", machine=beta, settings={"cpu": 1, "memory_mib": 1024})
+    orbstack.default_machine(name="beta is the default", machine=beta)
+    orbstack.default_user(name="alpha logs in as ops", machine=alpha, user="ops")
+    orbstack.snapshot(name="snapshot alpha", machine=alpha, directory=backups, keep=2,
+                      max_age=3600)
+    """,
+)
+
+PROVISION = textwrap.dedent(
+    """
+    from io import StringIO
+    from pyinfra.operations import files
+
+    files.put(name="marker", src=StringIO("provisioned\\n"), dest="/etc/provisioned", _sudo=True)
+    """,
+)
+
+
+def pyinfra_json(env, *args: str, cwd: Path) -> dict:
+    """Run the real CLI with --json; the parsed results, or fail with its output."""
+    result = run_pyinfra(env, "-y", "--json", *args, cwd=cwd, timeout=300)
+    assert result.returncode == 0, f"pyinfra {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def changed(results: dict) -> list[str]:
+    """Names of the operations that changed something."""
+    return [op["name"] for op in results["results"]["operations"] if op["success"]]
+
+
+@pytest.fixture(scope="module")
+def world(sim_env, tmp_path_factory):
+    if not have_root():
+        pytest.skip("the simulator runs machines in namespaces: needs root and unshare")
+    workdir = tmp_path_factory.mktemp("lifecycle")
+    (workdir / "lifecycle.py").write_text(LIFECYCLE)
+    (workdir / "provision.py").write_text(PROVISION)
+    suffix = uuid.uuid4().hex[:6]
+    names = {"alpha": f"lc-a-{suffix}", "beta": f"lc-b-{suffix}", "backups": str(workdir / "backups")}
+    data = [arg for key, value in names.items() for arg in ("--data", f"{key}={value}")]
+    return sim_env, workdir, names, data
+
+
+def orbctl(env, *args: str):
+    return subprocess.run(["orbctl", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
+    env, workdir, names, data = world
+    alpha, beta, backups = names["alpha"], names["beta"], Path(names["backups"])
+
+    first = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    assert changed(first) == ["alpha", "beta", "beta's limits", "beta is the default",
+                              "alpha logs in as ops", "snapshot alpha"]
+    machines = {m["name"]: m for m in json.loads(orbctl(env, "list", "-f", "json").stdout)}
+    assert machines[alpha]["state"] == "running" and machines[beta]["state"] == "stopped"
+    assert machines[beta]["config"]["default_username"] == "deploy"
+    assert machines[alpha]["config"]["default_username"] == "ops"
+    assert orbctl(env, "default").stdout.strip() == beta
+    assert orbctl(env, "config", "get", f"machine.{beta}.memory_mib").stdout.strip() == "1024"
+    assert len(list(backups.glob(f"{alpha}-*.tar.zst"))) == 1
+
+    second = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    assert changed(second) == [], "a second run must change nothing"
+
+    # A file written before a fresh snapshot must come back with the restore.
+    wrote = orbctl(env, "run", "-m", alpha, "-u", "root", "sh", "-c", "echo kept > /root/marker")
+    assert wrote.returncode == 0, wrote.stderr
+    snap = pyinfra_json(env, "@local", "orbstack.snapshot", f"machine={alpha}",
+                        f"directory={backups}", "keep=2", cwd=workdir)
+    assert len(changed(snap)) == 1
+    assert len(list(backups.glob(f"{alpha}-*.tar.zst"))) == 2
+
+    gone = pyinfra_json(env, "@local", "orbstack.machine", f"machine={alpha}", "present=False", cwd=workdir)
+    assert changed(gone)
+    assert orbctl(env, "info", alpha).returncode == 1
+
+    third = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    assert changed(third) == ["restore alpha if missing"]
+    back = orbctl(env, "run", "-m", alpha, "-u", "root", "cat", "/root/marker")
+    assert (back.returncode, back.stdout) == (0, "kept\n")
+
+    fourth = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    assert changed(fourth) == [], "after the restore, a run must change nothing"
+
+
+def test_facts_on_the_mac_print_the_machines_as_json(world):
+    env, workdir, names, data = world
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    facts = pyinfra_json(env, "@local", "fact", "orbstack.Machines", cwd=workdir)
+    machines = facts["orbstack.Machines"]["@local"]
+    assert {names["alpha"], names["beta"]} <= set(machines)
+    assert machines[names["alpha"]]["distro"] == "debian"
+
+
+def test_network_facts_inside_a_machine(world):
+    env, workdir, names, data = world
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    alpha = names["alpha"]
+    facts = pyinfra_json(env, f"@orbstack/{alpha}", "fact", "orbstack.Network",
+                         "orbstack.TcpPort", "target=127.0.0.1", "port=1", cwd=workdir)
+    host = f"@orbstack/{alpha}"
+    network = facts["orbstack.Network"][host]
+    assert network["orb_name"] == f"{alpha}.orb.local"
+    assert network["ipv4"], "a running machine has an IPv4 address"
+    port = facts["orbstack.TcpPort (port=1, target=127.0.0.1)"][host]  # pyinfra's fact key
+    assert port["open"] is False and port["error"]
+
+
+def test_provisioning_from_inventory_creates_the_machine_and_deploys(world):
+    env, workdir, _, _ = world
+    new = f"lc-new-{uuid.uuid4().hex[:6]}"
+    (workdir / "inventory.py").write_text(
+        f'machines = [("@orbstack/{new}", {{"orbstack_image": "debian:bookworm"}})]\n',
+    )
+    first = pyinfra_json(env, "inventory.py", "provision.py", cwd=workdir)
+    assert changed(first) == ["marker"]
+    info = json.loads(orbctl(env, "info", new, "-f", "json").stdout)
+    assert info["record"]["image"]["distro"] == "debian"
+    marker = orbctl(env, "run", "-m", new, "-u", "root", "cat", "/etc/provisioned")
+    assert marker.stdout == "provisioned\n"
+    second = pyinfra_json(env, "inventory.py", "provision.py", cwd=workdir)
+    assert changed(second) == []
