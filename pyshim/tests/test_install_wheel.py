@@ -113,7 +113,8 @@ def test_pyinfra_exec_runs_in_a_simulator_machine(installed, sim):
 
     assert result.returncode == 0, f"pyinfra exec failed:\n{result.stdout}\n{result.stderr}"
     # uname -a inside the machine: its kernel name and its hostname, the machine's name.
-    assert f"[@orbstack/{name}] Linux {name} " in result.stdout, result.stdout
+    output = result.stdout + result.stderr  # pyinfra logs command output to stderr
+    assert f"[@orbstack/{name}] Linux {name} " in output, output
 
 
 def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path):
