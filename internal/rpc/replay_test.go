@@ -55,10 +55,7 @@ func TestProtocolExchanges(t *testing.T) {
 }
 
 func replay(t *testing.T, ex exchangeFile) {
-	path := orbctltest.Fake(t)
-	for name, state := range ex.Machines {
-		orbctltest.AddMachine(t, name, state)
-	}
+	path, _ := orbctltest.WithMachines(t, ex.Machines)
 	env := map[string]string{orbctl.EnvOverride: path, "HOME": t.TempDir()}
 	serverEnd, clientEnd := net.Pipe()
 	srv := NewServer(Options{Version: "0.0.0-test", Getenv: func(k string) string { return env[k] },

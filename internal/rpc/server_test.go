@@ -29,6 +29,8 @@ type session struct {
 
 	mu     sync.Mutex
 	output map[string][]CommandOutput // by request id
+	nextID uint64
+	sim    bool // the orbctl is the simulator (machines are real)
 }
 
 func (s *session) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
@@ -77,8 +79,17 @@ func startServer(t *testing.T, env map[string]string) *session {
 	return s
 }
 
-// withFake serves against the fake orbctl, with the given machines ("name" →
-// "running"/"stopped").
+// withMachines serves against an orbctl with exactly these machines ("name" →
+// "running"/"stopped"): the simulator when it runs here, otherwise the fake.
+func withMachines(t *testing.T, machines map[string]string) *session {
+	path, sim := orbctltest.WithMachines(t, machines)
+	s := startServer(t, map[string]string{orbctl.EnvOverride: path, "HOME": t.TempDir()})
+	s.sim = sim
+	return s
+}
+
+// withFake serves against the fake orbctl, for what the simulator cannot do
+// on demand.
 func withFake(t *testing.T, machines map[string]string) *session {
 	path := orbctltest.Fake(t)
 	for name, state := range machines {
@@ -89,18 +100,46 @@ func withFake(t *testing.T, machines map[string]string) *session {
 
 func (s *session) call(method string, params, result any) *jsonrpc2.Error {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, e := s.callID(method, params, result)
+	return e
+}
+
+// callID makes a call and returns its request id with the error.
+func (s *session) callID(method string, params, result any) (uint64, *jsonrpc2.Error) {
+	s.t.Helper()
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := s.conn.Call(ctx, method, params, result)
+	err := s.conn.Call(ctx, method, params, result, jsonrpc2.PickID(jsonrpc2.ID{Num: id}))
 	if err == nil {
-		return nil
+		return id, nil
 	}
 	var rpcErr *jsonrpc2.Error
 	if errors.As(err, &rpcErr) {
-		return rpcErr
+		return id, rpcErr
 	}
 	s.t.Fatalf("%s: %v", method, err)
-	return nil
+	return id, nil
+}
+
+// sh runs a shell command in a machine and returns its stdout and exit code.
+func (s *session) sh(machine, user, command string) (string, int) {
+	s.t.Helper()
+	var res CommandRunResult
+	id, e := s.callID(MethodCommandRun, map[string]any{"machine": machine, "user": user, "command": command}, &res)
+	if e != nil {
+		s.t.Fatalf("%s on %s: %v", command, machine, e)
+	}
+	var out []string
+	for _, o := range s.lines(id) {
+		if o.Stream == "stdout" {
+			out = append(out, o.Line)
+		}
+	}
+	return strings.Join(out, "\n"), res.ExitCode
 }
 
 func (s *session) lines(id uint64) []CommandOutput {
@@ -137,7 +176,7 @@ func wantError(t *testing.T, e *jsonrpc2.Error, code int64, kind string) ErrorDa
 }
 
 func TestInitializeReportsVersionsAndOrbctl(t *testing.T) {
-	s := withFake(t, nil)
+	s := withMachines(t, nil)
 	var res InitializeResult
 	if e := s.call(MethodInitialize, map[string]any{"protocol_version": 1, "client_version": "0.1.0"}, &res); e != nil {
 		t.Fatal(e)
@@ -176,28 +215,34 @@ func TestMissingOrbctlIsReportedWithWhereWeLooked(t *testing.T) {
 }
 
 func TestMachinesList(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running", "db": "stopped"})
+	s := withMachines(t, map[string]string{"web": "running", "db": "stopped"})
 	var res MachinesListResult
 	if e := s.call(MethodMachinesList, nil, &res); e != nil {
 		t.Fatal(e)
 	}
 	got := map[string]string{}
 	for _, m := range res.Machines {
-		got[m.Name] = m.State + "/" + m.Distro + "/" + m.DefaultUser
+		got[m.Name] = m.State + "/" + m.Distro
+		if m.ID == "" || m.DefaultUser == "" || m.Arch == "" {
+			t.Errorf("machine %s lacks facts: %+v", m.Name, m)
+		}
 	}
-	if got["web"] != "running/debian/tester" || got["db"] != "stopped/debian/tester" || len(got) != 2 {
+	if got["web"] != "running/debian" || got["db"] != "stopped/debian" || len(got) != 2 {
 		t.Fatalf("machines %v", got)
 	}
 }
 
 func TestConnectStartsAStoppedMachine(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "stopped"})
+	s := withMachines(t, map[string]string{"web": "stopped"})
 	var res MachineConnectResult
 	if e := s.call(MethodMachineConnect, map[string]any{"machine": "web"}, &res); e != nil {
 		t.Fatal(e)
 	}
 	if !res.Started || res.Created || res.Machine.State != "running" || res.Machine.IP4 == "" {
 		t.Fatalf("connect result %+v", res)
+	}
+	if out, code := s.sh("web", "", "echo ready"); out != "ready" || code != 0 {
+		t.Fatalf("machine does not answer after connect: %q %d", out, code)
 	}
 	// Connecting again finds it running and starts nothing.
 	if e := s.call(MethodMachineConnect, map[string]any{"machine": "web"}, &res); e != nil {
@@ -208,10 +253,50 @@ func TestConnectStartsAStoppedMachine(t *testing.T) {
 	}
 }
 
+func TestConnectWithoutStartLeavesAStoppedMachineStopped(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "stopped"})
+	var res MachineConnectResult
+	if e := s.call(MethodMachineConnect, map[string]any{"machine": "web", "start": false}, &res); e != nil {
+		t.Fatal(e)
+	}
+	if res.Started || res.Machine.State != "stopped" {
+		t.Fatalf("connect result %+v", res)
+	}
+}
+
+func TestConcurrentConnectsToOneStoppedMachine(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "stopped"})
+	var wg sync.WaitGroup
+	started := make(chan bool, 4)
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res MachineConnectResult
+			if e := s.call(MethodMachineConnect, map[string]any{"machine": "web"}, &res); e != nil {
+				t.Error(e)
+				return
+			}
+			started <- res.Started
+		}()
+	}
+	wg.Wait()
+	close(started)
+	n := 0
+	for st := range started {
+		if st {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d of 4 concurrent connects started the machine, want exactly 1", n)
+	}
+}
+
 func TestConnectToAMissingMachineNamesTheOnesThatExist(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running", "db": "running"})
+	s := withMachines(t, map[string]string{"web": "running", "db": "running"})
 	d := wantError(t, s.call(MethodMachineConnect, map[string]any{"machine": "wbe"}, nil), CodeMachineNotFound, "machine_not_found")
-	if d.Machine != "wbe" || strings.Join(d.Available, ",") != "db,web" {
+	if d.Machine != "wbe" || strings.Join(d.Available, ",") != "db,web" && strings.Join(d.Available, ",") != "web,db" {
 		t.Fatalf("data %+v", d)
 	}
 	if !strings.Contains(d.OrbctlStderr, "machine not found: 'wbe'") {
@@ -220,29 +305,50 @@ func TestConnectToAMissingMachineNamesTheOnesThatExist(t *testing.T) {
 }
 
 func TestConnectCreatesAMissingMachineWhenAsked(t *testing.T) {
-	s := withFake(t, nil)
+	s := withMachines(t, nil)
 	var res MachineConnectResult
-	e := s.call(MethodMachineConnect, map[string]any{"machine": "fresh", "create": map[string]any{"image": "debian:bookworm"}}, &res)
+	e := s.call(MethodMachineConnect, map[string]any{"machine": "fresh", "create": map[string]any{"image": "debian:bookworm", "user": "deploy"}}, &res)
 	if e != nil {
 		t.Fatal(e)
 	}
 	if !res.Created || res.Machine.Name != "fresh" || res.Machine.State != "running" {
 		t.Fatalf("connect result %+v", res)
 	}
+	if s.sim {
+		if out, _ := s.sh("fresh", "", "id -un"); out != "deploy" {
+			t.Fatalf("default user %q, want deploy", out)
+		}
+	}
+}
+
+func TestConnectReportsAMachineThatNeverAnswers(t *testing.T) {
+	s := withFake(t, map[string]string{"web": "running"})
+	t.Setenv("FAKE_ORBCTL_RUN_FAIL", "ssh: connect: connection refused")
+	d := wantError(t, s.call(MethodMachineConnect, map[string]any{"machine": "web", "timeout": 0.5}, nil), CodeNotReady, "not_ready")
+	if d.Machine != "web" {
+		t.Fatalf("data %+v", d)
+	}
+}
+
+func TestOrbStackNotRunning(t *testing.T) {
+	s := withFake(t, map[string]string{"web": "running"})
+	t.Setenv("FAKE_ORBCTL_FAIL", "[-32098] OrbStack is not running: failed to start OrbStack")
+	wantError(t, s.call(MethodMachinesList, nil, nil), CodeOrbStackNotRunning, "orbstack_not_running")
 }
 
 func TestCommandRunStreamsLinesInOrderAndReturnsTheExitCode(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
+	s := withMachines(t, map[string]string{"web": "running"})
 	var res CommandRunResult
 	cmd := "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three; sleep 0.1; printf 'no newline' >&2; exit 3"
-	if e := s.call(MethodCommandRun, map[string]any{"machine": "web", "command": cmd}, &res); e != nil {
+	id, e := s.callID(MethodCommandRun, map[string]any{"machine": "web", "command": cmd}, &res)
+	if e != nil {
 		t.Fatal(e)
 	}
 	if res.ExitCode != 3 {
 		t.Fatalf("exit code %d, want 3", res.ExitCode)
 	}
 	var got []string
-	for _, o := range s.lines(0) {
+	for _, o := range s.lines(id) {
 		got = append(got, o.Stream+":"+o.Line)
 	}
 	want := "stdout:one|stderr:two|stdout:three|stderr:no newline"
@@ -252,10 +358,10 @@ func TestCommandRunStreamsLinesInOrderAndReturnsTheExitCode(t *testing.T) {
 }
 
 func TestCommandRunPassesEnvStdinAndWorkdir(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
-	dir := t.TempDir()
+	s := withMachines(t, map[string]string{"web": "running"})
+	dir, _ := s.sh("web", "", "mktemp -d")
 	var res CommandRunResult
-	e := s.call(MethodCommandRun, map[string]any{
+	id, e := s.callID(MethodCommandRun, map[string]any{
 		"machine": "web", "workdir": dir,
 		"command":   `printf '%s|%s|' "$GREETING" "$(pwd)"; cat`,
 		"env":       map[string]string{"GREETING": "hello world; $(not expanded)"},
@@ -264,9 +370,22 @@ func TestCommandRunPassesEnvStdinAndWorkdir(t *testing.T) {
 	if e != nil {
 		t.Fatal(e)
 	}
-	lines := s.lines(0)
+	lines := s.lines(id)
 	if len(lines) != 1 || lines[0].Line != "hello world; $(not expanded)|"+dir+"|from stdin" {
 		t.Fatalf("output %+v", lines)
+	}
+}
+
+func TestCommandRunAsAnotherUserStartsInTheirHome(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	if !s.sim {
+		t.Skip("users need the simulator's machines")
+	}
+	if out, _ := s.sh("web", "root", "id -un; pwd"); out != "root\n/root" {
+		t.Fatalf("as root: %q", out)
+	}
+	if out, _ := s.sh("web", "", "id -un"); out == "root" || out == "" {
+		t.Fatalf("default user: %q", out)
 	}
 }
 
@@ -277,7 +396,7 @@ func TestCommandRunRejectsABadEnvName(t *testing.T) {
 }
 
 func TestCommandRunOnAMissingMachine(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
+	s := withMachines(t, map[string]string{"web": "running"})
 	// orbctl's run exits 1 in silence for a missing machine; that must not
 	// look like the command's own exit status.
 	d := wantError(t, s.call(MethodCommandRun, map[string]any{"machine": "gone", "command": "true"}, nil), CodeMachineNotFound, "machine_not_found")
@@ -286,35 +405,37 @@ func TestCommandRunOnAMissingMachine(t *testing.T) {
 	}
 }
 
-func TestCommandRunTimeoutKillsTheCommand(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
-	marker := filepath.Join(t.TempDir(), "survived")
+func TestCommandRunTimeoutKillsTheCommandInTheMachine(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	dir, _ := s.sh("web", "", "mktemp -d")
 	start := time.Now()
-	e := s.call(MethodCommandRun, map[string]any{"machine": "web", "command": "sleep 1; touch " + marker, "timeout": 0.3}, nil)
+	e := s.call(MethodCommandRun, map[string]any{"machine": "web", "command": "sleep 1; touch " + dir + "/survived", "timeout": 0.3}, nil)
 	wantError(t, e, CodeTimeout, "timeout")
 	if took := time.Since(start); took > 1500*time.Millisecond {
 		t.Fatalf("timeout of 0.3s took %s", took)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	if _, err := os.Stat(marker); err == nil {
-		t.Fatal("the command kept running after its timeout")
+	if _, code := s.sh("web", "", "test -e "+dir+"/survived"); code == 0 {
+		t.Fatal("the command kept running in the machine after its timeout")
 	}
 }
 
 func TestCancelRequestStopsACommand(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
+	s := withMachines(t, map[string]string{"web": "running"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	w, err := s.conn.DispatchCall(ctx, MethodCommandRun, map[string]any{"machine": "web", "command": "echo started; sleep 30"})
+	id := jsonrpc2.ID{Num: 1000}
+	w, err := s.conn.DispatchCall(ctx, MethodCommandRun, map[string]any{"machine": "web", "command": "echo started; sleep 30"}, jsonrpc2.PickID(id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); len(s.lines(0)) == 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); len(s.lines(1000)) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("command never started")
 		}
 	}
-	if err := s.conn.Notify(ctx, NotifyCancelRequest, map[string]any{"id": 0}); err != nil {
+	start := time.Now()
+	if err := s.conn.Notify(ctx, NotifyCancelRequest, map[string]any{"id": 1000}); err != nil {
 		t.Fatal(err)
 	}
 	err = w.Wait(ctx, nil)
@@ -323,10 +444,13 @@ func TestCancelRequestStopsACommand(t *testing.T) {
 		t.Fatalf("got %v, want a cancelled error", err)
 	}
 	wantError(t, rpcErr, CodeCancelled, "cancelled")
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("cancel took %s", took)
+	}
 }
 
 func TestConcurrentCommandsRunInParallel(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running", "db": "running"})
+	s := withMachines(t, map[string]string{"web": "running", "db": "running"})
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
@@ -334,9 +458,9 @@ func TestConcurrentCommandsRunInParallel(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			machine := []string{"web", "db"}[i%2]
-			var res CommandRunResult
-			if e := s.call(MethodCommandRun, map[string]any{"machine": machine, "command": "sleep 0.5"}, &res); e != nil {
-				t.Error(e)
+			out, code := s.sh(machine, "", "sleep 0.5; echo "+machine)
+			if out != machine || code != 0 {
+				t.Errorf("on %s: %q %d", machine, out, code)
 			}
 		}()
 	}
@@ -346,16 +470,20 @@ func TestConcurrentCommandsRunInParallel(t *testing.T) {
 	}
 }
 
-func TestFilePutAndGetRoundTrip(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
-	dir := t.TempDir()
-	local := filepath.Join(dir, "in")
-	content := []byte("line one\n\x00binary\xff\nno newline")
-	if err := os.WriteFile(local, content, 0o600); err != nil {
+func localFile(t *testing.T, content []byte) string {
+	path := filepath.Join(t.TempDir(), "in")
+	if err := os.WriteFile(path, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	remoteDir := t.TempDir()
-	remote := filepath.Join(remoteDir, "app.conf")
+	return path
+}
+
+func TestFilePutAndGetRoundTrip(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	content := []byte("line one\n\x00binary\xff\nno newline")
+	local := localFile(t, content)
+	remoteDir, _ := s.sh("web", "", "mktemp -d")
+	remote := remoteDir + "/app.conf"
 	var res FileResult
 	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remote, "mode": "640"}, &res); e != nil {
 		t.Fatal(e)
@@ -363,21 +491,20 @@ func TestFilePutAndGetRoundTrip(t *testing.T) {
 	if res.Size != int64(len(content)) {
 		t.Fatalf("size %d", res.Size)
 	}
-	fi, err := os.Stat(remote)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o640 {
-		t.Fatalf("mode %o, want 640", fi.Mode().Perm())
+	if mode, _ := s.sh("web", "", "stat -c %a "+remote); mode != "640" {
+		t.Fatalf("mode %s, want 640", mode)
 	}
 	// Replacing it without a mode keeps the existing mode.
 	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remote}, &res); e != nil {
 		t.Fatal(e)
 	}
-	if fi, _ := os.Stat(remote); fi.Mode().Perm() != 0o640 {
-		t.Fatalf("mode %o after replace, want 640 kept", fi.Mode().Perm())
+	if mode, _ := s.sh("web", "", "stat -c %a "+remote); mode != "640" {
+		t.Fatalf("mode %s after replace, want 640 kept", mode)
 	}
-	back := filepath.Join(dir, "out")
+	if files, _ := s.sh("web", "", "ls -A "+remoteDir); files != "app.conf" {
+		t.Fatalf("files next to the destination: %q", files)
+	}
+	back := filepath.Join(t.TempDir(), "out")
 	if e := s.call(MethodFileGet, map[string]any{"machine": "web", "remote_path": remote, "local_path": back}, &res); e != nil {
 		t.Fatal(e)
 	}
@@ -385,20 +512,45 @@ func TestFilePutAndGetRoundTrip(t *testing.T) {
 	if string(got) != string(content) {
 		t.Fatalf("round trip changed the bytes: %q", got)
 	}
-	entries, _ := os.ReadDir(remoteDir)
-	if len(entries) != 1 {
-		t.Fatalf("temp files left next to the destination: %v", entries)
-	}
 	if _, err := os.Stat(back + ".part"); err == nil {
 		t.Fatal(".part file left behind")
 	}
 }
 
-func TestFilePutFailureLeavesNoTempAndSaysWhy(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
-	local := filepath.Join(t.TempDir(), "in")
-	os.WriteFile(local, []byte("x"), 0o600)
-	e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": "/nonexistent-dir/x"}, nil)
+func TestFilePutAsRootKeepsTheOwnerOfAnExistingFile(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	if !s.sim {
+		t.Skip("users need the simulator's machines")
+	}
+	remote, _ := s.sh("web", "", "f=$(mktemp); echo old > $f; chmod 604 $f; echo $f")
+	owner, _ := s.sh("web", "", "id -un")
+	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "user": "root", "local_path": localFile(t, []byte("new\n")), "remote_path": remote}, nil); e != nil {
+		t.Fatal(e)
+	}
+	if got, _ := s.sh("web", "", "stat -c '%U %a' "+remote+"; cat "+remote); got != owner+" 604\nnew" {
+		t.Fatalf("after put: %q, want owner %s, mode 604, new content", got, owner)
+	}
+}
+
+func TestFilePutWithoutPermissionSaysSoAndChangesNothing(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	if !s.sim {
+		t.Skip("permissions need the simulator's machines")
+	}
+	before, _ := s.sh("web", "", "md5sum /etc/hostname")
+	e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": localFile(t, []byte("x")), "remote_path": "/etc/hostname"}, nil)
+	wantError(t, e, CodeIOError, "io_error")
+	if !strings.Contains(e.Message, "Permission denied") {
+		t.Fatalf("message lacks the remote error: %q", e.Message)
+	}
+	if after, _ := s.sh("web", "", "md5sum /etc/hostname; ls -A /etc | grep -c pyinfra-orbstack"); after != before+"\n0" {
+		t.Fatalf("destination or temp files changed: %q", after)
+	}
+}
+
+func TestFilePutIntoAMissingDirectory(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": localFile(t, []byte("x")), "remote_path": "/nonexistent-dir/x"}, nil)
 	wantError(t, e, CodeIOError, "io_error")
 	if !strings.Contains(e.Message, "No such file or directory") {
 		t.Fatalf("message lacks the remote error: %q", e.Message)
@@ -406,7 +558,7 @@ func TestFilePutFailureLeavesNoTempAndSaysWhy(t *testing.T) {
 }
 
 func TestFileGetOfAMissingFile(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
+	s := withMachines(t, map[string]string{"web": "running"})
 	local := filepath.Join(t.TempDir(), "out")
 	e := s.call(MethodFileGet, map[string]any{"machine": "web", "remote_path": "/nonexistent-file", "local_path": local}, nil)
 	wantError(t, e, CodeIOError, "io_error")
@@ -418,15 +570,38 @@ func TestFileGetOfAMissingFile(t *testing.T) {
 	}
 }
 
+func TestFileTransferParamsAreChecked(t *testing.T) {
+	s := withFake(t, map[string]string{"web": "running"})
+	for _, p := range []map[string]any{
+		{"machine": "web", "local_path": "relative", "remote_path": "/x"},
+		{"machine": "web", "local_path": "/tmp/x", "remote_path": ""},
+		{"machine": "web", "local_path": "/tmp/x", "remote_path": "/x", "mode": "rwx"},
+		{"local_path": "/tmp/x", "remote_path": "/x"},
+	} {
+		wantError(t, s.call(MethodFilePut, p, nil), jsonrpc2.CodeInvalidParams, "invalid_params")
+	}
+}
+
 func TestUnknownMethod(t *testing.T) {
 	s := withFake(t, nil)
 	wantError(t, s.call("machine.explode", nil, nil), jsonrpc2.CodeMethodNotFound, "method_not_found")
 }
 
-func TestShutdownRepliesThenCloses(t *testing.T) {
-	s := withFake(t, nil)
+func TestShutdownCancelsInFlightCommandsThenCloses(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := s.conn.DispatchCall(ctx, MethodCommandRun, map[string]any{"machine": "web", "command": "sleep 30"}, jsonrpc2.PickID(jsonrpc2.ID{Num: 500}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
 	if e := s.call(MethodShutdown, nil, nil); e != nil {
 		t.Fatal(e)
+	}
+	var rpcErr *jsonrpc2.Error
+	if err := w.Wait(ctx, nil); !errors.As(err, &rpcErr) || rpcErr.Code != CodeCancelled {
+		t.Fatalf("in-flight command got %v, want cancelled", err)
 	}
 	select {
 	case <-s.done:

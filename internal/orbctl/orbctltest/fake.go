@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -115,21 +116,71 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
-// Simulator returns the path of the built simulator (bin/orbctl), or skips the
-// test when it is missing or cannot run machines here. Tests get a private
-// ORBSIM_HOME.
+// Simulator returns the path of the built simulator (bin/orbctl) with a private
+// ORBSIM_HOME, or skips the test when it cannot run here.
 func Simulator(t testing.TB) string {
 	t.Helper()
-	path := filepath.Join(RepoRoot(), "bin", "orbctl")
-	if _, err := os.Stat(path); err != nil {
-		t.Skip("simulator not built (bin/orbctl missing): run `make build`")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the simulator's machines need root (namespaces, overlayfs)")
+	path, reason := simulatorPath()
+	if reason != "" {
+		t.Skip(reason)
 	}
 	t.Setenv("ORBSIM_HOME", t.TempDir())
-	if out, err := exec.Command(path, "version").CombinedOutput(); err != nil {
-		t.Skipf("simulator does not run here: %v: %s", err, out)
-	}
+	t.Cleanup(func() { DeleteAll(path) })
 	return path
+}
+
+// WithMachines gives a test an orbctl with exactly these machines ("name" →
+// "running" or "stopped"): the simulator when it runs here (its machines are
+// deleted when the test ends), otherwise the fake, saying so in the test log.
+// It returns the orbctl path and whether it is the simulator.
+func WithMachines(t testing.TB, machines map[string]string) (string, bool) {
+	t.Helper()
+	path, reason := simulatorPath()
+	if reason != "" {
+		t.Logf("using the fake orbctl: %s", reason)
+		fake := Fake(t)
+		for name, state := range machines {
+			AddMachine(t, name, state)
+		}
+		return fake, false
+	}
+	t.Setenv("ORBSIM_HOME", t.TempDir())
+	orb := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(path, args...).CombinedOutput(); err != nil {
+			t.Fatalf("orbctl %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() { DeleteAll(path) })
+	for name, state := range machines {
+		orb("create", "-u", "tester", "debian", name)
+		if state == "stopped" {
+			orb("stop", name)
+		}
+	}
+	return path, true
+}
+
+// DeleteAll deletes every machine of the simulator at path (in the current
+// ORBSIM_HOME), by name, so that no machine outlives its test.
+func DeleteAll(path string) {
+	out, _ := exec.Command(path, "list", "-q").Output()
+	for _, name := range strings.Fields(string(out)) {
+		exec.Command(path, "delete", "-f", name).Run()
+	}
+}
+
+// simulatorPath returns bin/orbctl, or why it cannot be used here.
+func simulatorPath() (string, string) {
+	path := filepath.Join(RepoRoot(), "bin", "orbctl")
+	if _, err := os.Stat(path); err != nil {
+		return "", "the simulator is not built (run `make build`)"
+	}
+	if os.Geteuid() != 0 {
+		return "", "the simulator's machines need root"
+	}
+	if err := exec.Command(path, "version").Run(); err != nil {
+		return "", "the simulator does not run here: " + err.Error()
+	}
+	return path, ""
 }
