@@ -1,6 +1,10 @@
 package cli
 
 import (
+	"encoding/json"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +102,57 @@ func TestUsageErrorsPointAtHelp(t *testing.T) {
 	code, _, _ = run(t, nil, "list", "--bogus")
 	if code != ExitUsage {
 		t.Fatalf("unknown flag: exit %d", code)
+	}
+}
+
+// TestMachineLifecycleOnTheSimulator drives every machine subcommand against
+// the simulator's real machines, the way a CI script would.
+func TestMachineLifecycleOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	archive := filepath.Join(t.TempDir(), "web.tar.zst")
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"machine", "create", "--user", "deploy", "debian:bookworm", "web"}, "created web\n"},
+		{[]string{"machine", "stop", "web"}, "web is stopped\n"},
+		{[]string{"machine", "start", "web"}, "web is running\n"},
+		{[]string{"machine", "restart", "web"}, "web is running\n"},
+		{[]string{"machine", "clone", "--start", "web", "web-copy"}, "cloned web to web-copy\n"},
+		{[]string{"machine", "rename", "web-copy", "web2"}, "renamed web-copy to web2\n"},
+		{[]string{"machine", "export", "web2", archive}, "exported web2 to " + archive + "\n"},
+		{[]string{"machine", "import", "--name", "web3", archive}, "imported " + archive + "\n"},
+		{[]string{"machine", "delete", "web2", "web3"}, "deleted web2\ndeleted web3\n"},
+	}
+	for _, step := range steps {
+		code, out, errOut := run(t, nil, step.args...)
+		if code != 0 || out != step.want {
+			t.Fatalf("%q: exit %d, stdout %q (want %q), stderr %q", step.args, code, out, step.want, errOut)
+		}
+	}
+	code, out, _ := run(t, nil, "machine", "info", "--json", "web")
+	var m orbctl.Machine
+	if code != 0 || json.Unmarshal([]byte(out), &m) != nil || m.State != "running" || m.DefaultUser != "deploy" {
+		t.Fatalf("info: exit %d, %q", code, out)
+	}
+	code, out, _ = run(t, nil, "list")
+	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "web ") {
+		t.Fatalf("list at the end:\n%s", out)
+	}
+}
+
+func TestConfigSetAndGetOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	if code, _, errOut := run(t, nil, "machine", "create", "debian", "cfg"); code != 0 {
+		t.Fatalf("create: %s", errOut)
+	}
+	if code, _, errOut := run(t, nil, "config", "set", "machine.cfg.memory_mib", "2048"); code != 0 {
+		t.Fatalf("set: exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := run(t, nil, "config", "get", "machine.cfg.memory_mib"); code != 0 || out != "2048\n" {
+		t.Fatalf("get: exit %d, %q, %s", code, out, errOut)
+	}
+	if code, _, errOut := run(t, nil, "config", "get", "no.such.key"); code != ExitUsage || !strings.Contains(errOut, "no.such.key") {
+		t.Fatalf("unknown key: exit %d, %s", code, errOut)
 	}
 }
