@@ -155,3 +155,29 @@ def test_provisioning_from_inventory_creates_the_machine_and_deploys(world):
     assert marker.stdout == "provisioned\n"
     second = pyinfra_json(env, "inventory.py", "provision.py", cwd=workdir)
     assert changed(second) == []
+
+
+def test_mac_facts_answer_from_orbctl_and_absent_things_are_none(world):
+    env, workdir, names, data = world
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    alpha, beta = names["alpha"], names["beta"]
+    facts = pyinfra_json(
+        env, "@local", "fact", "orbstack.Status", "orbstack.Version", "orbstack.DefaultMachine",
+        "orbstack.SshConnection", f"machine={alpha}", "user=ops",
+        "orbstack.ConfigValue", f"key=machine.{beta}.cpu",
+        "orbstack.ConfigValue", "key=machine.no-such-machine.cpu",
+        "orbstack.Machine", "machine=no-such-machine",
+        "orbstack.Snapshots", f"directory={names['backups']}", f"machine={alpha}",
+        cwd=workdir,
+    )
+    value = {name: hosts["@local"] for name, hosts in facts.items()}  # pyinfra's fact titles
+    assert value["orbstack.Status"] == "Running"
+    assert value["orbstack.Version"]["code"] >= 1000000
+    assert value["orbstack.DefaultMachine"] == beta
+    ssh = value[f"orbstack.SshConnection (machine={alpha}, user=ops)"]
+    assert ssh["command"] == f"ssh -p 32222 -i ~/.orbstack/ssh/id_ed25519 ops@{alpha}@localhost"
+    assert value[f"orbstack.ConfigValue (key=machine.{beta}.cpu)"] == "1"
+    assert value["orbstack.ConfigValue (key=machine.no-such-machine.cpu)"] is None
+    assert value["orbstack.Machine (machine=no-such-machine)"] is None
+    snapshots = value[f"orbstack.Snapshots (directory={names['backups']}, machine={alpha})"]
+    assert snapshots and all(Path(s["path"]).name.startswith(f"{alpha}-") for s in snapshots)

@@ -167,6 +167,13 @@ def size_in_bytes(size, default_unit: str = "") -> int:
     return int(float(found.group(1)) * SIZE_UNITS[unit])
 
 
+def _operation_title() -> str:
+    """The running operation's name as pyinfra shows it ("web machine: "), if known."""
+    op_hash = getattr(host, "current_op_hash", None)
+    meta = getattr(host.state, "op_meta", {}).get(op_hash) if op_hash else None
+    return f"{', '.join(sorted(meta.names))}: " if meta and meta.names else ""
+
+
 def show_plan(func):
     """Compute all of an operation's commands first, and print them while pyinfra
     prepares (``--dry`` and the confirmation prompt), not only the first one.
@@ -177,10 +184,19 @@ def show_plan(func):
 
     @wraps(func)
     def planned(*args, **kwargs):
-        commands = list(func(*args, **kwargs))
-        if commands and host.state.current_stage == StateStage.Prepare:
+        preparing = host.state.current_stage == StateStage.Prepare
+        try:
+            commands = list(func(*args, **kwargs))
+        except OperationError as error:
+            if preparing:
+                raise  # pyinfra stops before running anything and prints the message
+            # While executing (e.g. with -y) pyinfra would print a greenlet traceback
+            # around a raised error; a failing command shows only the message.
+            commands = [f"echo {shlex.quote(f'orbstack: {error}')} >&2; exit 1"]
+        if commands and preparing:
+            title = _operation_title()
             for command in commands:
-                logger.info(f"{host.print_prefix}{click.style('will run:', 'cyan')} {command}")
+                logger.info(f"{host.print_prefix}{title}{click.style('will run:', 'cyan')} {command}")
         yield from commands
 
     return planned
