@@ -133,7 +133,8 @@ func splitMachineKey(key string) (name, sub string, ok bool) {
 
 // NewCmdConfig is `orbctl config show|get|set` (§2, §4).
 func NewCmdConfig(app *App) *cobra.Command {
-	cfg := &cobra.Command{Use: "config", Short: "Change OrbStack settings"}
+	cfg := &cobra.Command{Use: "config", Short: "Change OrbStack settings", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "Show current settings",

@@ -118,7 +118,7 @@ func (l Layers) Prepare(name, user string, hideAlso []string) error {
 	if err := l.writeFile("/etc/hostname", []byte(name+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := l.writeFile("/etc/hosts", []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t"+name+"\n"), 0o644); err != nil {
+	if err := l.writeFile("/etc/hosts", []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"), 0o644); err != nil {
 		return err
 	}
 	if err := l.copySkel("/root", 0, 0, 0o700); err != nil {
