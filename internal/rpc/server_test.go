@@ -330,10 +330,15 @@ func TestConnectReportsAMachineThatNeverAnswers(t *testing.T) {
 	}
 }
 
-func TestOrbStackNotRunning(t *testing.T) {
-	s := withFake(t, map[string]string{"web": "running"})
-	t.Setenv("FAKE_ORBCTL_FAIL", "[-32098] OrbStack is not running: failed to start OrbStack")
+func TestOrbStackThatCannotStartIsReported(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	t.Setenv("ORBSIM_ORBSTACK", "broken") // the simulator's failed auto-start
+	t.Setenv("FAKE_ORBCTL_FAIL", "failed to start OrbStack: simulated start failure")
 	wantError(t, s.call(MethodMachinesList, nil, nil), CodeOrbStackNotRunning, "orbstack_not_running")
+	d := wantError(t, s.call(MethodMachineConnect, map[string]any{"machine": "web"}, nil), CodeOrbStackNotRunning, "orbstack_not_running")
+	if !strings.Contains(d.OrbctlStderr, "failed to start OrbStack") {
+		t.Fatalf("orbctl's message lost: %+v", d)
+	}
 }
 
 func TestCommandRunStreamsLinesInOrderAndReturnsTheExitCode(t *testing.T) {
