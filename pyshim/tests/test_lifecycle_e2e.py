@@ -83,6 +83,13 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
     env, workdir, names, data = world
     alpha, beta, backups = names["alpha"], names["beta"], Path(names["backups"])
 
+    dry = run_pyinfra(env, "--dry", "@local", "lifecycle.py", *data, cwd=workdir)
+    assert dry.returncode == 0, dry.stderr
+    assert f"alpha: will run: orbctl create debian:bookworm {alpha}" in dry.stderr
+    assert f"beta: will run: orbctl create -u deploy debian:bookworm {beta}" in dry.stderr
+    assert f"beta: will run: orbctl stop {beta}" in dry.stderr
+    assert orbctl(env, "info", alpha).returncode == 1, "--dry must not create anything"
+
     first = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     assert changed(first) == ["alpha", "beta", "beta's limits", "beta is the default",
                               "alpha logs in as ops", "snapshot alpha"]

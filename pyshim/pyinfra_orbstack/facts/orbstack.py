@@ -35,7 +35,8 @@ class OrbStackFact(FactBase):
 ORBCTL_MISSING = (
     "orbctl not found on this host. The orbstack.* machine facts and operations run on "
     "the Mac where OrbStack is installed: target @local (or the Mac over @ssh), "
-    "not an @orbstack/NAME machine."
+    "not an @orbstack/NAME machine. Over @ssh, put orbctl on the PATH of non-interactive "
+    "shells (e.g. in ~/.zshenv: the directory `command -v orbctl` prints in Terminal)."
 )
 
 
