@@ -66,7 +66,9 @@ func newBareSim(t *testing.T) *sim {
 	s := &sim{t: t, home: home, dir: home, env: []string{"ORBSIM_HOME=" + home, "ORBSIM_MAC_USER=dev"}}
 	t.Cleanup(func() {
 		if runtime.Preflight() == nil {
-			s.run("orbctl", "delete", "-a", "-f")
+			if r := s.run("orbctl", "delete", "-a", "-f"); r.Code != 0 {
+				t.Errorf("cleanup: orbctl delete -a -f: %+v", r)
+			}
 		}
 	})
 	return s
@@ -134,3 +136,5 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting: %s", what)
 }
+
+func newCmd(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }

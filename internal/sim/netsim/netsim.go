@@ -159,10 +159,6 @@ func Attach(pid, n int) error {
 	return nil
 }
 
-// Detach removes the host end of a machine's veth pair (the kernel also
-// does it when the namespace dies; this covers a crashed init).
-func Detach(n int) { _ = ipCmd("", "link", "del", fmt.Sprintf("orbsimv%d", n)) }
-
 const (
 	blockStart = "# BEGIN orbsim machines (managed by orbctl; edits inside are lost)"
 	blockEnd   = "# END orbsim machines"

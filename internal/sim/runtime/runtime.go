@@ -161,9 +161,11 @@ func (r *Runtime) Stop(m *state.Machine) error {
 // a host reboot).
 func (r *Runtime) cleanup(m *state.Machine) {
 	if m.Init.PID != 0 && !m.Init.Alive() {
+		// No link cleanup here: the kernel removes the veth pair with the
+		// namespace, and by now another machine may already own index N
+		// (Attach clears any leftover link under its own lease).
 		if m.IPIndex != 0 {
 			netsim.Release(m.IPIndex, m.Init)
-			netsim.Detach(m.IPIndex)
 		}
 		m.Init = state.Process{}
 	}

@@ -28,12 +28,12 @@ type Machine struct {
 	Variant     string `json:"variant"`
 	DefaultUser string `json:"default_username"`
 	// Base is the lower layer of the machine's root ("/" or a configured rootfs).
-	Base           string `json:"base"`
-	Isolated       bool   `json:"isolated"`
-	IsolateNetwork bool   `json:"isolate_network"`
-	CPUs           int    `json:"cpus,omitempty"`
-	MemoryMiB      int    `json:"memory_mib,omitempty"`
-	DiskBytes      int64  `json:"disk_bytes,omitempty"`
+	Base           string   `json:"base"`
+	Isolated       bool     `json:"isolated"`
+	IsolateNetwork bool     `json:"isolate_network"`
+	CPUs           int      `json:"cpus,omitempty"`
+	MemoryMiB      int      `json:"memory_mib,omitempty"`
+	DiskBytes      int64    `json:"disk_bytes,omitempty"`
 	Mounts         []string `json:"mounts,omitempty"` // HOST:GUEST bind mounts (isolated machines)
 	UserData       string   `json:"user_data,omitempty"`
 	// Init is the machine's PID-1 process while it runs (zero when stopped).
