@@ -72,7 +72,12 @@ def world(sim_env, tmp_path_factory):
     suffix = uuid.uuid4().hex[:6]
     names = {"alpha": f"lc-a-{suffix}", "beta": f"lc-b-{suffix}", "backups": str(workdir / "backups")}
     data = [arg for key, value in names.items() for arg in ("--data", f"{key}={value}")]
-    return sim_env, workdir, names, data
+    yield sim_env, workdir, names, data
+    # The simulator is shared by the whole session: leave no machines behind.
+    listed = orbctl(sim_env, "list", "-q").stdout.split()
+    ours = [m for m in listed if m.startswith("lc-")]  # this module's prefix
+    if ours:
+        orbctl(sim_env, "delete", "-f", *ours)
 
 
 def orbctl(env, *args: str):
@@ -150,7 +155,7 @@ def test_network_facts_inside_a_machine(world):
 
 def test_provisioning_from_inventory_creates_the_machine_and_deploys(world):
     env, workdir, _, _ = world
-    new = f"lc-new-{uuid.uuid4().hex[:6]}"
+    new = f"lc-new-{uuid.uuid4().hex[:6]}"  # deleted with the others after the module
     (workdir / "inventory.py").write_text(
         f'machines = [("@orbstack/{new}", {{"orbstack_image": "debian:bookworm"}})]\n',
     )
