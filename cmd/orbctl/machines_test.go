@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -121,15 +122,12 @@ func TestListAndInfoShapes(t *testing.T) {
 		out := s.ok("list")
 		assert.Regexp(t, `^one  running  debian  bookworm  (amd64|arm64)  \d+(\.\d)? [kMG]?B +198\.19\.249\.\d+\ntwo  stopped  debian  bookworm  (amd64|arm64)  \d+(\.\d)? [kMG]?B +\n$`, out)
 	})
-	t.Run("info -f json of a running machine has record, disk_size and ip4", func(t *testing.T) {
+	t.Run("info -f json of a running machine has record, disk_size, ip4 and ip6", func(t *testing.T) {
 		_, raw := s.info("one")
-		keys := []string{}
-		for k := range raw {
-			keys = append(keys, k)
-		}
-		assert.ElementsMatch(t, []string{"record", "disk_size", "ip4"}, keys)
+		assert.Equal(t, []string{"record", "disk_size", "ip4", "ip6"}, orderedKeys(s.ok("info", "one", "-f", "json")))
 		assert.IsType(t, float64(0), raw["disk_size"])
 		assert.Regexp(t, `^198\.19\.249\.\d+$`, raw["ip4"])
+		assert.Regexp(t, `^fd07:b51a:cc66:0::[0-9a-f]+$`, raw["ip6"])
 	})
 	t.Run("info -f json of a stopped machine has no ip4", func(t *testing.T) {
 		rec, raw := s.info("two")
@@ -321,4 +319,55 @@ func TestStatePersistsAcrossInvocationsAndCrashes(t *testing.T) {
 		return rec.State == "stopped"
 	})
 	assert.Equal(t, "data\n", s.ok("run", "-m", "sturdy", "-w", "", "cat", "f"), "run restarts it with its files")
+}
+
+// orderedKeys lists the top-level keys of a JSON object in document order.
+func orderedKeys(doc string) []string {
+	dec := json.NewDecoder(strings.NewReader(doc))
+	dec.Token() // {
+	var keys []string
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		dec.Decode(&skip)
+	}
+	return keys
+}
+
+// A per-distro rootfs (ORBSIM_ROOTFS_<DISTRO>) replaces the host's root as
+// the machine's base layer.
+func TestRootfsKnob(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	rootfs := t.TempDir()
+	// A tiny userland: dash and the libraries it links.
+	files := []string{"/bin/sh", "/bin/dash"}
+	out, err := newCmd("ldd", "/bin/dash").Output()
+	require.NoError(t, err)
+	for _, f := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(string(out), -1) {
+		files = append(files, f)
+	}
+	for _, f := range files {
+		real, err := filepath.EvalSymlinks(f)
+		require.NoError(t, err)
+		b, err := os.ReadFile(real)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(filepath.Join(rootfs, filepath.Dir(f)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(rootfs, f), b, 0o755))
+	}
+	require.NoError(t, os.MkdirAll(rootfs+"/etc", 0o755))
+	require.NoError(t, os.WriteFile(rootfs+"/etc/passwd", []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644))
+	require.NoError(t, os.WriteFile(rootfs+"/etc/group", []byte("root:x:0:\n"), 0o644))
+	require.NoError(t, os.WriteFile(rootfs+"/etc/os-release", []byte("ID=tiny\n"), 0o644))
+
+	alpine := s.with("ORBSIM_ROOTFS_ALPINE=" + rootfs)
+	alpine.ok("create", "alpine", "tiny")
+	r := alpine.orbctl("run", "-m", "tiny", "-w", "", "sh", "-c", `read l < /etc/os-release; echo "$l $(pwd)"`)
+	assert.Equal(t, result{"ID=tiny /home/dev\n", "", 0}, r, "the base is the rootfs; the user was added to it")
+	_, err = os.Stat(rootfs + "/home/dev")
+	assert.True(t, os.IsNotExist(err), "the rootfs itself is never written")
+
+	bad := s.with("ORBSIM_ROOTFS_ALPINE=/nonexistent")
+	assert.Equal(t, result{"", "[-32098] create 'tiny2': make rootfs: ORBSIM_ROOTFS_ALPINE=/nonexistent is not a directory\n", 1}, bad.orbctl("create", "alpine", "tiny2"))
 }

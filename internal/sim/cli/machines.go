@@ -119,7 +119,7 @@ func NewCmdInfo(app *App) *cobra.Command {
 					}
 					info := infoJSON{Record: app.record(m), DiskSize: &size}
 					if app.Version.AtLeast(1, 11, 3) {
-						info.IP4 = ip4
+						info.IP4, info.IP6 = ip4, runtime.IP6(m)
 					}
 					return writeJSON(app.Stdout, info)
 				}
@@ -130,6 +130,9 @@ func NewCmdInfo(app *App) *cobra.Command {
 				}
 				if app.Version.AtLeast(1, 11, 3) && ip4 != "" {
 					out += "\nIPv4: " + ip4 + "\n"
+					if ip6 := runtime.IP6(m); ip6 != "" {
+						out += "IPv6: " + ip6 + "\n"
+					}
 				}
 				fmt.Fprint(app.Stdout, out+"\n")
 				return nil

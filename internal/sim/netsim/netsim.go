@@ -24,12 +24,22 @@ const (
 	Bridge    = "orbsim0"
 	Subnet    = "198.19.249"
 	Gateway   = Subnet + ".1"
+	// Subnet6 is OrbStack's machine IPv6 prefix (reference §8).
+	Subnet6 = "fd07:b51a:cc66:0"
 	HostAlias = "host.orb.internal"
 	registry  = "/run/orbsim"
 )
 
 // IP is the address of lease index n.
 func IP(n int) string { return fmt.Sprintf("%s.%d", Subnet, n) }
+
+// IP6 is the IPv6 address of lease index n.
+func IP6(n int) string { return fmt.Sprintf("%s::%x", Subnet6, n) }
+
+func ipv6Enabled() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
+}
 
 type lease struct {
 	Owner state.Process `json:"owner"`
@@ -128,6 +138,11 @@ func ensureBridge() error {
 		if err := ipCmd("", "addr", "replace", Gateway+"/24", "dev", Bridge); err != nil {
 			return err
 		}
+		if ipv6Enabled() {
+			if err := ipCmd("", "addr", "replace", IP6(1)+"/64", "dev", Bridge, "nodad"); err != nil {
+				return err
+			}
+		}
 		return ipCmd("", "link", "set", Bridge, "up")
 	})
 }
@@ -149,7 +164,11 @@ func Attach(pid, n int) error {
 		ipCmd("", "link", "del", host)
 		return err
 	}
-	inside := fmt.Sprintf("link set lo up\nlink set %s name eth0\naddr add %s/24 dev eth0\nlink set eth0 up\nroute add default via %s\n", peer, IP(n), Gateway)
+	inside := fmt.Sprintf("link set lo up\nlink set %s name eth0\naddr add %s/24 dev eth0\n", peer, IP(n))
+	if ipv6Enabled() {
+		inside += fmt.Sprintf("addr add %s/64 dev eth0 nodad\n", IP6(n))
+	}
+	inside += fmt.Sprintf("link set eth0 up\nroute add default via %s\n", Gateway)
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "ip", "-batch", "-")
 	cmd.Stdin = strings.NewReader(inside)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -197,6 +197,17 @@ func IP(m *state.Machine) string {
 	return netsim.IP(m.IPIndex)
 }
 
+// IP6 is the machine's IPv6 address while it runs and the host has IPv6.
+func IP6(m *state.Machine) string {
+	if IP(m) == "" {
+		return ""
+	}
+	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6"); err != nil || strings.TrimSpace(string(b)) != "0" {
+		return ""
+	}
+	return netsim.IP6(m.IPIndex)
+}
+
 // RefreshHosts rewrites the managed /etc/hosts block of every running
 // machine so all of them resolve each other as NAME.orb.local.
 func (r *Runtime) RefreshHosts(inv *state.Inventory) {
