@@ -21,11 +21,11 @@ import (
 )
 
 const (
-	Bridge    = "orbsim0"
-	Subnet    = "198.19.249"
-	Gateway   = Subnet + ".1"
+	Bridge  = "orbsim0"
+	Subnet  = "198.19.249"
+	Gateway = Subnet + ".1"
 	// Subnet6 is OrbStack's machine IPv6 prefix (reference §8).
-	Subnet6 = "fd07:b51a:cc66:0"
+	Subnet6   = "fd07:b51a:cc66:0"
 	HostAlias = "host.orb.internal"
 	registry  = "/run/orbsim"
 )
