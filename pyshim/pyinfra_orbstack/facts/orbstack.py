@@ -220,7 +220,7 @@ class Config(OrbStackFact):
 class ConfigValue(OrbStackFact):
     """
     One setting (``orbctl config get KEY``), or ``None`` when OrbStack does not know the
-    key (or the machine it names does not exist yet).
+    key (or the machine it names does not exist yet, or OrbStack predates ``config get``).
     """
 
     def command(self, key: str) -> str:
@@ -228,6 +228,7 @@ class ConfigValue(OrbStackFact):
             ["orbctl", "config", "get", key],
             "not found",
             "Unknown configuration key",
+            'unknown command "get"',  # before 1.11.3 there was no config get
         )
 
     def process(self, output: list[str]) -> str | None:
