@@ -193,3 +193,14 @@ def test_mac_facts_answer_from_orbctl_and_absent_things_are_none(world):
     assert value["orbstack.Machine (machine=no-such-machine)"] is None
     snapshots = value[f"orbstack.Snapshots (directory={names['backups']}, machine={alpha})"]
     assert snapshots and all(Path(s["path"]).name.startswith(f"{alpha}-") for s in snapshots)
+
+
+def test_provisioning_straight_from_the_command_line(world):
+    # The one-liner: pyinfra @orbstack/new deploy.py, the image as host data.
+    env, workdir, _, _ = world
+    new = f"lc-new-{uuid.uuid4().hex[:6]}"
+    first = pyinfra_json(env, f"@orbstack/{new}", "provision.py",
+                         "--data", "orbstack_image=debian:bookworm", cwd=workdir)
+    assert changed(first) == ["marker"]
+    marker = orbctl(env, "run", "-m", new, "-u", "root", "cat", "/etc/provisioned")
+    assert marker.stdout == "provisioned\n"
