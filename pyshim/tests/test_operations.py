@@ -99,6 +99,16 @@ def test_machine_missing_is_created_then_waited_for():
     assert commands == ["orbctl create debian:bookworm web", wait("web")]
 
 
+def test_machine_without_an_image_creates_ubuntu_noble():
+    assert run(orbstack.machine, FakeOrbStack(), machine="web")[0] == "orbctl create ubuntu:noble web"
+
+
+def test_machine_without_an_image_accepts_the_existing_one():
+    # Stopping a debian machine must not need its image restated.
+    world = FakeOrbStack([record(distro="debian")])
+    assert run(orbstack.machine, world, machine="web", running=False) == ["orbctl stop web"]
+
+
 def test_machine_create_passes_every_setting_as_orbctl_flags():
     world = FakeOrbStack()
     commands = run(

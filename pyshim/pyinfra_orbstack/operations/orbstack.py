@@ -37,6 +37,7 @@ from pyinfra_orbstack.facts.orbstack import (
 )
 
 DEFAULT_TIMEOUT = 120  # seconds a lifecycle command may take to give a usable machine
+DEFAULT_IMAGE = "ubuntu:noble"  # what orbstack.machine creates when no image is given
 
 # orbctl's own rules for machine names (scon's validator).
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
@@ -114,10 +115,10 @@ def parse_image(image: str) -> tuple[str, str | None]:
     return distro, version or None
 
 
-def image_differences(current: dict, image: str, arch: str | None) -> list[str]:
-    distro, version = parse_image(image)
+def image_differences(current: dict, image: str | None, arch: str | None) -> list[str]:
+    distro, version = parse_image(image) if image else (None, None)
     differences = []
-    if current.get("distro") and current["distro"] != distro:
+    if distro and current.get("distro") and current["distro"] != distro:
         differences.append(f"distro {current['distro']} (want {distro})")
     if version and current.get("version") and current["version"].lower() != version.lower():
         differences.append(f"version {current['version']} (want {version})")
@@ -215,7 +216,7 @@ def _is_running(current: dict) -> bool:
 @show_plan
 def machine(
     machine: str,
-    image: str = "ubuntu:noble",
+    image: str | None = None,
     arch: str | None = None,
     user: str | None = None,
     user_data: str | None = None,
@@ -235,7 +236,9 @@ def machine(
 
     + machine: the machine's name
     + image: ``DISTRO[:VERSION]`` as ``orbctl create`` takes it (``debian:bookworm``,
-      ``ubuntu:24.04``); a bare distro accepts any version of it
+      ``ubuntu:24.04``); a bare distro accepts any version of it. ``None`` creates
+      ``ubuntu:noble`` and accepts whatever an existing machine runs, so
+      ``orbstack.machine(machine="web", running=False)`` just stops ``web``
     + arch: ``arm64`` or ``amd64`` (default: the Mac's)
     + user: the default user (at creation; later changes set ``machine.NAME.username``)
     + user_data: path **on the Mac** to a cloud-init user-data file (creation only)
@@ -282,7 +285,7 @@ def machine(
         return
 
     if current:
-        differences = image_differences(current, image, arch)
+        differences = image_differences(current, image, arch)  # image None: not compared
         config = current.get("config") or {}
         for key, wanted in (("isolated", isolated), ("isolate_network", isolate_network)):
             if wanted is not None and key in config and bool(config[key]) != wanted:
@@ -313,7 +316,7 @@ def machine(
             argv += ["--disk", str(disk)]
         for mount in mounts or []:
             argv += ["--mount", mount]
-        argv += [image, machine]
+        argv += [image or DEFAULT_IMAGE, machine]
         yield orbctl(*argv)
         # create starts the machine; wait for it to answer before anything uses it.
         yield wait_ready(machine, timeout)
