@@ -165,6 +165,11 @@ func (a *App) ensureVM() error {
 	if a.VMMode == "broken" {
 		return errAutoStart
 	}
+	stopped := false
+	a.Store.View(func(inv *state.Inventory) error { stopped = inv.VMStopped; return nil })
+	if !stopped {
+		return nil
+	}
 	return a.Store.Update(func(inv *state.Inventory) error {
 		inv.VMStopped = false
 		return nil

@@ -56,11 +56,6 @@ func rewriteForName(root *cobra.Command, name string, args []string) []string {
 		}
 		return append([]string{"run"}, args...)
 	default:
-		// Test binaries and `go run` get odd names; treat anything that looks
-		// like orbctl's own build as orbctl.
-		if name == "" || name == "orbctl.test" || name == "main" {
-			return args
-		}
 		return append([]string{"run", name}, args...)
 	}
 }
@@ -130,10 +125,27 @@ func NewCmdRoot(app *App) *cobra.Command {
 		c.GroupID = "machines"
 		root.AddCommand(c)
 	}
+	for _, c := range []*cobra.Command{newCmdNotModelled("docker", "Use Docker"), newCmdNotModelled("k8s", "Use Kubernetes")} {
+		c.GroupID = "containers"
+		root.AddCommand(c)
+	}
 	for _, c := range []*cobra.Command{NewCmdConfig(app), NewCmdStatus(app), NewCmdVersion(app), NewCmdUpdate(app)} {
 		c.GroupID = "general"
 		root.AddCommand(c)
 	}
 	root.SetHelpCommandGroupID("general")
 	return root
+}
+
+// newCmdNotModelled stands in for OrbStack's container commands, which the
+// simulator does not model; they fail clearly instead of being unknown.
+func newCmdNotModelled(name, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:                name,
+		Short:              short,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return preflightError{fmt.Errorf("orbsim: `orbctl %s` is not modelled by the simulator (machines only; see docs/simulator.md)", name)}
+		},
+	}
 }

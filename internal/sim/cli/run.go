@@ -115,6 +115,22 @@ func (a *App) target(key string, keySet bool) (*state.Machine, error) {
 		return nil, err
 	}
 	var found *state.Machine
+	// Fast path under the shared lock: a running machine needs no write, so
+	// concurrent runs do not queue behind each other.
+	a.Store.View(func(inv *state.Inventory) error {
+		m := inv.ByKey(key)
+		if !keySet {
+			m = inv.ByID(inv.DefaultID)
+		}
+		if m != nil && m.Running() {
+			c := *m
+			found = &c
+		}
+		return nil
+	})
+	if found != nil {
+		return found, nil
+	}
 	err := a.Store.Update(func(inv *state.Inventory) error {
 		var m *state.Machine
 		if keySet {
