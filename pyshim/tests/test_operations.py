@@ -230,6 +230,14 @@ def test_machine_rejects_names_orbctl_would_reject(bad):
     assert message.startswith(f"invalid machine name {bad!r}")
 
 
+@pytest.mark.parametrize("bad", [0, -5, "soon", None])
+def test_a_bad_timeout_is_refused_before_anything_runs(bad):
+    world = FakeOrbStack([record()])  # even when there is nothing to wait for
+    assert "timeout must be a positive number of seconds" in refused(
+        orbstack.machine, world, machine="web", timeout=bad,
+    )
+
+
 def test_wait_ready_loop_gives_up_with_a_clear_message(tmp_path):
     # The real loop, run by sh against an orbctl that never answers.
     import os

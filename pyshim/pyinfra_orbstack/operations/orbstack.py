@@ -104,6 +104,11 @@ def wait_ready(machine: str, timeout: int = DEFAULT_TIMEOUT) -> str:
     )
 
 
+def check_timeout(timeout) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise OperationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+
+
 def parse_image(image: str) -> tuple[str, str | None]:
     """``"ubuntu:24.04"`` -> ``("ubuntu", "noble")``: orbctl's distro name and version."""
     word, _, version = image.partition(":")
@@ -274,6 +279,7 @@ def machine(
         orbstack.machine(name="Stop the db machine", machine="db", running=False)
         orbstack.machine(name="Remove the old machine", machine="old", present=False)
     """
+    check_timeout(timeout)
     check_machine_name(machine)
     current = host.get_fact(Machine, machine=machine)
 
@@ -363,6 +369,7 @@ def restart(machine: str, timeout: int = DEFAULT_TIMEOUT):
 
         orbstack.restart(name="Restart web after the kernel update", machine="web")
     """
+    check_timeout(timeout)
     check_machine_name(machine)
     yield orbctl("restart", machine)
     yield wait_ready(machine, timeout)
@@ -391,6 +398,7 @@ def clone(
                        running=True)
     """
     check_machine_name(source, "source machine")
+    check_timeout(timeout)
     check_machine_name(machine)
     current = host.get_fact(Machine, machine=machine)
     if not current:
@@ -609,6 +617,7 @@ def restore(
                          directory="/Users/me/orb-backups")
         orbstack.machine(name="web", machine="web", image="debian:bookworm")
     """
+    check_timeout(timeout)
     check_machine_name(machine)
     if (archive is None) == (directory is None):
         raise OperationError("orbstack.restore: give exactly one of archive= or directory=")
