@@ -187,3 +187,21 @@ func TestEveryCommandHasHelpThatReads(t *testing.T) {
 		}
 	}
 }
+
+func TestDoctorOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	code, out, _ := run(t, nil, "doctor")
+	if code != 0 || !strings.Contains(out, "2.2.3 (the orbctl simulator, not OrbStack)") || !strings.Contains(out, "machines  0 (0 running)") {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	t.Setenv("ORBSIM_ORBSTACK", "stopped")
+	code, out, _ = run(t, nil, "doctor")
+	if code != 0 || !strings.Contains(out, "warn OrbStack  Stopped: orbctl starts it on first use") {
+		t.Fatalf("stopped OrbStack: exit %d:\n%s", code, out)
+	}
+	t.Setenv("ORBSIM_ORBSTACK", "broken")
+	code, out, _ = run(t, nil, "doctor")
+	if code != 1 || !strings.Contains(out, "FAIL machines") || !strings.Contains(out, "failed to start OrbStack") {
+		t.Fatalf("OrbStack that cannot start: exit %d:\n%s", code, out)
+	}
+}

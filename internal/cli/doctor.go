@@ -22,7 +22,8 @@ func NewCmdDoctor(f *Factory) *cobra.Command {
   version    OrbStack's version, and whether it is the orbctl simulator
   machines   how many machines exist and run
 
-It exits 1 when a check fails, after printing what to do about it.`,
+Each line starts with ok, warn (works, but worth knowing) or FAIL. It exits 1
+when a check fails, after printing what to do about it.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return doctorRun(cmd, f)
@@ -33,12 +34,13 @@ It exits 1 when a check fails, after printing what to do about it.`,
 func doctorRun(cmd *cobra.Command, f *Factory) error {
 	ctx := cmd.Context()
 	ok := true
+	line := func(mark, check, detail string) { fmt.Fprintf(f.Out, "%-4s %-9s %s\n", mark, check, detail) }
 	report := func(good bool, check, detail string) {
-		mark := "ok  "
+		mark := "ok"
 		if !good {
 			mark, ok = "FAIL", false
 		}
-		fmt.Fprintf(f.Out, "%s %-9s %s\n", mark, check, detail)
+		line(mark, check, detail)
 	}
 
 	c, err := f.Orbctl()
@@ -52,8 +54,11 @@ func doctorRun(cmd *cobra.Command, f *Factory) error {
 	switch {
 	case err != nil:
 		report(false, "OrbStack", "orbctl status failed: "+err.Error())
+	case status == "Stopped":
+		// Not a failure: orbctl starts OrbStack on first use.
+		line("warn", "OrbStack", "Stopped: orbctl starts it on first use (or now: \"orbctl start\")")
 	case status != "Running":
-		report(false, "OrbStack", status+": start it with \"orbctl start\" (or open the OrbStack app)")
+		line("warn", "OrbStack", status)
 	default:
 		report(true, "OrbStack", status)
 	}
@@ -68,9 +73,9 @@ func doctorRun(cmd *cobra.Command, f *Factory) error {
 		report(true, "version", detail)
 	}
 
-	if ok {
+	{
 		if machines, err := c.List(ctx); err != nil {
-			report(false, "machines", "orbctl list failed: "+err.Error())
+			report(false, "machines", "orbctl list failed: "+describe(err))
 		} else {
 			running := 0
 			for _, m := range machines {
