@@ -194,9 +194,19 @@ type Peer struct {
 func WriteHosts(pid int, self string, peers []Peer) error {
 	path := fmt.Sprintf("/proc/%d/root/etc/hosts", pid)
 	old, _ := os.ReadFile(path)
+	tmp := path + ".orbsim-tmp"
+	if err := os.WriteFile(tmp, []byte(HostsContent(string(old), self, peers)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// HostsContent is old with its managed block replaced by one for self and
+// peers (appended at the end).
+func HostsContent(old, self string, peers []Peer) string {
 	var kept []string
 	in := false
-	for _, line := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimRight(old, "\n"), "\n") {
 		switch {
 		case line == blockStart:
 			in = true
@@ -220,9 +230,5 @@ func WriteHosts(pid int, self string, peers []Peer) error {
 		fmt.Fprintf(&b, "%s\t%s.orb.local\n", p.IP, p.Name)
 	}
 	b.WriteString(blockEnd + "\n")
-	tmp := path + ".orbsim-tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return b.String()
 }
