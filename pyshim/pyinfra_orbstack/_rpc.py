@@ -150,7 +150,8 @@ class RPCClient:
         except Exception:
             self._kill()
         self._fail_all(BinaryGoneError("the pyinfra-orbstack binary was shut down"))
-        gevent.joinall(self._greenlets, timeout=SHUTDOWN_GRACE_SECONDS)
+        # Short: a grandchild of the binary may hold its stdout open forever.
+        gevent.joinall(self._greenlets, timeout=0.5)
         gevent.killall(self._greenlets, block=False)
 
     def kill_now(self) -> None:
