@@ -293,6 +293,7 @@ def test_dns_rejects_unknown_record_types():
                             "example.com\tmail exchanger = 10 mx1.example.com."],
          [{"preference": 10, "exchange": "mx1.example.com"}]),
         ("dig", "CNAME", ["web.example.net."], ["web.example.net"]),
+        ("dig", "CNAME", [";; connection timed out; no servers could be reached", ""], []),
         ("host", "CNAME", ["www.example.com is an alias for web.example.net."], ["web.example.net"]),
         ("getent", "AAAA", ["::ffff:1.2.3.4   STREAM x", "2001:db8::1 STREAM x"], ["2001:db8::1"]),
         ("nslookup", "A", ["Server:\t\t10.0.0.1", "Address:\t10.0.0.1#53", "Name:\texample.com",

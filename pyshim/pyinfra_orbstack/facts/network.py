@@ -453,6 +453,17 @@ class DnsLookup(OrbStackFact):
         return result
 
 
+def _add_address(add, rtype: str, text: str) -> None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return  # a CNAME line in dig's A output, or nslookup's "server#53"
+    if rtype == "A" and address.version == 4:
+        add(str(address))
+    elif rtype == "AAAA" and address.version == 6 and not address.ipv4_mapped:
+        add(str(address))  # getent ahostsv6 maps IPv4-only names to ::ffff:a.b.c.d
+
+
 def parse_dns_answers(method: str, rtype: str, name: str, lines: list[str]) -> list:
     answers: list = []
 
@@ -462,6 +473,8 @@ def parse_dns_answers(method: str, rtype: str, name: str, lines: list[str]) -> l
 
     for line in lines:
         line = line.strip()
+        if not line or line.startswith(";"):  # dig's ";; connection timed out" and the like
+            continue
         if rtype == "MX":
             found = re.search(r"(\d+)\s+(\S+?)\.?$", line)
             if found and (method == "dig" or "mail" in line):
@@ -481,18 +494,11 @@ def parse_dns_answers(method: str, rtype: str, name: str, lines: list[str]) -> l
                 found = re.search(r"(?:is an alias for|canonical name =)\s+(\S+?)\.?$", line)
                 if found:
                     add(found.group(1))
+        elif method in ("host", "nslookup"):
+            found = re.search(r"(?:has (?:IPv6 )?address|Address:)\s+(\S+)$", line)
+            if found:
+                _add_address(add, rtype, found.group(1))
         else:
-            candidates = re.findall(r"[0-9A-Fa-f:.]+", line.split()[0] if method in ("getent", "python3", "dig") and line else line)
-            if method in ("host", "nslookup"):
-                found = re.search(r"(?:has (?:IPv6 )?address|Address:)\s+(\S+)$", line)
-                candidates = [found.group(1)] if found else []
-            for candidate in candidates:
-                try:
-                    address = ipaddress.ip_address(candidate)
-                except ValueError:
-                    continue
-                if rtype == "A" and address.version == 4:
-                    add(str(address))
-                elif rtype == "AAAA" and address.version == 6 and not address.ipv4_mapped:
-                    add(str(address))
+            # dig +short, getent and our python3 print the address first on each line
+            _add_address(add, rtype, line.split()[0])
     return answers
