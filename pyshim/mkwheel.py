@@ -21,8 +21,13 @@ import json
 import os
 import re
 import sys
-import tomllib
 import zipfile
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    sys.exit(f"mkwheel: needs Python 3.11 or newer (for tomllib); this is {sys.version.split()[0]}. "
+             "Run it with a newer python3, e.g. `make wheel PYTHON=python3.12`.")
 from pathlib import Path
 
 PYSHIM = Path(__file__).resolve().parent

@@ -117,20 +117,28 @@ func wheelAround(binary []byte, platform string) []member {
 	}
 }
 
+// pep440 spells a .ci/version semver the way wheels do: 1.2.4-dev.4 -> 1.2.4.dev4,
+// 1.3.0-rc.1.dev.2 -> 1.3.0rc1.dev2 (written independently of pyshim/mkwheel.py).
+func pep440(semver string) string {
+	return strings.NewReplacer("-alpha.", "a", "-beta.", "b", "-rc.", "rc", "-dev.", ".dev", ".dev.", ".dev").Replace(semver)
+}
+
+func hostPlatformOrEmpty() string {
+	return map[string]string{
+		"linux/amd64":  "manylinux_2_17_x86_64.manylinux2014_x86_64",
+		"linux/arm64":  "manylinux_2_17_aarch64.manylinux2014_aarch64",
+		"darwin/arm64": "macosx_12_0_arm64",
+		"darwin/amd64": "macosx_12_0_x86_64",
+	}[runtime.GOOS+"/"+runtime.GOARCH]
+}
+
 // hostPlatform is the wheel platform this test binary itself would ship under.
 func hostPlatform(t *testing.T) string {
-	switch runtime.GOOS + "/" + runtime.GOARCH {
-	case "linux/amd64":
-		return "manylinux_2_17_x86_64.manylinux2014_x86_64"
-	case "linux/arm64":
-		return "manylinux_2_17_aarch64.manylinux2014_aarch64"
-	case "darwin/arm64":
-		return "macosx_12_0_arm64"
-	case "darwin/amd64":
-		return "macosx_12_0_x86_64"
+	p := hostPlatformOrEmpty()
+	if p == "" {
+		t.Skipf("no wheel platform for %s/%s", runtime.GOOS, runtime.GOARCH)
 	}
-	t.Skipf("no wheel platform for %s/%s", runtime.GOOS, runtime.GOARCH)
-	return ""
+	return p
 }
 
 // otherArch is a platform with the same OS as the host and the other CPU.
@@ -301,6 +309,17 @@ func TestBuiltWheels(t *testing.T) {
 	want := append([]string(nil), shippedPlatforms...)
 	sort.Strings(want)
 	require.Equal(t, want, got, "the platform wheels in %s (version %q)", dir, wantVersion)
+
+	// The binary this machine can run reports the wheel's version (semver vs PEP 440 spelling).
+	if host, ok := wheels[hostPlatformOrEmpty()]; ok {
+		exe := filepath.Join(t.TempDir(), "pyinfra-orbstack")
+		require.NoError(t, os.WriteFile(exe, findMember(t, readMembers(t, files[hostPlatformOrEmpty()]), BinaryPath), 0o755))
+		out, err := exec.Command(exe, "version").Output()
+		require.NoError(t, err)
+		fields := strings.Fields(string(out)) // pyinfra-orbstack 1.2.4-dev.4 (protocol 1)
+		require.GreaterOrEqual(t, len(fields), 2, "version output %q", out)
+		assert.Equal(t, host.Version, pep440(fields[1]), "`pyinfra-orbstack version` said %q", out)
+	}
 
 	// Each real binary in every other wheel is caught: the check is not vacuous for Mach-O either.
 	for from, fw := range wheels {

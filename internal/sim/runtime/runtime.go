@@ -65,6 +65,13 @@ func (r *Runtime) layers(m *state.Machine) Layers {
 
 // Prepare creates a new machine's directories and upper layer.
 func (r *Runtime) Prepare(m *state.Machine) error {
+	if strings.ContainsAny(r.Store.Home+m.Base, ",:") {
+		return fmt.Errorf("ORBSIM_HOME and rootfs paths must not contain ',' or ':' (overlayfs option syntax): %s, %s", r.Store.Home, m.Base)
+	}
+	var fs unix.Statfs_t
+	if unix.Statfs(r.Store.Home, &fs) == nil && fs.Type == unix.OVERLAYFS_SUPER_MAGIC {
+		return fmt.Errorf("ORBSIM_HOME %s is on overlayfs, which cannot hold a machine's upper layer; point ORBSIM_HOME at ext4, xfs or a tmpfs", r.Store.Home)
+	}
 	return r.layers(m).Prepare(m.Name, m.DefaultUser, []string{r.Store.Home})
 }
 
