@@ -36,6 +36,8 @@ type Client struct {
 	// NewCmd builds the process for one orbctl invocation: the single seam
 	// through which this package starts processes.
 	NewCmd func(ctx context.Context, path string, args ...string) *exec.Cmd
+	// Trace, when set, is told about every orbctl run (commands redacted).
+	Trace func(args []string, took time.Duration, err error)
 }
 
 // New returns a Client for the orbctl at path.
@@ -59,7 +61,9 @@ func (c *Client) output(ctx context.Context, machine string, args ...string) ([]
 	var stdout, stderr bytes.Buffer
 	cmd := c.command(ctx, args)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	err := cmd.Run()
+	c.trace(args, start, err)
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return nil, ctxErr
 	}
@@ -67,6 +71,17 @@ func (c *Client) output(ctx context.Context, machine string, args ...string) ([]
 		return stdout.Bytes(), c.failure(machine, args, err, stderr.String())
 	}
 	return stdout.Bytes(), nil
+}
+
+func (c *Client) trace(args []string, start time.Time, err error) {
+	if c.Trace != nil {
+		c.Trace(args, time.Since(start), err)
+	}
+}
+
+// unexpected is orbctl succeeding with output we cannot read.
+func unexpected(machine string, args []string, err error) error {
+	return &Error{Kind: ErrFailed, Machine: machine, Args: args, Message: err.Error()}
 }
 
 func (c *Client) failure(machine string, args []string, err error, stderr string) error {
@@ -101,11 +116,16 @@ func checkName(what, v string) error {
 
 // List returns every (non-builtin) machine.
 func (c *Client) List(ctx context.Context) ([]Machine, error) {
-	out, err := c.output(ctx, "", "list", "-f", "json")
+	args := []string{"list", "-f", "json"}
+	out, err := c.output(ctx, "", args...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseList(out)
+	machines, err := ParseList(out)
+	if err != nil {
+		return nil, unexpected("", args, err)
+	}
+	return machines, nil
 }
 
 // Info describes one machine by name (or ID).
@@ -113,11 +133,16 @@ func (c *Client) Info(ctx context.Context, name string) (Machine, error) {
 	if err := checkName("machine name", name); err != nil {
 		return Machine{}, err
 	}
-	out, err := c.output(ctx, name, "info", name, "-f", "json")
+	args := []string{"info", name, "-f", "json"}
+	out, err := c.output(ctx, name, args...)
 	if err != nil {
 		return Machine{}, err
 	}
-	return ParseInfo(out)
+	m, err := ParseInfo(out)
+	if err != nil {
+		return Machine{}, unexpected(name, args, err)
+	}
+	return m, nil
 }
 
 // Names returns the names of existing machines, for "did you mean" messages.
@@ -197,7 +222,9 @@ func (c *Client) Run(ctx context.Context, spec RunSpec) (int, error) {
 	default:
 		cmd.Stdout = io.MultiWriter(out, &stdoutSeen)
 	}
+	start := time.Now()
 	err = cmd.Run()
+	c.trace(redactCommand(args, spec), start, err)
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return -1, ctxErr
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -241,6 +242,15 @@ func (s *Server) client() (*orbctl.Client, error) {
 		return nil, err
 	}
 	s.orbctl = s.opts.Client(path)
+	if s.opts.Debug {
+		s.orbctl.Trace = func(args []string, took time.Duration, err error) {
+			if err != nil {
+				s.opts.Logger.Printf("orbctl %s (%s): %v", strings.Join(args, " "), took.Round(time.Millisecond), err)
+			} else {
+				s.opts.Logger.Printf("orbctl %s (%s)", strings.Join(args, " "), took.Round(time.Millisecond))
+			}
+		}
+	}
 	return s.orbctl, nil
 }
 

@@ -614,3 +614,48 @@ func TestShutdownCancelsInFlightCommandsThenCloses(t *testing.T) {
 		t.Fatal("server still serving 5s after shutdown")
 	}
 }
+
+func TestDebugLogTracesOrbctlButNeverCommands(t *testing.T) {
+	path, _ := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	var logs syncBuffer
+	serverEnd, clientEnd := net.Pipe()
+	srv := NewServer(Options{Getenv: envMap{orbctl.EnvOverride: path}.get, Logger: log.New(&logs, "", 0), Debug: true})
+	go srv.Serve(context.Background(), serverEnd)
+	conn := jsonrpc2.NewConn(context.Background(), jsonrpc2.NewBufferedStream(clientEnd, jsonrpc2.VSCodeObjectCodec{}), nil)
+	defer conn.Close()
+	var res CommandRunResult
+	err := conn.Call(context.Background(), MethodCommandRun, map[string]any{
+		"machine": "web", "command": "true", "env": map[string]string{"PYINFRA_SUDO_PASSWORD": "hunter2"},
+	}, &res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := logs.String()
+	if !strings.Contains(got, "orbctl run -m web -w  <command>") || !strings.Contains(got, "command.run #0 done in") {
+		t.Fatalf("debug log lacks the orbctl call or the request:\n%s", got)
+	}
+	if strings.Contains(got, "hunter2") {
+		t.Fatalf("debug log leaks a secret:\n%s", got)
+	}
+}
+
+type envMap map[string]string
+
+func (m envMap) get(k string) string { return m[k] }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
