@@ -187,6 +187,13 @@ class OrbStackConnector(BaseConnector):
             raise ConnectError(f"OrbStack machine `{self.machine_name}`: {e}") from None
 
         self.machine = reply.get("machine") or {}
+        state = self.machine.get("state", "running")
+        if state != "running":
+            self._release_binary()
+            raise ConnectError(
+                f"OrbStack machine `{self.machine_name}` is {state} and `orbstack_start` is off: "
+                f"start it (`orbctl start {self.machine_name}`) or drop `orbstack_start=False`.",
+            )
         if reply.get("created"):
             logger.info(f"{self.host.print_prefix}Created OrbStack machine: {self.machine_name}")
         elif reply.get("started"):

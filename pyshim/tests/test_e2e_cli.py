@@ -319,3 +319,49 @@ def test_sudo_password_is_used_masked_and_its_askpass_file_removed(sim, tmp_path
     assert "Pa55-word" not in output
     # pyinfra removes its askpass script after disconnecting: that call still works.
     assert in_machine(sim, machine, "ls /tmp/pyinfra-sudo-askpass-* 2>/dev/null || true") == ""
+
+
+def test_orbstack_image_creates_a_missing_machine(sim):
+    name = f"t-created-{os.getpid()}"
+    result = run_pyinfra(sim.env, "--data", "orbstack_image=debian:bookworm", f"@orbstack/{name}",
+                         "exec", "--", "hostname")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"Created OrbStack machine: {name}" in output
+    assert f"[@orbstack/{name}] {name}" in output
+    sim.orbctl("delete", "-f", name)
+
+
+def test_orbstack_start_off_refuses_a_stopped_machine(sim):
+    machine = sim.machine("stopped")
+    sim.orbctl("stop", machine)
+    result = run_pyinfra(sim.env, "--data", "orbstack_start=False", f"@orbstack/{machine}",
+                         "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"`{machine}` is stopped and `orbstack_start` is off" in output
+    assert json.loads(sim.orbctl("info", machine, "-f", "json").stdout)["record"]["state"] == "stopped"
+
+
+def test_all_machines_inventory_has_groups_and_host_data(sim, tmp_path):
+    machine = sim.machine("deploy")
+    info = json.loads(sim.orbctl("info", machine, "-f", "json").stdout)
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra import host\n"
+        "from pyinfra.operations import server\n"
+        "d = host.data\n"
+        "line = f'{d.orbstack_machine} {d.orbstack_distro} {d.orbstack_version} {d.orbstack_arch} '\n"
+        "line += f'{d.orbstack_default_user} {d.orbstack_ip4} ' + ' '.join(sorted(host.groups))\n"
+        "server.shell(name='record', commands=[f'echo {line} > /tmp/host-data'])\n"
+    )
+    result = run_pyinfra(sim.env, "-y", "@orbstack", "--limit", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = info["record"]
+    image = record["image"]
+    expected = (f"{machine} debian {image['version']} {image['arch']} {record['config']['default_username']} "
+                f"{info['ip4']} @orbstack orbstack_{image['arch']} orbstack_debian orbstack_running\n")
+    assert in_machine(sim, machine, "cat /tmp/host-data") == expected
+
+    limited = run_pyinfra(sim.env, "@orbstack", "--limit", "orbstack_debian", "exec", "--", "true")
+    assert limited.returncode == 0, limited.stdout + limited.stderr
+    assert f"@orbstack/{machine}" in limited.stderr
