@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -113,7 +115,7 @@ func (s *Server) Handle(_ context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Re
 	go func() {
 		defer s.handlers.Done()
 		start := time.Now()
-		result, err := s.dispatch(ctx, conn, req)
+		result, err := s.dispatchSafely(ctx, conn, req)
 		s.mu.Lock()
 		delete(s.inflight, req.ID)
 		s.mu.Unlock()
@@ -153,6 +155,19 @@ func (s *Server) handleNotification(req *jsonrpc2.Request) {
 	if r != nil { // an unknown id has already finished: nothing to do
 		r.cancel(errCancelled)
 	}
+}
+
+// dispatchSafely turns a bug in one handler into an error reply for that
+// request instead of a crash that would fail every host of the run.
+func (s *Server) dispatchSafely(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (result any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.opts.Logger.Printf("bug: %s panicked: %v\n%s", req.Method, r, debug.Stack())
+			err = newError(jsonrpc2.CodeInternalError, fmt.Sprintf("internal error in %s: %v (a bug: please report it with the log above)", req.Method, r),
+				ErrorData{Kind: "internal"})
+		}
+	}()
+	return s.dispatch(ctx, conn, req)
 }
 
 func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {

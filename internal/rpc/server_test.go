@@ -659,3 +659,26 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+func TestABugInOneRequestDoesNotStopTheServer(t *testing.T) {
+	path := orbctltest.Fake(t)
+	serverEnd, clientEnd := net.Pipe()
+	srv := NewServer(Options{
+		Getenv: envMap{orbctl.EnvOverride: path}.get,
+		Logger: log.New(io.Discard, "", 0),
+		// A Client without NewCmd panics on its first orbctl call.
+		Client: func(path string) *orbctl.Client { return &orbctl.Client{Path: path} },
+	})
+	go srv.Serve(context.Background(), serverEnd)
+	conn := jsonrpc2.NewConn(context.Background(), jsonrpc2.NewBufferedStream(clientEnd, jsonrpc2.VSCodeObjectCodec{}), nil)
+	defer conn.Close()
+	var rpcErr *jsonrpc2.Error
+	err := conn.Call(context.Background(), MethodMachinesList, nil, nil)
+	if !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc2.CodeInternalError || !strings.Contains(rpcErr.Message, "a bug") {
+		t.Fatalf("got %v, want an internal error", err)
+	}
+	var res InitializeResult
+	if err := conn.Call(context.Background(), MethodInitialize, map[string]any{"protocol_version": 1}, &res); err != nil {
+		t.Fatalf("server unusable after a handler panic: %v", err)
+	}
+}
