@@ -1,0 +1,146 @@
+package orbctl_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
+)
+
+// These tests drive the simulator's real machines; they skip where it cannot
+// run (not built, not root).
+
+func simClient(t *testing.T) *orbctl.Client {
+	c := orbctl.New(orbctltest.Simulator(t))
+	c.KillDelay = 500 * time.Millisecond
+	return c
+}
+
+func TestSimulatorEveryVersionsJSONParses(t *testing.T) {
+	c := simClient(t)
+	ctx := context.Background()
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian:bookworm", Name: "shapes", User: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct {
+		version  string
+		wantUser string // empty before v0.15: no config in the record
+		wantDisk bool   // disk_size from v1.10
+		wantIP   bool   // ip4 from v1.11.3
+	}{
+		{"0.14.0", "", false, false},
+		{"1.9.0", "alice", false, false},
+		{"1.10.0", "alice", true, false},
+		{"1.11.3", "alice", true, true},
+		{"2.2.3", "alice", true, true},
+	} {
+		t.Run(v.version, func(t *testing.T) {
+			t.Setenv("ORBSIM_VERSION", v.version)
+			m, err := c.Info(ctx, "shapes")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Name != "shapes" || m.State != "running" || m.Distro != "debian" || m.Version != "bookworm" || len(m.ID) != 26 ||
+				m.DefaultUser != v.wantUser || (m.DiskSize != nil) != v.wantDisk || (m.IP4 != "") != v.wantIP {
+				t.Fatalf("info: %+v", m)
+			}
+			machines, err := c.List(ctx)
+			if err != nil || len(machines) != 1 || machines[0].Name != "shapes" || machines[0].DefaultUser != v.wantUser {
+				t.Fatalf("list: %+v, %v", machines, err)
+			}
+		})
+	}
+}
+
+func TestSimulatorEmptyListBeforeV015IsNull(t *testing.T) {
+	c := simClient(t)
+	t.Setenv("ORBSIM_VERSION", "0.14.0")
+	machines, err := c.List(context.Background())
+	if err != nil || machines == nil || len(machines) != 0 {
+		t.Fatalf("got %#v, %v", machines, err)
+	}
+}
+
+func TestSimulatorLifecycleByName(t *testing.T) {
+	c := simClient(t)
+	ctx := context.Background()
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "life"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "life"}); !errors.Is(err, orbctl.ErrMachineExists) {
+		t.Fatalf("duplicate create: %v", err)
+	}
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "bad_name"}); !errors.Is(err, orbctl.ErrBadArgument) {
+		t.Fatalf("invalid name: %v", err)
+	}
+	if err := c.Stop(ctx, "life"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := c.Info(ctx, "life"); m.State != "stopped" || m.IP4 != "" {
+		t.Fatalf("after stop: %+v", m)
+	}
+	if err := c.Start(ctx, "life"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(ctx, "life", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Info(ctx, "life")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Deleting by ULID would crash orbctl; the driver deletes by name.
+	if err := c.Delete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Info(ctx, "life"); !errors.Is(err, orbctl.ErrMachineNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestSimulatorRunPassesArgvStdinAndExitStatus(t *testing.T) {
+	c := simClient(t)
+	ctx := context.Background()
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "runner"}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code, err := c.Run(ctx, orbctl.RunSpec{
+		Machine: "runner", User: "root",
+		Argv:  []string{"sh", "-c", `printf '%s|' "$@"; cat; echo oops >&2; exit 7`, "sh", "two words", "$HOME", "--", "-x"},
+		Stdin: strings.NewReader("in"), Stdout: &stdout, Stderr: &stderr,
+	})
+	if err != nil || code != 7 {
+		t.Fatalf("code %d, err %v, stderr %q", code, err, stderr.String())
+	}
+	if stdout.String() != "two words|$HOME|--|-x|in" || stderr.String() != "oops\n" {
+		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+}
+
+func TestSimulatorCancelledRunIsKilledInsideTheMachine(t *testing.T) {
+	c := simClient(t)
+	if err := c.Create(context.Background(), orbctl.CreateOptions{Image: "debian", Name: "killme"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Run(ctx, orbctl.RunSpec{Machine: "killme", Argv: []string{"sh", "-c", "sleep 1; touch /tmp/survived"}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("cancel took %s", took)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "killme", Argv: []string{"test", "-e", "/tmp/survived"}})
+	if err != nil || code == 0 {
+		t.Fatalf("the command survived its cancellation (code %d, %v)", code, err)
+	}
+}
