@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
     assert changed(second) == [], "a second run must change nothing"
 
     # A file written before a fresh snapshot must come back with the restore.
+    time.sleep(1.1)  # archive names have a one-second resolution
     wrote = orbctl(env, "run", "-m", alpha, "-u", "root", "sh", "-c", "echo kept > /root/marker")
     assert wrote.returncode == 0, wrote.stderr
     snap = pyinfra_json(env, "@local", "orbstack.snapshot", f"machine={alpha}",

@@ -364,8 +364,9 @@ def snap(directory: str, machine: str, when: datetime) -> dict:
 
 
 EXPORT = (
-    "mkdir -p /backups && orbctl export web "
-    '/backups/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst'
+    'f=/backups/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst; '
+    'if [ -e "$f" ]; then echo "orbstack: $f already exists (one snapshot per second)" >&2; '
+    'exit 1; fi; mkdir -p /backups && orbctl export web "$f"'
 )
 
 
@@ -404,11 +405,30 @@ def test_snapshot_older_than_max_age_exports_again():
 
 
 def test_snapshot_directory_with_spaces_is_quoted():
-    commands = run(orbstack.snapshot, FakeOrbStack(), machine="web", directory="/Users/me/Orb Backups/")
-    assert commands == [
-        "mkdir -p '/Users/me/Orb Backups' && orbctl export web "
-        """'/Users/me/Orb Backups'/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst""",
-    ]
+    [command] = run(orbstack.snapshot, FakeOrbStack(), machine="web",
+                    directory="/Users/me/Orb Backups/")
+    assert command.startswith("""f='/Users/me/Orb Backups'/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst; """)
+    assert command.endswith("""mkdir -p '/Users/me/Orb Backups' && orbctl export web "$f\"""")
+
+
+def test_snapshot_never_overwrites_an_archive_of_the_same_second(tmp_path):
+    # The real command, run by sh, when this second's archive name is already taken.
+    import os
+    import subprocess
+
+    orbctl = tmp_path / "orbctl"
+    orbctl.write_text('#!/bin/sh\necho exported > "$3"\n')
+    orbctl.chmod(0o755)
+    now = datetime.now(timezone.utc)
+    for ahead in range(3):  # whichever second the shell's date lands on
+        taken = tmp_path / f"web-{(now + timedelta(seconds=ahead)).strftime('%Y%m%dT%H%M%SZ')}.tar.zst"
+        taken.write_text("older snapshot\n")
+    [command] = run(orbstack.snapshot, FakeOrbStack(), machine="web", directory=str(tmp_path))
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "already exists (one snapshot per second)" in result.stderr
+    assert {p.read_text() for p in tmp_path.glob("web-*.tar.zst")} == {"older snapshot\n"}
 
 
 def test_restore_missing_machine_from_the_newest_snapshot_and_waits():

@@ -575,12 +575,18 @@ def snapshot(
 
     folder = directory.rstrip("/") or "/"
     # The timestamp is taken by the Mac's shell when the export runs, so --dry shows
-    # the exact command.
+    # the exact command. Never overwrite: a second snapshot within the same second
+    # would replace an archive that the pruning below may then delete.
     target = (
         f"{shlex.quote(folder)}/{shlex.quote(machine + '-')}"
         f'"$(date -u +{SNAPSHOT_STAMP_FORMAT})"{SNAPSHOT_SUFFIX}'
     )
-    yield f"mkdir -p {shlex.quote(folder)} && orbctl export {shlex.quote(machine)} {target}"
+    yield (
+        f"f={target}; "
+        'if [ -e "$f" ]; then echo "orbstack: $f already exists (one snapshot per second)" >&2; '
+        "exit 1; fi; "
+        f'mkdir -p {shlex.quote(folder)} && orbctl export {shlex.quote(machine)} "$f"'
+    )
 
     if keep is not None:
         stale = existing[: max(0, len(existing) + 1 - keep)]
