@@ -39,7 +39,7 @@ pyinfra starts this command itself: run it by hand only to debug the protocol.`,
 	}
 	// Nothing but protocol may reach stdout, not even cobra's messages.
 	cmd.SetOut(f.Err)
-	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log each request's method and duration to stderr")
+	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log each request and orbctl call to stderr (command texts are never logged)")
 	return cmd
 }
 
