@@ -206,3 +206,21 @@ def test_provisioning_straight_from_the_command_line(world):
     assert changed(first) == ["marker"]
     marker = orbctl(env, "run", "-m", new, "-u", "root", "cat", "/etc/provisioned")
     assert marker.stdout == "provisioned\n"
+
+
+def test_clone_and_rename_from_the_command_line_run_once(world):
+    env, workdir, names, data = world
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    alpha = names["alpha"]
+    copy, renamed = f"{alpha}-copy", f"{alpha}-moved"
+    clone = ("@local", "orbstack.clone", f"source={alpha}", f"machine={copy}", "running=True")
+    assert changed(pyinfra_json(env, *clone, cwd=workdir))
+    assert changed(pyinfra_json(env, *clone, cwd=workdir)) == []
+    ran = orbctl(env, "run", "-m", copy, "true")
+    assert ran.returncode == 0, "the clone was started and answers commands"
+
+    rename = ("@local", "orbstack.rename", f"machine={copy}", f"new_name={renamed}")
+    assert changed(pyinfra_json(env, *rename, cwd=workdir))
+    assert changed(pyinfra_json(env, *rename, cwd=workdir)) == []
+    assert orbctl(env, "info", copy).returncode == 1
+    assert orbctl(env, "info", renamed).returncode == 0
