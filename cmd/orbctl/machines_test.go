@@ -88,6 +88,11 @@ func TestCreate(t *testing.T) {
 	t.Run("hostname is the machine name", func(t *testing.T) {
 		assert.Equal(t, "web\n", s.ok("run", "-m", "web", "hostname"))
 	})
+	t.Run("-p prompts for the user's password and sets it", func(t *testing.T) {
+		r := s.runIn("s3cret\n", "orbctl", "create", "-p", "debian", "pw")
+		assert.Equal(t, result{"", "Password for Linux user: ", 0}, r)
+		assert.Equal(t, "dev\n", s.ok("run", "-m", "pw", "sh", "-c", "echo s3cret | su -c whoami dev 2>/dev/null"))
+	})
 	t.Run("-c with a shell script runs it once as root (cloud variant)", func(t *testing.T) {
 		ud := t.TempDir() + "/ud"
 		require.NoError(t, os.WriteFile(ud, []byte("#!/bin/sh\necho hello > /etc/from-user-data\n"), 0o644))
@@ -291,6 +296,15 @@ func TestOrbMode(t *testing.T) {
 	})
 	t.Run("only the first argument is checked: orb -m box info runs Linux info", func(t *testing.T) {
 		assert.Equal(t, 127, s.run("orb", "-m", "box", "info").Code)
+	})
+	t.Run("any other argv[0] runs that command in Linux", func(t *testing.T) {
+		link := filepath.Join(t.TempDir(), "hostname")
+		require.NoError(t, os.Symlink(filepath.Join(binDir, "orbctl"), link))
+		cmd := s.command("orbctl")
+		cmd.Path, cmd.Args = link, []string{link}
+		out, err := cmd.Output()
+		require.NoError(t, err)
+		assert.Equal(t, "box\n", string(out))
 	})
 	t.Run("passes stdin", func(t *testing.T) {
 		assert.Equal(t, "piped\n", s.runIn("piped\n", "orb", "cat").Stdout)

@@ -34,6 +34,11 @@ func TestRun(t *testing.T) {
 		r := run("printf", "[%s]", "a b", "$HOME", "*", "it's", "")
 		assert.Equal(t, "[a b][$HOME][*][it's][]", r.Stdout)
 	})
+	t.Run("long arguments full of characters JSON escapes pass intact", func(t *testing.T) {
+		a, b := strings.Repeat("<", 60000), strings.Repeat(`"`, 60000)
+		r := run("sh", "-c", `[ "$1" = "$(printf '%060000d' 0 | tr 0 '<')" ] && echo ${#1} ${#2}`, "x", a, b)
+		assert.Equal(t, result{"60000 60000\n", "", 0}, r)
+	})
 	t.Run("-s passes the arguments to the shell as a script", func(t *testing.T) {
 		assert.Equal(t, "/home/dev\n", run("-s", "-w", "", "echo", "$HOME").Stdout)
 	})
@@ -162,6 +167,11 @@ func TestLifecycle(t *testing.T) {
 		assert.Equal(t, result{"Stopped\n", "", 1}, s.orbctl("status"))
 		assert.Equal(t, result{"", "OrbStack is not running\n", 0}, s.orbctl("stop", "life"))
 		assert.Equal(t, "", s.ok("list", "-r", "-q"), "list auto-starts OrbStack, machines stay stopped")
+		assert.Equal(t, result{"Running\n", "", 0}, s.orbctl("status"))
+	})
+	t.Run("start with no names starts a stopped OrbStack silently", func(t *testing.T) {
+		s.ok("stop")
+		assert.Equal(t, result{"", "", 0}, s.orbctl("start"))
 		assert.Equal(t, result{"Running\n", "", 0}, s.orbctl("status"))
 	})
 	t.Run("start -a starts every machine", func(t *testing.T) {

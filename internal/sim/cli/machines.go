@@ -198,9 +198,12 @@ func NewCmdCreate(app *App) *cobra.Command {
 			if user == "" {
 				user = app.MacUser
 			}
+			var password string
 			if o.setPassword {
-				// Setting a password needs a crypt(3) hash; not modelled.
-				fmt.Fprintln(app.Stderr, "orbsim: --set-password is accepted but not modelled (sudo is passwordless anyway)")
+				var err error
+				if password, err = app.promptPassword(); err != nil {
+					return err
+				}
 			}
 			if err := app.ensureVM(); err != nil {
 				return err
@@ -245,6 +248,11 @@ func NewCmdCreate(app *App) *cobra.Command {
 			})
 			if err != nil {
 				return err
+			}
+			if password != "" {
+				if err := app.setPassword(m, password); err != nil {
+					return err
+				}
 			}
 			if strings.HasPrefix(string(userData), "#!") {
 				return app.runUserData(m)

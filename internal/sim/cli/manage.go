@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 // copyPaths applies §7's path rules.
@@ -329,6 +331,44 @@ func (a *App) runUserData(m *state.Machine) error {
 	if err := cmd.Run(); err != nil {
 		log.Write(out.Bytes())
 		return rpcErrorf("create '%s': cloud-init user data failed: %v", m.Name, err)
+	}
+	return nil
+}
+
+// promptPassword asks like `create -p` does, without echo on a terminal.
+// Without a terminal it reads one line from stdin.
+func (a *App) promptPassword() (string, error) {
+	fmt.Fprint(a.Stderr, "Password for Linux user: ")
+	fd := int(a.Stdin.Fd())
+	if old, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		quiet := *old
+		quiet.Lflag &^= unix.ECHO
+		unix.IoctlSetTermios(fd, unix.TCSETS, &quiet)
+		defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+		defer fmt.Fprintln(a.Stderr)
+	}
+	line, err := bufio.NewReader(a.Stdin).ReadString('\n')
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" && err != nil {
+		return "", fmt.Errorf("no password given")
+	}
+	return line, nil
+}
+
+// setPassword sets the default user's password with chpasswd inside the
+// machine (the password travels on stdin, never in argv or logs).
+func (a *App) setPassword(m *state.Machine, password string) error {
+	cur, err := a.target(m.Name, true)
+	if err != nil {
+		return err
+	}
+	cmd, err := a.RT.Command(cur, guest.ExecSpec{User: "root", Workdir: "/", Args: []string{"chpasswd"}, Direct: true})
+	if err != nil {
+		return err
+	}
+	cmd.Stdin = strings.NewReader(m.DefaultUser + ":" + password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return rpcErrorf("create '%s': set password: %v: %s", m.Name, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -158,17 +159,25 @@ func ShellQuote(s string) string {
 // ExecMain runs inside the machine (entered by nsenter) as root. It becomes
 // the user's login shell running the command, forwards signals to it, and
 // exits with its status.
-func ExecMain(specJSON string) int {
+func ExecMain(request string) int {
 	// If orbctl dies (SIGKILL by a timeout), nsenter dies with it
 	// (Pdeathsig), and we hear it as SIGUSR1: the session is gone, so the
 	// command goes too, as when OrbStack's SSH session closes.
 	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGUSR1), 0, 0, 0)
 	syscall.CloseOnExec(3) // our own executable, passed in by the host
+	syscall.CloseOnExec(4) // the request
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1)
 
 	var spec ExecSpec
-	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
+	specJSON := []byte(request)
+	if request == "fd:4" {
+		f := os.NewFile(4, "request")
+		f.Seek(0, io.SeekStart)
+		specJSON, _ = io.ReadAll(f)
+		f.Close()
+	}
+	if err := json.Unmarshal(specJSON, &spec); err != nil {
 		fmt.Fprintf(os.Stderr, "orbsim: bad exec request: %v\n", err)
 		return 1
 	}

@@ -245,10 +245,23 @@ func (r *Runtime) Command(m *state.Machine, spec guest.ExecSpec) (*exec.Cmd, err
 	if err != nil {
 		return nil, err
 	}
+	// The request travels in a memfd (fd 4), not in argv: one argv string
+	// is capped at 128 KiB, and pyinfra commands can be longer.
 	b, _ := json.Marshal(spec)
+	fd, err := unix.MemfdCreate("orbsim-exec", unix.MFD_CLOEXEC)
+	if err != nil {
+		exe.Close()
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	req := os.NewFile(uintptr(fd), "orbsim-exec")
+	if _, err := req.Write(b); err != nil {
+		exe.Close()
+		req.Close()
+		return nil, err
+	}
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(m.Init.PID), "-m", "-u", "-i", "-n", "-p", "-r", "-w",
-		"--", "/proc/self/fd/3", guest.ExecCommand, string(b))
-	cmd.ExtraFiles = []*os.File{exe}
+		"--", "/proc/self/fd/3", guest.ExecCommand, "fd:4")
+	cmd.ExtraFiles = []*os.File{exe, req}
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	return cmd, nil
 }
