@@ -55,6 +55,10 @@ type sim struct {
 func newSim(t *testing.T) *sim {
 	t.Helper()
 	if err := runtime.Preflight(); err != nil {
+		if os.Geteuid() == 0 {
+			// As root (CI) isolation must work: a skip would hide a broken setup.
+			t.Fatalf("isolation unavailable even as root: %v", err)
+		}
 		t.Skipf("needs isolation: %v", err)
 	}
 	return newBareSim(t)
