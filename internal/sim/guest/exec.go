@@ -169,6 +169,12 @@ func ExecMain(request string) int {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR1)
 
+	// Safety net: never run a command outside a machine (say, if the init's
+	// PID was reused by a host process between lookup and nsenter).
+	if pid1, _ := os.ReadFile("/proc/1/cmdline"); !strings.Contains(string(pid1), InitCommand) {
+		fmt.Fprintln(os.Stderr, "orbsim: refusing to run: not inside a simulated machine (did it just stop?)")
+		return 1
+	}
 	var spec ExecSpec
 	specJSON := []byte(request)
 	if request == "fd:4" {
