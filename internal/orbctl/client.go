@@ -239,8 +239,20 @@ func (c *Client) Run(ctx context.Context, spec RunSpec) (int, error) {
 		if _, infoErr := c.Info(ctx, spec.Machine); errors.Is(infoErr, ErrMachineNotFound) {
 			return -1, infoErr
 		}
+		// `run -u nosuchuser` fails the same silent way.
+		if spec.User != "" && !c.userExists(ctx, spec.Machine, spec.User) {
+			return -1, &Error{Kind: ErrBadArgument, Machine: spec.Machine, Args: redactCommand(args, spec), ExitCode: code,
+				Message: fmt.Sprintf("there is no user %q in machine %s", spec.User, spec.Machine)}
+		}
 	}
 	return code, nil
+}
+
+// userExists asks the machine (as its default user) whether user exists; when
+// it cannot tell, it says yes, leaving the command's own exit status alone.
+func (c *Client) userExists(ctx context.Context, machine, user string) bool {
+	code, err := c.Run(ctx, RunSpec{Machine: machine, Argv: []string{"id", "-u", user}})
+	return err != nil || code != 1
 }
 
 // redactCommand drops the command from run's argv: pyinfra puts sudo passwords

@@ -144,3 +144,21 @@ func TestSimulatorCancelledRunIsKilledInsideTheMachine(t *testing.T) {
 		t.Fatalf("the command survived its cancellation (code %d, %v)", code, err)
 	}
 }
+
+func TestSimulatorRunAsAMissingUserSaysSo(t *testing.T) {
+	c := simClient(t)
+	ctx := context.Background()
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "users"}); err != nil {
+		t.Fatal(err)
+	}
+	// orbctl itself exits 1 in silence here.
+	_, err := c.Run(ctx, orbctl.RunSpec{Machine: "users", User: "nosuch", Argv: []string{"true"}})
+	if !errors.Is(err, orbctl.ErrBadArgument) || !strings.Contains(err.Error(), `no user "nosuch" in machine users`) {
+		t.Fatalf("got %v", err)
+	}
+	// A silent exit 1 of a user that exists is the command's own.
+	code, err := c.Run(ctx, orbctl.RunSpec{Machine: "users", User: "root", Argv: []string{"false"}})
+	if err != nil || code != 1 {
+		t.Fatalf("got %d, %v", code, err)
+	}
+}
