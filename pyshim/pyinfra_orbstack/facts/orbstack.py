@@ -49,7 +49,7 @@ def orbctl_guard() -> str:
 
 
 def tolerate(argv: list[str], *absent_markers: str) -> str:
-    """Run argv; print its stdout on success.
+    """Run argv; print its output on success.
 
     When it fails with one of ``absent_markers`` in its output, print nothing and
     succeed (the fact becomes ``None``); any other failure is passed through, so the
