@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -254,19 +253,4 @@ func DiskSize(dir string) uint64 {
 		return nil
 	})
 	return total
-}
-
-// ReadLines is a small helper for bufio-scanning a file (used for config files).
-func ReadLines(path string) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
 }

@@ -40,8 +40,6 @@ type Machine struct {
 	Init Process `json:"init"`
 	// IPIndex is N in 198.19.249.N; kept across restarts when still free.
 	IPIndex int `json:"ip_index,omitempty"`
-	// Transient is "creating" or "deleting" while such an operation holds the machine.
-	Transient string `json:"transient,omitempty"`
 }
 
 // Process identifies a host process robustly against PID reuse.
@@ -82,11 +80,9 @@ func ProcStart(pid int) (uint64, bool, error) {
 // Running reports whether the machine's init process is alive.
 func (m *Machine) Running() bool { return m.Init.Alive() }
 
-// StateWord is the record's "state" field.
+// StateWord is the record's "state" field. Creating, starting, stopping
+// and deleting happen under the store lock, so only these two are observable.
 func (m *Machine) StateWord() string {
-	if m.Transient != "" {
-		return m.Transient
-	}
 	if m.Running() {
 		return "running"
 	}
