@@ -189,6 +189,27 @@ def fact(cls, path: str, **kwargs):
     return cls().process(lines(result.stdout))
 
 
+def primary_ipv4() -> str | None:
+    """The source address the kernel picks for outbound IPv4 (no packet is sent)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
+    except OSError:
+        return None  # no IPv4 route at all
+    finally:
+        probe.close()
+
+
+def test_network_without_ip_finds_the_address_the_kernel_uses(bare_path):
+    bare = fact(network.Network, bare_path())
+    assert bare["source"] == "proc"
+    assert set(bare["interfaces"]) == {d.name for d in Path("/sys/class/net").iterdir()}
+    if primary_ipv4():
+        assert primary_ipv4() in bare["ipv4"]
+        assert any(r["destination"] == "default" for r in bare["routes"])
+
+
 def test_network_without_ip_reads_proc_and_agrees_with_ip(bare_path):
     if not shutil.which("ip"):
         pytest.skip("no ip command here to compare with")
