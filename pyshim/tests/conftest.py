@@ -9,7 +9,6 @@ are not built or the simulator cannot create machines here (it needs root).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
 BIN = REPO / "bin"
 PYINFRA = Path(sys.executable).parent / "pyinfra"
+DEFAULT_USER = "dev"
 
 
 def _real_binary() -> Path | None:
@@ -68,10 +68,13 @@ class Simulator:
         return result
 
     def machine(self, role: str) -> str:
-        """A running debian machine for this role, created on first use."""
+        """A running debian machine for this role, created on first use.
+
+        Its default user is `dev` with passwordless sudo, as OrbStack makes it.
+        """
         if role not in self.created:
             name = f"t-{role}-{uuid.uuid4().hex[:6]}"
-            result = self.orbctl("create", "debian", name, check=False)
+            result = self.orbctl("create", "-u", DEFAULT_USER, "debian", name, check=False)
             if result.returncode != 0:
                 pytest.skip(f"the simulator cannot create machines here: {result.stderr.strip()}")
             self.created[role] = name
@@ -107,7 +110,3 @@ def fake_binary(tmp_path, monkeypatch):
         return dict(os.environ)
 
     return make
-
-
-def have_root() -> bool:
-    return os.geteuid() == 0 and shutil.which("unshare") is not None

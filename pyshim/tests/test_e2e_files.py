@@ -1,0 +1,83 @@
+"""files.put / files.get edge cases through the real CLI: replacing existing files,
+failures, and the staging the connector does for sudo/su."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import run_pyinfra
+
+
+@pytest.fixture(scope="module")
+def machine(sim):
+    return sim.machine("files")
+
+
+def in_machine(sim, machine: str, command: str, user: str = "root") -> str:
+    return sim.orbctl("run", "-m", machine, "-u", user, "sh", "-c", command).stdout
+
+
+def deploy(sim, tmp_path, machine: str, body: str):
+    (tmp_path / "deploy.py").write_text("from io import BytesIO, StringIO\nfrom pyinfra.operations import files\n" + body)
+    result = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    return result, result.stdout + result.stderr
+
+
+def no_staging_left(sim, machine: str) -> bool:
+    return in_machine(sim, machine, "ls -d /tmp/pyinfra-orbstack-* 2>/dev/null || true") == ""
+
+
+def test_sudo_put_over_an_existing_file_keeps_its_mode_and_owner(sim, tmp_path, machine):
+    in_machine(sim, machine, "printf old > /etc/t-keep && chown root:adm /etc/t-keep && chmod 640 /etc/t-keep")
+    result, output = deploy(sim, tmp_path, machine,
+                            "files.put(src=BytesIO(b'new\\x00bytes'), dest='/etc/t-keep', _sudo=True)\n")
+    assert result.returncode == 0, output
+    assert in_machine(sim, machine, "od -c /etc/t-keep | head -1").split()[1:] == list("new") + ["\\0"] + list("bytes")
+    assert in_machine(sim, machine, "stat -c '%a %U %G' /etc/t-keep") == "640 root adm\n"
+    assert in_machine(sim, machine, "ls -a /etc | grep -c pyinfra || true") == "0\n"  # no temp file left
+    assert no_staging_left(sim, machine)
+
+
+def test_plain_put_over_an_existing_file_keeps_its_mode(sim, tmp_path, machine):
+    in_machine(sim, machine, "printf old > ~/keep && chmod 600 ~/keep", user="dev")
+    result, output = deploy(sim, tmp_path, machine, "files.put(src=StringIO('new'), dest='/home/dev/keep')\n")
+    assert result.returncode == 0, output
+    assert in_machine(sim, machine, "cat /home/dev/keep; stat -c ' %a %U' /home/dev/keep") == "new 600 dev\n"
+
+
+def test_put_without_permission_fails_with_the_remote_error(sim, tmp_path, machine):
+    result, output = deploy(sim, tmp_path, machine, "files.put(src=StringIO('x'), dest='/etc/t-denied')\n")
+    assert result.returncode != 0
+    assert "Permission denied" in output
+    assert "Traceback" not in output
+    assert in_machine(sim, machine, "test -e /etc/t-denied && echo there || echo absent") == "absent\n"
+
+
+def test_sudo_put_into_a_missing_directory_fails_and_cleans_up(sim, tmp_path, machine):
+    result, output = deploy(sim, tmp_path, machine,
+                            "files.put(src=StringIO('x'), dest='/no/such/dir/file', create_remote_dir=False, _sudo=True)\n")
+    assert result.returncode != 0
+    assert re.search(r"/no/such/dir/.*(Directory nonexistent|No such file or directory)", output), output
+    assert "Traceback" not in output
+    assert no_staging_left(sim, machine)
+
+
+def test_get_of_a_missing_file_fails_with_the_remote_error(sim, tmp_path, machine):
+    result, output = deploy(sim, tmp_path, machine,
+                            "files.get(src='/etc/no-such-file', dest='got')\n")
+    assert result.returncode != 0
+    assert "No such file or directory" in output
+    assert not (tmp_path / "got").exists()
+
+
+def test_su_get_of_a_file_only_that_user_can_read(sim, tmp_path, machine):
+    in_machine(sim, machine, "id alice >/dev/null 2>&1 || useradd -m alice; "
+                             "printf 'for alice' > /home/alice/private && chown alice /home/alice/private "
+                             "&& chmod 600 /home/alice/private && chmod 700 /home/alice")
+    result, output = deploy(sim, tmp_path, machine,
+                            "files.get(src='/home/alice/private', dest='got', _sudo=True, _sudo_user='alice')\n")
+    assert result.returncode == 0, output
+    assert (tmp_path / "got").read_text() == "for alice"
+    assert no_staging_left(sim, machine)
