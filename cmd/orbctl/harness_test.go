@@ -142,3 +142,26 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func newCmd(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+
+// runTTY runs orbctl with a terminal on stdin/stdout (util-linux `script`),
+// feeding input. Output comes back with terminal line endings removed.
+func (s *sim) runTTY(input string, args ...string) result {
+	s.t.Helper()
+	if _, err := exec.LookPath("script"); err != nil {
+		s.t.Skip("needs util-linux script for a terminal")
+	}
+	line := filepath.Join(binDir, "orbctl")
+	for _, a := range args {
+		line += " '" + a + "'"
+	}
+	cmd := exec.Command("script", "-qec", line, "/dev/null")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/root", "TERM=dumb"}, s.env...)
+	cmd.Dir = s.dir
+	cmd.Stdin = strings.NewReader(input)
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{Stdout: strings.ReplaceAll(string(out), "\r\n", "\n"), Code: code}
+}

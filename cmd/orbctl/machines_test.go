@@ -119,6 +119,10 @@ func TestListAndInfoShapes(t *testing.T) {
 		out := s.with("ORBSIM_VERSION=1.11.3").ok("list", "-f", "json")
 		assert.Contains(t, out, "\"config\": {\n      \"isolated\": false,\n      \"default_username\": \"dev\"\n    },")
 	})
+	t.Run("list text prints a header only on a terminal", func(t *testing.T) {
+		out := s.runTTY("", "list").Stdout
+		assert.Regexp(t, `^NAME +STATE +DISTRO +VERSION +ARCH +SIZE +IP\n---- +----- +------ +------- +---- +---- +--\none +running`, out)
+	})
 	t.Run("list -r shows running machines, -q names only", func(t *testing.T) {
 		assert.Equal(t, "one\n", s.ok("list", "-r", "-q"))
 		assert.Equal(t, "one\ntwo\n", s.ok("list", "-q"))
@@ -177,6 +181,16 @@ func TestDelete(t *testing.T) {
 		s.ok("delete", "-f", "victim")
 		assert.Equal(t, "", s.ok("list", "-q"))
 		assert.False(t, hostHasProcess("sleep 777"), "the machine's processes must be gone")
+	})
+	t.Run("on a terminal delete asks, and anything but y aborts", func(t *testing.T) {
+		s.machine("asked")
+		r := s.runTTY("n\n", "delete", "asked")
+		assert.Equal(t, 1, r.Code)
+		assert.Contains(t, r.Stdout, "Continue [y/N]? ")
+		assert.Contains(t, r.Stdout, "Aborted\n")
+		assert.Contains(t, s.ok("list", "-q"), "asked")
+		assert.Equal(t, 0, s.runTTY("y\n", "delete", "asked").Code)
+		assert.NotContains(t, s.ok("list", "-q"), "asked")
 	})
 	t.Run("delete -a deletes everything", func(t *testing.T) {
 		s.machine("d1")

@@ -247,6 +247,10 @@ func TestPushPull(t *testing.T) {
 		s.ok("push", "-m", "files", "hello.txt", "sub/renamed.txt")
 		assert.Equal(t, "hi\n", s.ok("run", "-m", "files", "cat", "/home/dev/sub/renamed.txt"))
 	})
+	t.Run("a destination under the Mac $HOME means the same path under the Linux home", func(t *testing.T) {
+		s.ok("push", "-m", "files", "hello.txt", "/root/athome.txt") // the harness's HOME is /root
+		assert.Equal(t, "hi\n", s.ok("run", "-m", "files", "cat", "/home/dev/athome.txt"))
+	})
 	t.Run("a privileged destination fails like cp", func(t *testing.T) {
 		r := s.orbctl("push", "-m", "files", "hello.txt", "/etc/x")
 		assert.Equal(t, 1, r.Code)
