@@ -1,0 +1,54 @@
+"""The connector through pyinfra's Python API, in this (not monkey-patched) process,
+against the real binary and simulator machines."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import gevent
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+
+from pyinfra_orbstack import _shared
+
+
+@pytest.fixture()
+def api_state(sim, monkeypatch):
+    for key, value in sim.env.items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    machines = [sim.machine("deploy"), sim.machine("files"), sim.machine("api")]
+    inventory = Inventory(([f"@orbstack/{m}" for m in machines], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    yield state, [inventory.get_host(f"@orbstack/{m}") for m in machines]
+    disconnect_all(state)
+
+
+def test_hosts_run_commands_concurrently_over_one_process(api_state):
+    state, hosts = api_state
+    assert len(state.activated_hosts) == 3
+    client = _shared.for_state(state).client
+    assert client is not None and client.alive
+
+    started = time.monotonic()
+    runs = [gevent.spawn(host.run_shell_command, "sleep 1; hostname") for host in hosts]
+    gevent.joinall(runs, raise_error=True)
+    assert time.monotonic() - started < 2.5  # not 3 s one after another
+    for host, run in zip(hosts, runs):
+        ok, output = run.value
+        assert ok and output.stdout == host.data.orbstack_machine
+
+
+def test_commands_still_work_after_disconnect(api_state):
+    # pyinfra removes its sudo askpass file with run_shell_command *after*
+    # connector.disconnect(); the last host out must still be able to do that.
+    state, hosts = api_state
+    for host in hosts:
+        host.connector.disconnect()
+    assert _shared.for_state(state).client is None  # the process was shut down
+    ok, output = hosts[0].run_shell_command("echo still here")
+    assert ok and output.stdout == "still here"
+    assert _shared.for_state(state).client is None  # and not left running
