@@ -35,12 +35,16 @@ type exchangeFile struct {
 // TestProtocolExchanges replays every example exchange byte for byte over the
 // wire format, as the Python tests do against the built binary.
 func TestProtocolExchanges(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(orbctltest.RepoRoot(), "testdata", "protocol", "*.json"))
+	dir := filepath.Join(orbctltest.RepoRoot(), "testdata", "protocol")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	frames, _ := filepath.Glob(filepath.Join(dir, "frames", "*.json"))
+	files = append(files, frames...)
 	if len(files) == 0 {
 		t.Fatal("no testdata/protocol/*.json files")
 	}
 	for _, file := range files {
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".json"), func(t *testing.T) {
+		name, _ := filepath.Rel(dir, file)
+		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
 			raw, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
