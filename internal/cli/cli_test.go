@@ -37,6 +37,13 @@ func withFakeOrbctl(t *testing.T, machines map[string]string) {
 	}
 }
 
+// withMachines points the CLI at the simulator with these machines, or at the
+// fake where the simulator cannot run.
+func withMachines(t *testing.T, machines map[string]string) {
+	path, _ := orbctltest.WithMachines(t, machines)
+	t.Setenv(orbctl.EnvOverride, path)
+}
+
 func withoutOrbctl(t *testing.T) {
 	t.Setenv(orbctl.EnvOverride, "")
 	t.Setenv("PATH", t.TempDir())
@@ -54,7 +61,7 @@ func TestVersionNamesTheProtocol(t *testing.T) {
 }
 
 func TestListPrintsATable(t *testing.T) {
-	withFakeOrbctl(t, map[string]string{"web": "running", "db": "stopped"})
+	withMachines(t, map[string]string{"web": "running", "db": "stopped"})
 	code, out, errOut := run(t, nil, "list")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -68,7 +75,7 @@ func TestListPrintsATable(t *testing.T) {
 }
 
 func TestListJSONIsTheProtocolsMachines(t *testing.T) {
-	withFakeOrbctl(t, map[string]string{"web": "running"})
+	withMachines(t, map[string]string{"web": "running"})
 	code, out, _ := run(t, nil, "list", "--json")
 	var machines []orbctl.Machine
 	if code != 0 || json.Unmarshal([]byte(out), &machines) != nil || len(machines) != 1 || machines[0].Name != "web" {
@@ -80,7 +87,7 @@ func TestListJSONIsTheProtocolsMachines(t *testing.T) {
 }
 
 func TestListWithoutMachinesSaysHowToCreateOne(t *testing.T) {
-	withFakeOrbctl(t, nil)
+	withMachines(t, nil)
 	code, out, errOut := run(t, nil, "list")
 	if code != 0 || out != "" || !strings.Contains(errOut, "machine create") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -124,7 +131,7 @@ func TestDoctorFailsWithoutOrbctl(t *testing.T) {
 }
 
 func TestServeSpeaksOnlyProtocolOnStdout(t *testing.T) {
-	withFakeOrbctl(t, map[string]string{"web": "running"})
+	withMachines(t, map[string]string{"web": "running"})
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol_version":1}}`
 	body2 := `{"jsonrpc":"2.0","id":2,"method":"command.run","params":{"machine":"web","command":"echo hi"}}`
 	in := fmt.Sprintf("Content-Length: %d\r\n\r\n%sContent-Length: %d\r\n\r\n%s", len(body), body, len(body2), body2)

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -24,7 +25,8 @@ func NewCmdList(f *Factory, runF func(*cobra.Command, *ListOptions) error) *cobr
 		Long: `List OrbStack's Linux machines with the facts pyinfra gets as host data.
 
 Each machine is a pyinfra host: @orbstack/NAME targets one, @orbstack all of them.
-With --json the output is an array of the protocol's Machine objects.`,
+Machines are sorted by name. With --json the output is an array of the
+protocol's Machine objects.`,
 		Example: `  pyinfra-orbstack list
   pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
 		Args: args(cobra.NoArgs),
@@ -48,6 +50,8 @@ func listRun(cmd *cobra.Command, f *Factory, opts *ListOptions) error {
 	if err != nil {
 		return err
 	}
+	// orbctl lists in creation order; names are easier to scan.
+	sort.Slice(machines, func(i, j int) bool { return machines[i].Name < machines[j].Name })
 	if opts.JSON {
 		enc := json.NewEncoder(f.Out)
 		enc.SetIndent("", "  ")

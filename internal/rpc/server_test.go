@@ -344,7 +344,7 @@ func TestOrbStackThatCannotStartIsReported(t *testing.T) {
 func TestCommandRunStreamsLinesInOrderAndReturnsTheExitCode(t *testing.T) {
 	s := withMachines(t, map[string]string{"web": "running"})
 	var res CommandRunResult
-	cmd := "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three; sleep 0.1; printf 'no newline' >&2; exit 3"
+	cmd := "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three; sleep 0.2; printf 'no newline' >&2; exit 3"
 	id, e := s.callID(MethodCommandRun, map[string]any{"machine": "web", "command": cmd}, &res)
 	if e != nil {
 		t.Fatal(e)
