@@ -88,10 +88,14 @@ def sim(sim_env) -> Simulator:
 
 def run_pyinfra(env: dict[str, str], *args: str, cwd: Path | None = None, timeout: float = 180,
                 input: str | None = None) -> subprocess.CompletedProcess:
-    """The real pyinfra CLI, as a user would run it."""
+    """The real pyinfra CLI, as a user would run it.
+
+    In its own session, without a terminal: a password prompt reads `input`
+    (getpass falls back to stdin) instead of the terminal running the tests.
+    """
     return subprocess.run(
         [str(PYINFRA), *args], env=env, cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, input=input,
+        timeout=timeout, input=input if input is not None else "", start_new_session=True,
     )
 
 

@@ -37,6 +37,8 @@ server.shell(name="shell su", commands=["id -un > /home/tuser/su-user"], _sudo=T
 server.shell(name="shell env", commands=['echo "$GREETING" > /tmp/env-out'], _env={"GREETING": "hi there"})
 server.shell(name="shell chdir", commands=["pwd > /tmp/chdir-out"], _chdir="/srv/t")
 server.shell(name="shell stdin", commands=["cat > /tmp/stdin-out"], _stdin="line one\\nline two")
+server.shell(name="shell bash", commands=['echo "${BASH_VERSION:+bash}" > /tmp/shell-out'],
+             _shell_executable="bash", _get_pty=True)
 files.get(name="get", src="/srv/t/app.conf", dest="got/app.conf")
 files.get(name="get with sudo", src="/srv/t/secret", dest="got/secret", _sudo=True)
 '''
@@ -109,6 +111,7 @@ def test_deploy_runs_shell_with_control_arguments(sim, deployed):
     assert in_machine(sim, machine, "cat /tmp/env-out") == "hi there\n"
     assert in_machine(sim, machine, "cat /tmp/chdir-out") == "/srv/t\n"
     assert in_machine(sim, machine, "cat /tmp/stdin-out") == "line one\nline two\n"
+    assert in_machine(sim, machine, "cat /tmp/shell-out") == "bash\n"
     assert in_machine(sim, machine, "getent passwd tuser").startswith("tuser:")
 
 
@@ -365,3 +368,25 @@ def test_all_machines_inventory_has_groups_and_host_data(sim, tmp_path):
     limited = run_pyinfra(sim.env, "@orbstack", "--limit", "orbstack_debian", "exec", "--", "true")
     assert limited.returncode == 0, limited.stdout + limited.stderr
     assert f"@orbstack/{machine}" in limited.stderr
+
+
+def test_sudo_password_prompt_retries_the_command_once_with_the_password(sim, tmp_path):
+    machine = sim.machine("deploy")
+    in_machine(sim, machine,
+               "id pwuser >/dev/null 2>&1 || useradd -m -s /bin/sh pwuser; echo 'pwuser:Pa55-word' | chpasswd; "
+               "echo 'pwuser ALL=(ALL) ALL' > /etc/sudoers.d/pwuser; chmod 0440 /etc/sudoers.d/pwuser; "
+               "rm -f /tmp/pw-prompt-out /tmp/pw-prompt-count")
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\n"
+        "server.shell(name='as root', commands=['echo x >> /tmp/pw-prompt-count; id -un > /tmp/pw-prompt-out'],\n"
+        "             _sudo=True)\n"
+    )
+    result = run_pyinfra(sim.env, "-y", "--data", "orbstack_user=pwuser", f"@orbstack/{machine}", "deploy.py",
+                         cwd=tmp_path, input="Pa55-word\n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "sudo password:" in output
+    assert "Pa55-word" not in output
+    assert in_machine(sim, machine, "cat /tmp/pw-prompt-out") == "root\n"
+    # The first attempt failed before running anything; the retry ran it once.
+    assert in_machine(sim, machine, "cat /tmp/pw-prompt-count") == "x\n"

@@ -7,10 +7,21 @@ orbctl reference independently of these parsers.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 
 from conftest import run_pyinfra
+
+
+def have_root() -> bool:
+    """Simulator machines are namespaces: creating them needs root and unshare."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 def facts(sim, *args: str, **env: str) -> tuple[dict, str]:
@@ -57,3 +68,58 @@ def test_orbstack_failing_to_start_fails_the_fact_with_orbctl_s_message(sim):
                          "orbstack.Machine", f"machine={machine}")
     assert "failed to start OrbStack" in result.stderr
     assert "could not load fact: orbstack.Machine" in result.stderr
+
+
+def minimal_rootfs(root: Path) -> Path:
+    """A machine image with only sh, cat, tail, tr and wc: no ip, ping, nc, curl, dig,
+    getent, bash or python3."""
+    for sub in ["bin", "usr/bin", "etc", "proc", "sys", "run", "dev", "tmp", "root", "mnt/mac"]:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    tools = {"bin/sh": shutil.which("dash") or shutil.which("sh")}
+    tools.update({f"usr/bin/{t}": shutil.which(t) for t in ["cat", "tail", "tr", "wc"]})
+    libs = set()
+    for dest, src in tools.items():
+        shutil.copy2(src, root / dest)
+        ldd = subprocess.run(["ldd", src], capture_output=True, text=True).stdout
+        libs.update(re.findall(r"(/\S+\.so[.\d]*)", ldd))
+    for lib in libs:
+        (root / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(lib, root / lib.lstrip("/"))
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
+    return root
+
+
+def test_machine_facts_in_a_machine_without_the_usual_tools(sim, tmp_path):
+    if not have_root() or not shutil.which("ldd"):
+        pytest.skip("needs root (simulator machines) and ldd (to build a minimal image)")
+    name = f"facts-min-{uuid.uuid4().hex[:6]}"
+    env = dict(sim.env, ORBSIM_ROOTFS_ALPINE=str(minimal_rootfs(tmp_path / "root")))
+    created = subprocess.run(["orbctl", "create", "alpine", name], env=env, capture_output=True,
+                             text=True, timeout=180)
+    if created.returncode != 0:
+        pytest.skip(f"the simulator cannot create machines here: {created.stderr.strip()}")
+    try:
+        info = json.loads(sim.orbctl("info", name, "-f", "json").stdout)
+        result = run_pyinfra(
+            sim.env, "--json", f"@orbstack/{name}", "fact", "orbstack.Network",
+            "orbstack.TcpPort", "target=127.0.0.1", "port=1", "orbstack.Http", "url=http://127.0.0.1:1/",
+            "orbstack.Ping", "target=127.0.0.1", "orbstack.DnsLookup", "hostname=localhost",
+        )
+        assert result.returncode == 0, result.stderr
+        got = {fact: hosts[f"@orbstack/{name}"] for fact, hosts in json.loads(result.stdout).items()}
+    finally:
+        sim.orbctl("delete", "-f", name, check=False)
+
+    network = got["orbstack.Network"]
+    assert network["source"] == "proc", "no ip command: read from /proc"
+    assert info["ip4"] in network["ipv4"], "the address OrbStack reports, found from /proc"
+    assert network["interfaces"]["lo"]["ipv4"] == ["127.0.0.1/8"]
+    assert network["dns_servers"] == ["192.0.2.53"]
+    assert got["orbstack.TcpPort (port=1, target=127.0.0.1)"]["missing"] == ["nc", "bash", "python3"]
+    assert got["orbstack.Http (url=http://127.0.0.1:1/)"]["missing"] == ["curl", "wget", "python3"]
+    assert got["orbstack.Ping (target=127.0.0.1)"]["missing"] == ["ping"]
+    assert got["orbstack.DnsLookup (hostname=localhost)"]["missing"] == [
+        "dig", "getent", "python3", "host", "nslookup",
+    ]

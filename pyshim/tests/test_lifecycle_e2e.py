@@ -12,6 +12,8 @@ machines are checked with the simulator's own `orbctl run`, not our code path.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import textwrap
 import time
@@ -20,7 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import have_root, run_pyinfra
+from conftest import run_pyinfra
+
+
+def have_root() -> bool:
+    """Simulator machines are namespaces: creating them needs root and unshare."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
 
 LIFECYCLE = textwrap.dedent(
     """
