@@ -141,7 +141,7 @@ def test_exec_runs_on_every_machine_in_parallel(sim):
         # pyinfra pads host prefixes to the longest name.
         assert re.search(rf"^\[@orbstack/{machine}\] *{machine}$", result.stderr, re.M), result.stderr
     # One after another, five 2-second commands would take 10 s.
-    assert elapsed < 8, f"took {elapsed:.1f} s"
+    assert elapsed < 9, f"took {elapsed:.1f} s"
 
 
 def test_exec_output_is_live_and_interleaved(sim):
