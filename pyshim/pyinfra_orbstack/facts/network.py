@@ -186,7 +186,8 @@ def _parse_proc(tagged: dict[str, list[str]], iface, routes: list[dict]) -> None
     seen = set()
     for i, line in enumerate(fib[:-1]):
         found = re.search(r"\|--\s+(\d+\.\d+\.\d+\.\d+)$", line)
-        if not found or "host LOCAL" not in fib[i + 1]:
+        # "/32 host LOCAL" is one address; "/8 host LOCAL" (127.0.0.0) is a local subnet.
+        if not found or "/32 host LOCAL" not in fib[i + 1]:
             continue
         address = ipaddress.IPv4Address(found.group(1))
         if address in seen:
