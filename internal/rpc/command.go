@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -117,9 +118,14 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.buf = append(w.buf, p...)
-			for len(w.buf) >= maxLine {
-				w.emit(w.stream, string(w.buf[:maxLine]))
-				w.buf = append(w.buf[:0], w.buf[maxLine:]...)
+			for len(w.buf) > maxLine { // the byte after the cut shows where a rune starts
+				// Cut before a UTF-8 sequence, not inside one.
+				cut := maxLine
+				for i := 0; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(w.buf[cut]); i++ {
+					cut--
+				}
+				w.emit(w.stream, string(w.buf[:cut]))
+				w.buf = append(w.buf[:0], w.buf[cut:]...)
 			}
 			break
 		}
