@@ -1,12 +1,14 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -680,5 +682,31 @@ func TestABugInOneRequestDoesNotStopTheServer(t *testing.T) {
 	var res InitializeResult
 	if err := conn.Call(context.Background(), MethodInitialize, map[string]any{"protocol_version": 1}, &res); err != nil {
 		t.Fatalf("server unusable after a handler panic: %v", err)
+	}
+}
+
+func TestLargeFileRoundTripIsByteExact(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	content := make([]byte, 32<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range content {
+		content[i] = byte(rng.Uint32())
+	}
+	local := localFile(t, content)
+	remoteDir, _ := s.sh("web", "", "mktemp -d")
+	start := time.Now()
+	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remoteDir + "/big"}, nil); e != nil {
+		t.Fatal(e)
+	}
+	put := time.Since(start)
+	back := filepath.Join(t.TempDir(), "big")
+	start = time.Now()
+	if e := s.call(MethodFileGet, map[string]any{"machine": "web", "remote_path": remoteDir + "/big", "local_path": back}, nil); e != nil {
+		t.Fatal(e)
+	}
+	t.Logf("32 MiB: put %s, get %s", put.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	got, err := os.ReadFile(back)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("32 MiB round trip is not byte-exact (%d bytes back, %v)", len(got), err)
 	}
 }
