@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -52,21 +53,31 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 		return nil, err
 	}
 	start := p.Start == nil || *p.Start
-	if m.State != "running" {
-		if !start {
-			res.Machine = m
-			return res, nil
-		}
-		if err := c.Start(ctx, m.Name); err != nil {
-			return nil, err
-		}
-		res.Started = true
+	if m.State != "running" && !start {
+		res.Machine = m
+		return res, nil
 	}
+	// The timeout covers starting and becoming ready, not creating (which
+	// may download an image).
 	timeout := DefaultConnectTimeout
 	if p.Timeout > 0 {
 		timeout = seconds(p.Timeout)
 	}
-	if err := c.WaitReady(ctx, m.Name, timeout); err != nil {
+	deadline := time.Now().Add(timeout)
+	if m.State != "running" {
+		startCtx, cancel := context.WithDeadline(ctx, deadline)
+		err := c.Start(startCtx, m.Name)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, &orbctl.Error{Kind: orbctl.ErrNotReady, Machine: m.Name, Args: []string{"start", m.Name},
+				Message: fmt.Sprintf("machine %s did not start within %s", m.Name, timeout)}
+		}
+		if err != nil {
+			return nil, err
+		}
+		res.Started = true
+	}
+	if err := c.WaitReady(ctx, m.Name, time.Until(deadline)); err != nil {
 		return nil, err
 	}
 	if m, err = c.Info(ctx, m.Name); err != nil {

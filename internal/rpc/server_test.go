@@ -332,6 +332,20 @@ func TestConnectReportsAMachineThatNeverAnswers(t *testing.T) {
 	}
 }
 
+func TestConnectTimeoutCoversAStartThatHangs(t *testing.T) {
+	s := withFake(t, map[string]string{"web": "stopped"})
+	t.Setenv("FAKE_ORBCTL_SLOW_START", "5")
+	start := time.Now()
+	e := s.call(MethodMachineConnect, map[string]any{"machine": "web", "timeout": 0.5}, nil)
+	wantError(t, e, CodeNotReady, "not_ready")
+	if !strings.Contains(e.Message, "did not start within 500ms") {
+		t.Fatalf("message %q", e.Message)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("a 0.5s connect timeout took %s", took)
+	}
+}
+
 func TestOrbStackThatCannotStartIsReported(t *testing.T) {
 	s := withMachines(t, map[string]string{"web": "running"})
 	t.Setenv("ORBSIM_ORBSTACK", "broken") // the simulator's failed auto-start

@@ -17,7 +17,8 @@ import (
 // failures from the orbctl reference (§2, §5), including the silent exit 1 of
 // `run -m missing`. FAKE_ORBCTL_FAIL="status text" makes every command except
 // run print that text and exit 1; FAKE_ORBCTL_RUN_FAIL="text" makes run print
-// it and exit 255 (a machine that never answers); FAKE_ORBCTL_LOG appends each
+// it and exit 255 (a machine that never answers); FAKE_ORBCTL_SLOW_START=SECS
+// makes start take that long; FAKE_ORBCTL_LOG appends each
 // argv to a file.
 const fakeScript = `#!/bin/sh
 home=${FAKE_ORBCTL_HOME:?}
@@ -55,6 +56,7 @@ create)
   echo "running ${1%%:*} ${FAKE_ORBCTL_USER:-tester}" > "$m/$name" ;;
 start|stop|restart)
   [ $# -gt 0 ] || { echo "Error: no machines specified" >&2; exit 1; }
+  [ "$cmd" = start ] && [ -n "$FAKE_ORBCTL_SLOW_START" ] && sleep "$FAKE_ORBCTL_SLOW_START"
   [ -e "$m/$1" ] || notfound "$1"
   [ "$cmd" = stop ] && setstate "$1" stopped || setstate "$1" running ;;
 delete)
