@@ -59,14 +59,29 @@ func withOrbctl(f *Factory, fn func(c *orbctl.Client) error) error {
 }
 
 func addTimeoutFlag(cmd *cobra.Command, timeout *time.Duration) {
-	cmd.Flags().DurationVar(timeout, "timeout", DefaultReadyTimeout, "how long to wait for the machine to answer commands")
+	cmd.Flags().DurationVar(timeout, "timeout", DefaultReadyTimeout, "how long starting and answering commands may take")
 }
 
-func waitReady(ctx context.Context, f *Factory, c *orbctl.Client, name string, timeout time.Duration) error {
+// startAndWait runs step (start, restart; nil for none) and waits until the
+// machine answers commands, all within timeout.
+func startAndWait(ctx context.Context, c *orbctl.Client, name string, timeout time.Duration, step func(context.Context, string) error) error {
 	if timeout <= 0 {
 		return &usageError{err: fmt.Errorf("--timeout must be positive, got %s", timeout)}
 	}
-	return c.WaitReady(ctx, name, timeout)
+	deadline := time.Now().Add(timeout)
+	if step != nil {
+		stepCtx, cancel := context.WithDeadline(ctx, deadline)
+		err := step(stepCtx, name)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return &orbctl.Error{Kind: orbctl.ErrNotReady, Machine: name,
+				Message: fmt.Sprintf("machine %s did not start within %s", name, timeout)}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return c.WaitReady(ctx, name, time.Until(deadline))
 }
 
 func newCmdMachineCreate(f *Factory) *cobra.Command {
@@ -87,7 +102,7 @@ left alone.`,
 				if err != nil {
 					return err
 				}
-				if err := waitReady(cmd.Context(), f, c, a[1], timeout); err != nil {
+				if err := startAndWait(cmd.Context(), c, a[1], timeout, nil); err != nil {
 					return err
 				}
 				fmt.Fprintf(f.Out, "created %s\n", a[1])
@@ -144,10 +159,7 @@ wait until it answers commands.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				if err := c.Start(cmd.Context(), a[0]); err != nil {
-					return err
-				}
-				if err := waitReady(cmd.Context(), f, c, a[0], timeout); err != nil {
+				if err := startAndWait(cmd.Context(), c, a[0], timeout, c.Start); err != nil {
 					return err
 				}
 				fmt.Fprintf(f.Out, "%s is running\n", a[0])
@@ -192,10 +204,7 @@ func newCmdMachineRestart(f *Factory) *cobra.Command {
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				if err := c.Restart(cmd.Context(), a[0]); err != nil {
-					return err
-				}
-				if err := waitReady(cmd.Context(), f, c, a[0], timeout); err != nil {
+				if err := startAndWait(cmd.Context(), c, a[0], timeout, c.Restart); err != nil {
 					return err
 				}
 				fmt.Fprintf(f.Out, "%s is running\n", a[0])
@@ -224,10 +233,7 @@ The source is paused while it is copied.`,
 					return err
 				}
 				if start {
-					if err := c.Start(cmd.Context(), a[1]); err != nil {
-						return err
-					}
-					if err := waitReady(cmd.Context(), f, c, a[1], timeout); err != nil {
+					if err := startAndWait(cmd.Context(), c, a[1], timeout, c.Start); err != nil {
 						return err
 					}
 				}

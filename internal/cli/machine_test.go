@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func fakeLog(t *testing.T) func() string {
@@ -43,6 +44,19 @@ func TestMachineStartReportsAMachineThatNeverAnswers(t *testing.T) {
 	code, _, errOut := run(t, nil, "machine", "start", "--timeout", "1s", "web")
 	if code != ExitNotReady || !strings.Contains(errOut, "did not answer") || !strings.Contains(errOut, "connection refused") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestMachineStartTimeoutCoversAStartThatHangs(t *testing.T) {
+	withFakeOrbctl(t, map[string]string{"web": "stopped"})
+	t.Setenv("FAKE_ORBCTL_SLOW_START", "5")
+	start := time.Now()
+	code, _, errOut := run(t, nil, "machine", "start", "--timeout", "500ms", "web")
+	if code != ExitNotReady || !strings.Contains(errOut, "did not start within 500ms") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Fatalf("a 500ms timeout took %s", took)
 	}
 }
 
