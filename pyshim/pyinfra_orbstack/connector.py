@@ -625,8 +625,8 @@ def _encode_stdin(stdin) -> str | None:
 
     Each line gets a trailing newline if it lacks one, as pyinfra's own connectors do.
     """
-    if stdin is None:
-        return None
+    if stdin is None or (isinstance(stdin, (str, bytes, list, tuple)) and not stdin):
+        return None  # pyinfra writes nothing for an empty payload either
     if hasattr(stdin, "readlines"):
         stdin = stdin.readlines()
     if not isinstance(stdin, (list, tuple)):

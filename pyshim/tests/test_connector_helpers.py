@@ -32,8 +32,9 @@ def test_stdin_is_sent_the_way_pyinfra_writes_it(stdin, expected):
     assert decoded(stdin) == expected
 
 
-def test_no_stdin_sends_nothing():
-    assert _encode_stdin(None) is None
+@pytest.mark.parametrize("stdin", [None, "", b"", []])
+def test_no_stdin_sends_nothing(stdin):
+    assert _encode_stdin(stdin) is None
 
 
 @pytest.mark.parametrize(

@@ -390,3 +390,20 @@ def test_sudo_password_prompt_retries_the_command_once_with_the_password(sim, tm
     assert in_machine(sim, machine, "cat /tmp/pw-prompt-out") == "root\n"
     # The first attempt failed before running anything; the retry ran it once.
     assert in_machine(sim, machine, "cat /tmp/pw-prompt-count") == "x\n"
+
+
+def test_all_machines_when_there_are_none(sim, tmp_path):
+    env = dict(sim.env, ORBSIM_HOME=str(tmp_path / "empty-orbsim"))
+    result = run_pyinfra(env, "@orbstack", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "`@orbstack` means every OrbStack machine, and there are none" in output
+    assert "Traceback" not in output
+
+
+def test_all_machines_without_orbctl(sim):
+    result = run_pyinfra(dict(sim.env, PATH="/usr/bin:/bin"), "@orbstack", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Cannot list OrbStack machines: orbctl not found" in output
+    assert "Traceback" not in output

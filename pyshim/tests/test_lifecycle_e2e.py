@@ -231,3 +231,27 @@ def test_clone_and_rename_from_the_command_line_run_once(world):
     assert changed(pyinfra_json(env, *rename, cwd=workdir)) == []
     assert orbctl(env, "info", copy).returncode == 1
     assert orbctl(env, "info", renamed).returncode == 0
+
+
+def test_snapshots_are_pruned_and_force_restore_replaces_a_machine(world):
+    env, workdir, names, data = world
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    alpha, backups = names["alpha"], Path(names["backups"])
+    snapshot = ("@local", "orbstack.snapshot", f"machine={alpha}", f"directory={backups}", "keep=2")
+    for _ in range(2):
+        time.sleep(1.1)  # archive names have a one-second resolution
+        assert changed(pyinfra_json(env, *snapshot, cwd=workdir))
+    kept = sorted(backups.glob(f"{alpha}-*.tar.zst"))
+    assert len(kept) == 2, "keep=2 leaves the two newest archives"
+
+    # Something changes in the machine after the newest snapshot; a forced restore
+    # puts the machine back as it was in that archive.
+    orbctl(env, "run", "-m", alpha, "-u", "root", "sh", "-c", "echo later > /root/after-snapshot")
+    restore = pyinfra_json(env, "@local", "orbstack.restore", f"machine={alpha}",
+                           f"archive={kept[-1]}", "force=True", cwd=workdir)
+    assert changed(restore)
+    gone = orbctl(env, "run", "-m", alpha, "-u", "root", "test", "-e", "/root/after-snapshot")
+    assert gone.returncode == 1, "the file written after the snapshot is gone"
+    again = pyinfra_json(env, "@local", "orbstack.restore", f"machine={alpha}",
+                         f"archive={kept[-1]}", cwd=workdir)
+    assert changed(again) == [], "without force an existing machine is left alone"
