@@ -223,6 +223,11 @@ class OrbStackConnector(BaseConnector):
         return params
 
     def _acquire_binary(self) -> _rpc.RPCClient:
+        if self._holds_binary:  # connecting again (e.g. after server.reboot)
+            client = self._shared.client
+            if client is not None and client.alive:
+                return client
+            self._release_binary()
         try:
             client = self._shared.acquire()
         except _binary.BinaryNotFoundError as e:

@@ -52,3 +52,13 @@ def test_commands_still_work_after_disconnect(api_state):
     ok, output = hosts[0].run_shell_command("echo still here")
     assert ok and output.stdout == "still here"
     assert _shared.for_state(state).client is None  # and not left running
+
+
+def test_last_disconnect_stops_the_binary_even_after_a_reconnect(api_state):
+    state, hosts = api_state
+    client = _shared.for_state(state).client
+    hosts[0].connector.connect()  # pyinfra reconnects after server.reboot
+    assert _shared.for_state(state).client is client
+    disconnect_all(state)
+    assert _shared.for_state(state).client is None
+    assert not client.alive

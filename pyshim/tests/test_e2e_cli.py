@@ -407,3 +407,14 @@ def test_all_machines_without_orbctl(sim):
     assert result.returncode != 0
     assert "Cannot list OrbStack machines: orbctl not found" in output
     assert "Traceback" not in output
+
+
+def test_orbstack_that_cannot_start(sim):
+    machine = sim.machine("deploy")
+    env = dict(sim.env, ORBSIM_ORBSTACK="broken")
+    result = run_pyinfra(env, f"@orbstack/{machine}", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "OrbStack is not running and could not be started" in output
+    assert "simulated start failure" in output  # orbctl's own message is kept
+    assert "Traceback" not in output
