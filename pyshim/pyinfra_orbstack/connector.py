@@ -276,8 +276,11 @@ class OrbStackConnector(BaseConnector):
             )
         if error.code == _rpc.BAD_ARGUMENT:
             return f"Invalid OrbStack machine `{name}`: {error.message}"
-        if error.kind == "orbctl_failed" and self.data["orbstack_start"]:
-            return f"Could not start OrbStack machine `{name}`: {error.message}"
+        if (error.data.get("orbctl_args") or [""])[0] == "start":
+            return (
+                f"Could not start OrbStack machine `{name}`: {error.message} "
+                f"(see `orbctl logs {name}`)."
+            )
         return f"OrbStack machine `{name}`: {error.message}"
 
     def _publish_machine_data(self) -> None:

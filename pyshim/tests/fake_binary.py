@@ -8,6 +8,7 @@ commands run with the local `sh`. FAKE_MODE picks a misbehaviour:
 - ``die_with_child``: like ``die_on_run``, but a grandchild keeps stdout open.
 - ``silent_on_run``: never answer `command.run` (but honour `$/cancelRequest`).
 - ``garbage``: answer `initialize`, then write bytes that are not a frame.
+- ``start_fails``: `machine.connect` fails as a failed `orbctl start` does.
 
 FAKE_PROTOCOL_VERSION overrides the protocol version it claims.
 FAKE_MACHINES is a comma-separated list of machine names that exist (default "fake").
@@ -127,6 +128,12 @@ def handle(message: dict) -> None:
         if name not in MACHINES:
             reply(request_id, error={"code": -32003, "message": f"machine not found: '{name}'", "data": {
                 "kind": "machine_not_found", "machine": name, "available": MACHINES}})
+            return
+        if MODE == "start_fails":
+            message = f"[-32098] start '{name}': simulated failure"
+            reply(request_id, error={"code": -32006, "message": message, "data": {
+                "kind": "orbctl_failed", "orbctl_args": ["start", name], "orbctl_stderr": message,
+                "exit_code": 1}})
             return
         reply(request_id, {"machine": machine(name), "started": False, "created": False})
         return

@@ -37,3 +37,13 @@ def test_hosts_share_one_binary_process(fake_binary):
     assert output.count(" serve --debug (pid ") == 1
     for host in "abc":
         assert f"[@orbstack/{host}] hi" in output
+
+
+def test_machine_that_fails_to_start(fake_binary):
+    env = fake_binary("start_fails")
+    result = run_pyinfra(env, "@orbstack/fake", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Could not start OrbStack machine `fake`: [-32098] start 'fake': simulated failure" in output
+    assert "orbctl logs fake" in output
+    assert "Traceback" not in output
