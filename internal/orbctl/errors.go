@@ -70,7 +70,7 @@ func classify(stderr string) error {
 	return ErrFailed
 }
 
-// firstLine keeps cobra's "Error: …" line and drops the usage text it prints after.
+// trimUsage keeps cobra's "Error: …" line and drops the usage text it prints after.
 func trimUsage(stderr string) string {
 	s := strings.TrimSpace(stderr)
 	if i := strings.Index(s, "\nUsage:"); i >= 0 && strings.HasPrefix(s, "Error:") {
