@@ -9,6 +9,7 @@ VPY     := $(VENV)/bin/python
 BIN     := bin
 
 VERSION ?= $(shell ./.ci/version 2>/dev/null || echo 0.0.0-dev)
+VERSION := $(VERSION)# evaluated once: the binaries and wheels of one make run share it
 LDFLAGS := -s -w -X github.com/pyinfra-orbstack/pyinfra-orbstack/internal/buildinfo.Version=$(VERSION)
 
 .PHONY: build
