@@ -10,14 +10,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gevent
 import pytest
 
 from pyinfra_orbstack import _rpc
 
-TESTS = Path(__file__).resolve().parent
 
 
 def start(fake_binary, mode: str) -> _rpc.RPCClient:
