@@ -234,6 +234,9 @@ func (c *Client) Run(ctx context.Context, spec RunSpec) (int, error) {
 			Message: fmt.Sprintf("cannot run %s: %v", c.Path, err)}
 	}
 	code := cmd.ProcessState.ExitCode()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		code = 128 + int(ws.Signal()) // as a shell reports it, rather than -1
+	}
 	if code == 1 && head.Len() == 0 && stdoutSeen.n == 0 {
 		// `run -m missing` exits 1 in silence: ask info whether the machine exists.
 		if _, infoErr := c.Info(ctx, spec.Machine); errors.Is(infoErr, ErrMachineNotFound) {

@@ -197,3 +197,13 @@ func TestRunOnAMissingMachineIsNotAnExitStatus(t *testing.T) {
 		t.Fatalf("got %d, %v", code, err)
 	}
 }
+
+func TestRunOfAnOrbctlKilledBySignalReportsTheShellsStatus(t *testing.T) {
+	c, _ := fakeClient(t)
+	orbctltest.AddMachine(t, "web", "running")
+	// The fake execs the command, so killing it kills "orbctl" itself.
+	code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "web", Argv: []string{"sh", "-c", "kill -KILL $$"}})
+	if err != nil || code != 137 {
+		t.Fatalf("got %d, %v; want 137", code, err)
+	}
+}
