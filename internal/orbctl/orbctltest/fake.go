@@ -4,11 +4,13 @@
 package orbctltest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -172,8 +174,20 @@ func DeleteAll(path string) {
 	}
 }
 
-// simulatorPath returns bin/orbctl, or why it cannot be used here.
+// simulatorPath returns bin/orbctl, or why it cannot be used here. It creates
+// and deletes one machine, once per test binary, to find out.
 func simulatorPath() (string, string) {
+	simOnce.Do(func() { simPath, simReason = probeSimulator() })
+	return simPath, simReason
+}
+
+var (
+	simOnce   sync.Once
+	simPath   string
+	simReason string
+)
+
+func probeSimulator() (string, string) {
 	path := filepath.Join(RepoRoot(), "bin", "orbctl")
 	if _, err := os.Stat(path); err != nil {
 		return "", "the simulator is not built (run `make build`)"
@@ -181,8 +195,19 @@ func simulatorPath() (string, string) {
 	if os.Geteuid() != 0 {
 		return "", "the simulator's machines need root"
 	}
-	if err := exec.Command(path, "version").Run(); err != nil {
-		return "", "the simulator does not run here: " + err.Error()
+	home, err := os.MkdirTemp("", "orbsim-probe-")
+	if err != nil {
+		return "", err.Error()
 	}
+	defer os.RemoveAll(home)
+	env := append(os.Environ(), "ORBSIM_HOME="+home)
+	create := exec.Command(path, "create", "debian", "probe")
+	create.Env = env
+	if out, err := create.CombinedOutput(); err != nil {
+		return "", fmt.Sprintf("the simulator cannot create machines here: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	del := exec.Command(path, "delete", "-f", "probe")
+	del.Env = env
+	del.Run()
 	return path, ""
 }
