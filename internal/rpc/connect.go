@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
@@ -14,9 +13,17 @@ import (
 // answer commands when the client gives no timeout.
 const DefaultConnectTimeout = 120 * time.Second
 
-func (s *Server) machineLock(name string) *sync.Mutex {
-	l, _ := s.machineLocks.LoadOrStore(name, &sync.Mutex{})
-	return l.(*sync.Mutex)
+// lockMachine serialises connects to one machine; waiting for the lock ends
+// with ctx (a cancelled or shut-down request does not wait its turn).
+func (s *Server) lockMachine(ctx context.Context, name string) (unlock func(), err error) {
+	l, _ := s.machineLocks.LoadOrStore(name, make(chan struct{}, 1))
+	slot := l.(chan struct{})
+	select {
+	case slot <- struct{}{}:
+		return func() { <-slot }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (any, error) {
@@ -32,9 +39,11 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	}
 	// Hosts connecting to the same machine at once would otherwise race to
 	// create or start it; the second one waits and finds it running.
-	lock := s.machineLock(p.Machine)
-	lock.Lock()
-	defer lock.Unlock()
+	unlock, err := s.lockMachine(ctx, p.Machine)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 
 	var res MachineConnectResult
 	m, err := c.Info(ctx, p.Machine)

@@ -43,7 +43,7 @@ type Server struct {
 	baseCtx  context.Context
 	stop     context.CancelCauseFunc
 
-	machineLocks sync.Map // machine name → *sync.Mutex, serialises connect
+	machineLocks sync.Map // machine name → chan struct{} (a lock), serialises connect
 }
 
 type request struct {
