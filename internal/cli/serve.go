@@ -3,6 +3,9 @@ package cli
 import (
 	"io"
 	"log"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -44,6 +47,12 @@ pyinfra starts this command itself: run it by hand only to debug the protocol.`,
 }
 
 func serveRun(cmd *cobra.Command, f *Factory, opts *ServeOptions) error {
+	// If the client dies, writing to stdout must fail with EPIPE rather than
+	// kill this process with SIGPIPE before it has stopped its orbctl
+	// children. Catching the signal (not ignoring it) keeps children's default.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
 	srv := rpc.NewServer(rpc.Options{
 		Version: f.Version,
 		Getenv:  f.Getenv,
