@@ -91,7 +91,7 @@ func (c *Client) failure(machine string, args []string, err error, stderr string
 			Message: fmt.Sprintf("cannot run %s: %v", c.Path, err)}
 	}
 	msg := trimUsage(stderr)
-	e := &Error{Kind: classify(msg), Machine: machine, Args: args, Stderr: msg, ExitCode: exitErr.ExitCode()}
+	e := &Error{Kind: classify(msg), Machine: machine, Args: args, Stderr: msg, ExitCode: exitErr.ExitCode(), Hint: hint(msg)}
 	if msg == "" {
 		e.Message = fmt.Sprintf("orbctl %s exited with status %d and printed nothing", strings.Join(args, " "), e.ExitCode)
 	}

@@ -27,10 +27,13 @@ type Error struct {
 	ExitCode int
 	Searched []string // ErrOrbctlNotFound: where we looked
 	Message  string   // our message when orbctl said nothing useful
+	Hint     string   // what to do, when orbctl's message does not say
 }
 
 func (e *Error) Error() string {
 	switch {
+	case e.Stderr != "" && e.Hint != "":
+		return e.Stderr + " (" + e.Hint + ")"
 	case e.Stderr != "":
 		return e.Stderr
 	case e.Message != "":
@@ -77,4 +80,13 @@ func trimUsage(stderr string) string {
 		s = strings.TrimSpace(s[:i])
 	}
 	return s
+}
+
+// hint says what to do about the orbctl failures whose message does not.
+func hint(stderr string) string {
+	if strings.Contains(stderr, "invalid machine name") {
+		return "machine names are at least 2 characters: letters, digits, '-' and '.', starting with a letter or digit; " +
+			"default, vm, host, services, gateway, k8s and docker are reserved"
+	}
+	return ""
 }

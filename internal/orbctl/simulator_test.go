@@ -75,7 +75,8 @@ func TestSimulatorLifecycleByName(t *testing.T) {
 	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "life"}); !errors.Is(err, orbctl.ErrMachineExists) {
 		t.Fatalf("duplicate create: %v", err)
 	}
-	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "bad_name"}); !errors.Is(err, orbctl.ErrBadArgument) {
+	if err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "bad_name"}); !errors.Is(err, orbctl.ErrBadArgument) ||
+		!strings.Contains(err.Error(), "invalid machine name 'bad_name'") || !strings.Contains(err.Error(), "letters, digits, '-' and '.'") {
 		t.Fatalf("invalid name: %v", err)
 	}
 	if err := c.Stop(ctx, "life"); err != nil {
