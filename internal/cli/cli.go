@@ -125,7 +125,7 @@ func describe(err error) string {
 	switch {
 	case errors.Is(err, orbctl.ErrOrbctlNotFound):
 		if len(oe.Searched) > 0 {
-			msg += fmt.Sprintf(" (looked in %v)", oe.Searched)
+			msg += " (looked in " + strings.Join(oe.Searched, ", ") + ")"
 		}
 	case errors.Is(err, orbctl.ErrMachineNotFound):
 		msg += "\nList the machines with: pyinfra-orbstack list"
