@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -723,4 +724,34 @@ func TestLargeFileRoundTripIsByteExact(t *testing.T) {
 	if err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("32 MiB round trip is not byte-exact (%d bytes back, %v)", len(got), err)
 	}
+}
+
+func TestConcurrentOutputIsRoutedToItsOwnRequest(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running", "db": "running"})
+	var wg sync.WaitGroup
+	for i := 0; i < 30; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			machine := []string{"web", "db"}[i%2]
+			tag := fmt.Sprintf("req-%d", i)
+			var res CommandRunResult
+			id, e := s.callID(MethodCommandRun, map[string]any{"machine": machine, "command": "for n in 1 2 3 4 5 6 7 8 9 10; do echo " + tag + "; echo " + tag + " >&2; done"}, &res)
+			if e != nil {
+				t.Error(e)
+				return
+			}
+			lines := s.lines(id)
+			if len(lines) != 20 {
+				t.Errorf("%s: %d lines, want 20", tag, len(lines))
+			}
+			for _, l := range lines {
+				if l.Line != tag {
+					t.Errorf("%s got a line of another request: %q", tag, l.Line)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
