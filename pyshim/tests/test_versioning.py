@@ -98,3 +98,23 @@ def test_built_wheel_carries_its_version_and_the_checkout_stays_clean(tmp_path):
         assert "\nRequires-Dist: pyinfra>=3.10,<4\n" in meta
         assert "Description-Content-Type: text/markdown" in meta
     assert version_file.read_text() == before
+
+
+def test_release_notes_come_from_the_changelog_section_of_the_tag(tmp_path):
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(REPO / ".ci" / "release-notes", tmp_path / ".ci" / "release-notes")
+    (tmp_path / "CHANGELOG.md").write_text(
+        "# Changelog\n\n## [Unreleased]\n\n## [1.2.3] - 2026-11-26\n\n### Fixed\n\n- a bug\n\n"
+        "## [1.2.2] - 2026-11-01\n\n- older\n\n[1.2.3]: https://example.invalid/compare\n"
+    )
+    notes = tmp_path / ".ci" / "release-notes"
+
+    tagged = subprocess.run([str(notes), "v1.2.3"], capture_output=True, text=True)
+    missing = subprocess.run([str(notes), "1.2.4"], capture_output=True, text=True)
+    empty = subprocess.run([str(notes), "Unreleased"], capture_output=True, text=True)
+
+    assert tagged.returncode == 0, tagged.stderr
+    assert tagged.stdout == "### Fixed\n\n- a bug\n"
+    assert missing.returncode != 0
+    assert 'no "## [1.2.4]" section' in missing.stderr and "before tagging v1.2.4" in missing.stderr
+    assert empty.returncode != 0, "a release with no notes is refused"
