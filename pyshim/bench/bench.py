@@ -32,6 +32,10 @@ PRIOR_SPEC = "pyinfra-orbstack==0.11.0"
 MACHINES = [f"bench-{i}" for i in range(1, 6)]
 
 
+class StepFailed(Exception):
+    pass
+
+
 def run_measured(argv, env, cwd=None):
     """Run argv; return (seconds, peak RSS in MiB of the largest process in its tree)."""
     start = time.perf_counter()
@@ -41,8 +45,8 @@ def run_measured(argv, env, cwd=None):
     elapsed = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        sys.stderr.write(out.decode(errors="replace")[-3000:])
-        raise SystemExit(f"benchmark step failed (exit {code}): {' '.join(map(str, argv))}")
+        tail = out.decode(errors="replace").strip().splitlines()[-3:]
+        raise StepFailed(f"exit {code}: {' | '.join(tail)}")
     return elapsed, rusage.ru_maxrss / 1024
 
 
@@ -113,11 +117,9 @@ def main():
             for _ in range(args.big_mb):
                 f.write(os.urandom(1 << 20))
 
-        rows = []
         n_cmds = 20
         floor = median_of(args.repeat, lambda: run_measured(
             ["sh", "-c", f'for i in $(seq {n_cmds}); do orbctl run -m {MACHINES[0]} true; done'], env))
-        rows.append(("floor: 20 x `orbctl run true`, 1 machine", floor, None))
 
         inventory = ",".join(f"@orbstack/{m}" for m in MACHINES)
         prior_py = ensure_prior_venv()
@@ -125,16 +127,26 @@ def main():
         if prior_py:
             venvs.append(("prior", PRIOR_VENV / "bin" / "pyinfra"))
 
-        results = {}
-        for label, pyinfra in venvs:
-            results[(label, "deploy")] = median_of(args.repeat, lambda: run_measured(
-                [str(pyinfra), "-y", inventory, "deploy.py"], env, cwd=work))
-            results[(label, "exec")] = median_of(args.repeat, lambda: run_measured(
-                [str(pyinfra), inventory, "exec", "--", "hostname"], env, cwd=work))
-            results[(label, "big")] = median_of(args.repeat, lambda: run_measured(
-                [str(pyinfra), "-y", f"@orbstack/{MACHINES[0]}", "big.py"], env, cwd=work))
-            # The next repetition must upload again, not find the file unchanged.
+        scenarios = {
+            "deploy": lambda py: run_measured([str(py), "-y", inventory, "deploy.py"], env, cwd=work),
+            "exec": lambda py: run_measured([str(py), inventory, "exec", "--", "hostname"], env, cwd=work),
+            "big": lambda py: big_put(py),
+        }
+
+        def big_put(py):
+            # Each repetition must upload again, not find the file unchanged.
             subprocess.run([orbctl, "run", "-m", MACHINES[0], "rm", "-f", "/tmp/bench-big.bin"], env=env)
+            return run_measured([str(py), "-y", f"@orbstack/{MACHINES[0]}", "big.py"], env, cwd=work)
+
+        results, failures = {}, {}
+        for label, pyinfra in venvs:
+            for key, scenario in scenarios.items():
+                try:
+                    results[(label, key)] = median_of(args.repeat, lambda: scenario(pyinfra))
+                except StepFailed as e:
+                    if label == "ours":
+                        raise SystemExit(f"benchmark scenario {key!r} failed for our connector: {e}")
+                    failures[(label, key)] = str(e)
 
         print(f"\nORBSIM_LATENCY={args.latency}, median of {args.repeat}, 2-core shared machine\n")
         print(f"{'scenario':<52} {'ours':>9} {'prior':>9} {'prior/ours':>10} {'RSS ours':>9} {'RSS prior':>9}")
@@ -144,9 +156,14 @@ def main():
                            ("big", f"files.put of {args.big_mb} MB, 1 machine")]:
             ours = results[("ours", key)]
             prior = results.get(("prior", key))
-            ratio = f"{prior[0] / ours[0]:.2f}x" if prior else "n/a"
-            print(f"{title:<52} {ours[0]:>8.2f}s {prior[0] if prior else float('nan'):>8.2f}s {ratio:>10}"
-                  f" {ours[1]:>7.0f}MB {prior[1] if prior else float('nan'):>7.0f}MB")
+            if prior:
+                print(f"{title:<52} {ours[0]:>8.2f}s {prior[0]:>8.2f}s {prior[0] / ours[0]:>9.2f}x"
+                      f" {ours[1]:>7.0f}MB {prior[1]:>7.0f}MB")
+            else:
+                status = "FAILED" if ("prior", key) in failures else "n/a"
+                print(f"{title:<52} {ours[0]:>8.2f}s {status:>9} {'':>10} {ours[1]:>7.0f}MB")
+        for (label, key), why in failures.items():
+            print(f"  {label} failed {key}: {why}")
         per_cmd_floor = floor[0] / n_cmds
         ours_deploy = results[("ours", "deploy")][0]
         print(f"\nfloor per orbctl call: {per_cmd_floor * 1000:.0f} ms; ours, deploy per host-op "
