@@ -32,6 +32,9 @@ from pathlib import Path
 
 PYSHIM = Path(__file__).resolve().parent
 PACKAGE = "pyinfra_orbstack"
+# The top-level `orbstack` module gives the pyinfra CLI its `orbstack.X` fact and
+# operation names (pyinfra imports a module named `orbstack` for them).
+PACKAGES = [PACKAGE, "orbstack"]
 BINARY_NAME = "pyinfra-orbstack"
 # Inside the wheel; the shim looks here first (pyinfra_orbstack/_binary.py).
 BINARY_ARCNAME = f"{PACKAGE}/bin/{BINARY_NAME}"
@@ -199,7 +202,7 @@ def build_wheel(binary: Path, target: str, version: str, out_dir: Path, pyshim: 
     dist_name = re.sub(r"[-_.]+", "_", project["name"]).lower()
     dist_info = f"{dist_name}-{wheel_version}.dist-info"
     binary_bytes = binary.read_bytes()
-    sources = package_files(pyshim / PACKAGE)
+    sources = [src for package in PACKAGES for src in package_files(pyshim / package)]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -208,7 +211,7 @@ def build_wheel(binary: Path, target: str, version: str, out_dir: Path, pyshim: 
         tmp = path.with_suffix(".whl.part")
         wheel = WheelWriter(tmp)
         for src in sources:
-            arcname = f"{PACKAGE}/{src.relative_to(pyshim / PACKAGE).as_posix()}"
+            arcname = src.relative_to(pyshim).as_posix()
             data = src.read_bytes()
             if arcname == f"{PACKAGE}/_version.py":
                 data = with_version(data.decode(), wheel_version).encode()

@@ -141,3 +141,17 @@ def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path
     assert result.returncode != 0
     assert "protocol version 2" in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_installed_wheel_gives_the_cli_its_orbstack_fact_names(installed, sim, tmp_path):
+    """`pyinfra @local fact orbstack.X` imports a top-level `orbstack` module: the wheel must ship it."""
+    venv_bin, env, _ = installed
+    orbctl_dir = tmp_path / "orbctl-only"
+    orbctl_dir.mkdir()
+    (orbctl_dir / "orbctl").symlink_to(BIN / "orbctl")  # orbctl alone, not the checkout's bin/
+    env = dict(env, PATH=f"{orbctl_dir}{os.pathsep}{env['PATH']}", ORBSIM_HOME=sim.env["ORBSIM_HOME"])
+
+    result = run(venv_bin, env, "pyinfra", "@local", "fact", "orbstack.Status")
+
+    assert result.returncode == 0, f"pyinfra fact failed:\n{result.stdout}\n{result.stderr}"
+    assert '"Running"' in result.stdout + result.stderr, result.stdout + result.stderr
