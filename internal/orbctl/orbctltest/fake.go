@@ -140,6 +140,11 @@ func Simulator(t testing.TB) string {
 func WithMachines(t testing.TB, machines map[string]string) (string, bool) {
 	t.Helper()
 	path, reason := simulatorPath()
+	if reason != "" && simBroken {
+		// Built and run as root, the simulator must work: falling back to the fake
+		// would hide a broken simulator behind green tests.
+		t.Fatalf("the simulator is built and we are root, but: %s", reason)
+	}
 	if reason != "" {
 		t.Logf("using the fake orbctl: %s", reason)
 		fake := Fake(t)
@@ -185,6 +190,7 @@ var (
 	simOnce   sync.Once
 	simPath   string
 	simReason string
+	simBroken bool // built, root, and still cannot create a machine
 )
 
 func probeSimulator() (string, string) {
@@ -204,6 +210,7 @@ func probeSimulator() (string, string) {
 	create := exec.Command(path, "create", "debian", "probe")
 	create.Env = env
 	if out, err := create.CombinedOutput(); err != nil {
+		simBroken = true
 		return "", fmt.Sprintf("the simulator cannot create machines here: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	del := exec.Command(path, "delete", "-f", "probe")
