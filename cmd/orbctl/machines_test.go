@@ -136,7 +136,7 @@ func TestListAndInfoShapes(t *testing.T) {
 		assert.Equal(t, []string{"record", "disk_size", "ip4", "ip6"}, orderedKeys(s.ok("info", "one", "-f", "json")))
 		assert.IsType(t, float64(0), raw["disk_size"])
 		assert.Regexp(t, `^198\.19\.249\.\d+$`, raw["ip4"])
-		assert.Regexp(t, `^fd07:b51a:cc66:0::[0-9a-f]+$`, raw["ip6"])
+		assert.Regexp(t, `^fd07:b51a:cc66::[0-9a-f]+$`, raw["ip6"], "canonical form")
 	})
 	t.Run("info -f json of a stopped machine has no ip4", func(t *testing.T) {
 		rec, raw := s.info("two")

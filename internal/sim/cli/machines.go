@@ -224,7 +224,7 @@ func NewCmdCreate(app *App) *cobra.Command {
 				CPUs: o.cpus, MemoryMiB: int(memory >> 20), DiskBytes: disk, Mounts: o.mounts, UserData: string(userData)}
 			err = app.Store.Update(func(inv *state.Inventory) error {
 				if !distro.ValidName(name) {
-					return rpcErrorf("create '%s': invalid machine name '%s'", name, name)
+					return rpcErrorf("create '%s': %s", name, distro.InvalidNameMessage(name))
 				}
 				if inv.ByName(name) != nil {
 					return rpcErrorf("create '%s': machine already exists: '%s'", name, name)
@@ -353,7 +353,7 @@ func NewCmdDelete(app *App) *cobra.Command {
 					return exitStatus(1)
 				}
 			}
-			return app.Store.Update(func(inv *state.Inventory) error {
+			return app.Store.UpdateFreeing(func(inv *state.Inventory) error {
 				for _, name := range targets {
 					m := inv.ByName(name)
 					if m == nil {
@@ -431,7 +431,7 @@ func NewCmdStop(app *App) *cobra.Command {
 		Short:   "Stop OrbStack or a machine",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// stop never auto-starts OrbStack (§1).
-			return app.Store.Update(func(inv *state.Inventory) error {
+			return app.Store.UpdateFreeing(func(inv *state.Inventory) error {
 				if !app.vmRunning(inv) {
 					fmt.Fprintln(app.Stderr, "OrbStack is not running")
 					return nil

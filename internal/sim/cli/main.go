@@ -8,6 +8,7 @@ import (
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/runtime"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"github.com/spf13/cobra"
 )
 
@@ -67,6 +68,7 @@ func report(app *App, cmd *cobra.Command, err error) int {
 	var rpc *rpcError
 	var code exitStatus
 	var pre preflightError
+	var host *state.HostError
 	switch {
 	case errors.As(err, &code):
 		return int(code)
@@ -75,6 +77,11 @@ func report(app *App, cmd *cobra.Command, err error) int {
 		return 1
 	case errors.As(err, &pre):
 		fmt.Fprintln(app.Stderr, pre.Error())
+		return 1
+	case errors.As(err, &host):
+		// A host problem (disk full, unwritable ORBSIM_HOME): usage text
+		// would only bury the message.
+		fmt.Fprintln(app.Stderr, host.Error())
 		return 1
 	case errors.Is(err, errAutoStart):
 		fmt.Fprintln(app.Stderr, err.Error())

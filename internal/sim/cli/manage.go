@@ -117,7 +117,7 @@ func NewCmdClone(app *App) *cobra.Command {
 					return rpcErrorf("machine already exists: '%s'", args[1])
 				}
 				if !distro.ValidName(args[1]) {
-					return rpcErrorf("invalid machine name '%s'", args[1])
+					return rpcErrorf("%s", distro.InvalidNameMessage(args[1]))
 				}
 				dst := *src
 				dst.ID, dst.Name, dst.Init, dst.IPIndex = state.NewULID(), args[1], state.Process{}, 0
@@ -155,7 +155,7 @@ func NewCmdRename(app *App) *cobra.Command {
 					return rpcErrorf("machine '%q' already exists", args[1])
 				}
 				if !distro.ValidName(args[1]) {
-					return rpcErrorf("invalid machine name '%s'", args[1])
+					return rpcErrorf("%s", distro.InvalidNameMessage(args[1]))
 				}
 				m.Name = args[1]
 				app.RT.SetHostname(m)
@@ -224,7 +224,7 @@ func NewCmdImport(app *App) *cobra.Command {
 				}
 				fail := func(err error) error { app.RT.Remove(&m); return err }
 				if !distro.ValidName(m.Name) {
-					return fail(rpcErrorf("invalid machine name '%s'", m.Name))
+					return fail(rpcErrorf("%s", distro.InvalidNameMessage(m.Name)))
 				}
 				if inv.ByName(m.Name) != nil {
 					return fail(rpcErrorf("machine already exists: '%s'", m.Name))

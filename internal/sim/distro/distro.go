@@ -128,5 +128,25 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-.]*$`)
 
 var reserved = map[string]bool{"default": true, "vm": true, "host": true, "services": true, "gateway": true, "k8s": true, "docker": true}
 
+// MaxNameLen is the longest machine name: the name is the machine's
+// hostname, and Linux caps hostnames at 64 bytes (HOST_NAME_MAX). The
+// reference gives OrbStack's regex no length limit; OrbStack's machines are
+// Linux containers named after the machine, so a longer name cannot work
+// there either, but how OrbStack words that failure is unknown. We reject it
+// up front as an invalid name rather than fail at boot.
+const MaxNameLen = 64
+
 // ValidName applies the server's machine-name rule.
-func ValidName(name string) bool { return nameRE.MatchString(name) && !reserved[name] }
+func ValidName(name string) bool {
+	return nameRE.MatchString(name) && !reserved[name] && len(name) <= MaxNameLen
+}
+
+// InvalidNameMessage is the server's error text for a name ValidName
+// rejects, plus why when the reason is not obvious (its length).
+func InvalidNameMessage(name string) string {
+	msg := fmt.Sprintf("invalid machine name '%s'", name)
+	if len(name) > MaxNameLen && nameRE.MatchString(name) {
+		msg += fmt.Sprintf(" (%d characters; at most %d, the Linux hostname limit)", len(name), MaxNameLen)
+	}
+	return msg
+}

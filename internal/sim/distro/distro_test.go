@@ -1,6 +1,7 @@
 package distro
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -43,4 +44,9 @@ func TestValidName(t *testing.T) {
 	for _, bad := range []string{"", "-x", "a_b", "docker", "default", "k8s", "host", "with space"} {
 		assert.False(t, ValidName(bad), bad)
 	}
+	assert.True(t, ValidName(strings.Repeat("n", 64)), "64 characters is the hostname limit")
+	assert.False(t, ValidName(strings.Repeat("n", 65)), "65 characters cannot be a hostname")
+	assert.Equal(t, "invalid machine name '"+strings.Repeat("n", 65)+"' (65 characters; at most 64, the Linux hostname limit)",
+		InvalidNameMessage(strings.Repeat("n", 65)))
+	assert.Equal(t, "invalid machine name 'a_b'", InvalidNameMessage("a_b"))
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,8 +34,9 @@ const (
 // IP is the address of lease index n.
 func IP(n int) string { return fmt.Sprintf("%s.%d", Subnet, n) }
 
-// IP6 is the IPv6 address of lease index n.
-func IP6(n int) string { return fmt.Sprintf("%s::%x", Subnet6, n) }
+// IP6 is the IPv6 address of lease index n, in the canonical (RFC 5952)
+// form that `ip -6 addr` inside the machine shows: fd07:b51a:cc66::2.
+func IP6(n int) string { return net.ParseIP(fmt.Sprintf("%s::%x", Subnet6, n)).String() }
 
 func ipv6Enabled() bool {
 	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
@@ -129,7 +131,10 @@ func ipCmd(stdin string, args ...string) error {
 
 func ensureBridge() error {
 	return withRegistryLock(func() error {
-		if _, err := os.Stat("/sys/class/net/" + Bridge); err != nil {
+		// Ask netlink, not /sys/class/net: sysfs shows the network namespace
+		// it was mounted in, which is not ours under `unshare -n` or in a
+		// container, and a stale answer there leaves machines unwired.
+		if _, err := net.InterfaceByName(Bridge); err != nil {
 			if err := ipCmd("", "link", "add", Bridge, "type", "bridge"); err != nil && !strings.Contains(err.Error(), "File exists") {
 				return err
 			}
@@ -187,6 +192,7 @@ const (
 type Peer struct {
 	Name string
 	IP   string
+	IP6  string // "" when the host has no IPv6
 }
 
 // WriteHosts rewrites the managed block of the /etc/hosts that the machine
@@ -228,6 +234,13 @@ func HostsContent(old, self string, peers []Peer) string {
 	fmt.Fprintf(&b, "%s\t%s\n", Gateway, HostAlias)
 	for _, p := range peers {
 		fmt.Fprintf(&b, "%s\t%s.orb.local\n", p.IP, p.Name)
+	}
+	// IPv6 lines after all IPv4 ones, so resolvers that take the first
+	// match (and IPv4-only tools) keep getting the IPv4 address.
+	for _, p := range peers {
+		if p.IP6 != "" {
+			fmt.Fprintf(&b, "%s\t%s.orb.local\n", p.IP6, p.Name)
+		}
 	}
 	b.WriteString(blockEnd + "\n")
 	return b.String()

@@ -221,7 +221,7 @@ func (r *Runtime) RefreshHosts(inv *state.Inventory) {
 	var peers []netsim.Peer
 	for _, m := range inv.Machines {
 		if ip := IP(m); ip != "" {
-			peers = append(peers, netsim.Peer{Name: m.Name, IP: ip})
+			peers = append(peers, netsim.Peer{Name: m.Name, IP: ip, IP6: IP6(m)})
 		}
 	}
 	for _, m := range inv.Machines {

@@ -161,10 +161,41 @@ func DefaultHome() string {
 	return filepath.Join(home, ".orbsim")
 }
 
+// HostError is a problem of the host (ORBSIM_HOME unwritable, disk full,
+// corrupt state), not of the command line: the CLI prints it without usage.
+type HostError struct {
+	Err  error
+	Hint string // what to do about it
+}
+
+func (e *HostError) Error() string {
+	if e.Hint == "" {
+		return "orbsim: " + e.Err.Error()
+	}
+	return "orbsim: " + e.Err.Error() + "; " + e.Hint
+}
+
+func (e *HostError) Unwrap() error { return e.Err }
+
+// hostError wraps err with a hint that fits its cause.
+func hostError(home string, err error) error {
+	if err == nil {
+		return nil
+	}
+	hint := ""
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		hint = "free space on the filesystem of ORBSIM_HOME=" + home + " (machines' files live there too) and retry"
+	case errors.Is(err, unix.EROFS), errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		hint = "point ORBSIM_HOME at a writable directory"
+	}
+	return &HostError{Err: err, Hint: hint}
+}
+
 // Open makes sure the home directory exists.
 func Open(home string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(home, "machines"), 0o700); err != nil {
-		return nil, fmt.Errorf("cannot create ORBSIM_HOME %s: %w", home, err)
+		return nil, hostError(home, fmt.Errorf("cannot create ORBSIM_HOME %s: %w", home, err))
 	}
 	return &Store{Home: home}, nil
 }
@@ -199,10 +230,11 @@ func (s *Store) load() (*Inventory, error) {
 		return inv, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, hostError(s.Home, err)
 	}
 	if err := json.Unmarshal(b, inv); err != nil {
-		return nil, fmt.Errorf("corrupt simulator state %s: %w", s.path(), err)
+		return nil, &HostError{Err: fmt.Errorf("corrupt simulator state %s: %w", s.path(), err),
+			Hint: "move it away to start afresh (machine files under " + filepath.Join(s.Home, "machines") + " are then orphaned)"}
 	}
 	if inv.Config == nil {
 		inv.Config = map[string]string{}
@@ -210,23 +242,55 @@ func (s *Store) load() (*Inventory, error) {
 	return inv, nil
 }
 
-func (s *Store) save(inv *Inventory) error {
+// reserveSlack is the room Update sets aside, beyond the current state's
+// size, before it changes anything. A machine record is under 1 KiB, so this
+// covers any one command. On a full disk the command then fails before it
+// boots a machine whose record it could not save (which would leave an init
+// running that no state file knows about).
+const reserveSlack = 64 << 10
+
+// reserve creates the temporary state file with room for the next save.
+func (s *Store) reserve(size int64) (*os.File, error) {
+	f, err := os.OpenFile(s.path()+".tmp", os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if size > 0 {
+		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		_, err = f.WriteAt(make([]byte, size), 0)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("cannot save simulator state %s: %w", s.path(), err)
+	}
+	return f, nil
+}
+
+// save writes inv into the reserved file (overwriting allocated blocks needs
+// no new space) and renames it over the state file.
+func (s *Store) save(inv *Inventory, f *os.File) error {
+	defer f.Close()
 	b, err := json.MarshalIndent(inv, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := s.path() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if _, err := f.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("cannot save simulator state %s: %w", s.path(), err)
+	}
+	if err := f.Truncate(int64(len(b))); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.path())
+	return os.Rename(f.Name(), s.path())
 }
 
 // View reads the inventory under a shared lock.
 func (s *Store) View(fn func(*Inventory) error) error {
 	unlock, err := s.lock(unix.LOCK_SH)
 	if err != nil {
-		return err
+		return hostError(s.Home, err)
 	}
 	defer unlock()
 	inv, err := s.load()
@@ -237,11 +301,41 @@ func (s *Store) View(fn func(*Inventory) error) error {
 }
 
 // Update runs fn under the exclusive lock and saves the inventory afterwards,
-// even when fn fails part-way (so a half-done operation is never lost).
+// even when fn fails part-way (so a half-done operation is never lost). The
+// room for that save is reserved before fn runs.
 func (s *Store) Update(fn func(*Inventory) error) error {
 	unlock, err := s.lock(unix.LOCK_EX)
 	if err != nil {
+		return hostError(s.Home, err)
+	}
+	defer unlock()
+	inv, err := s.load()
+	if err != nil {
 		return err
+	}
+	var size int64
+	if fi, err := os.Stat(s.path()); err == nil {
+		size = fi.Size()
+	}
+	tmp, err := s.reserve(size + reserveSlack)
+	if err != nil {
+		return hostError(s.Home, err)
+	}
+	ferr := fn(inv)
+	if err := s.save(inv, tmp); err != nil {
+		return hostError(s.Home, err)
+	}
+	return ferr
+}
+
+// UpdateFreeing is Update for commands that only stop or remove machines
+// (stop, delete). It reserves nothing first, so they still work on a full
+// disk, which is when a user deletes machines to make room. A lost save is
+// harmless for them: a stopped machine is recognised by its dead init.
+func (s *Store) UpdateFreeing(fn func(*Inventory) error) error {
+	unlock, err := s.lock(unix.LOCK_EX)
+	if err != nil {
+		return hostError(s.Home, err)
 	}
 	defer unlock()
 	inv, err := s.load()
@@ -249,8 +343,17 @@ func (s *Store) Update(fn func(*Inventory) error) error {
 		return err
 	}
 	ferr := fn(inv)
-	if err := s.save(inv); err != nil {
-		return err
+	tmp, err := s.reserve(0)
+	if err == nil {
+		err = s.save(inv, tmp)
+	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		// What was stopped is stopped (its init is dead); a machine whose
+		// directory went but whose record stays is removed by the next delete.
+		return ferr
+	}
+	if err != nil {
+		return hostError(s.Home, err)
 	}
 	return ferr
 }
