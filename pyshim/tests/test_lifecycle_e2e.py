@@ -43,8 +43,8 @@ LIFECYCLE = textwrap.dedent(
     orbstack.config(name="beta's limits", machine=beta, settings={"cpu": 1, "memory_mib": 1024})
     orbstack.default_machine(name="beta is the default", machine=beta)
     orbstack.default_user(name="alpha logs in as ops", machine=alpha, user="ops")
-    orbstack.snapshot(name="snapshot alpha", machine=alpha, directory=backups, keep=2,
-                      max_age=3600)
+    # The default max_age (a day): the second run must not export again.
+    orbstack.snapshot(name="snapshot alpha", machine=alpha, directory=backups, keep=2)
     """,
 )
 
@@ -122,7 +122,7 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
     wrote = orbctl(env, "run", "-m", alpha, "-u", "root", "sh", "-c", "echo kept > /root/marker")
     assert wrote.returncode == 0, wrote.stderr
     snap = pyinfra_json(env, "@local", "orbstack.snapshot", f"machine={alpha}",
-                        f"directory={backups}", "keep=2", cwd=workdir)
+                        f"directory={backups}", "keep=2", "max_age=0", cwd=workdir)
     assert len(changed(snap)) == 1
     assert len(list(backups.glob(f"{alpha}-*.tar.zst"))) == 2
 
@@ -237,7 +237,8 @@ def test_snapshots_are_pruned_and_force_restore_replaces_a_machine(world):
     env, workdir, names, data = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     alpha, backups = names["alpha"], Path(names["backups"])
-    snapshot = ("@local", "orbstack.snapshot", f"machine={alpha}", f"directory={backups}", "keep=2")
+    snapshot = ("@local", "orbstack.snapshot", f"machine={alpha}", f"directory={backups}", "keep=2",
+                "max_age=0")
     for _ in range(2):
         time.sleep(1.1)  # archive names have a one-second resolution
         assert changed(pyinfra_json(env, *snapshot, cwd=workdir))

@@ -137,6 +137,17 @@ def test_machine_version_alias_matches_the_stored_codename():
     assert run(orbstack.machine, world, machine="web", image="debian:12") == []
 
 
+@pytest.mark.parametrize(
+    ("image", "stored"),
+    [("ubuntu:24.04", "noble"), ("ubuntu:noble", "noble"), ("debian:bookworm", "12"),
+     ("ubuntu:Noble", "noble")],
+)
+def test_machine_version_aliases_match_on_either_side(image, stored):
+    distro = image.partition(":")[0]
+    world = FakeOrbStack([record(distro=distro, version=stored)])
+    assert run(orbstack.machine, world, machine="web", image=image) == []
+
+
 def test_machine_bare_distro_accepts_any_version():
     world = FakeOrbStack([record(distro="archlinux", version="current")])
     assert run(orbstack.machine, world, machine="web", image="arch") == []
@@ -177,6 +188,15 @@ def test_machine_with_another_image_is_an_error_without_force():
     message = refused(orbstack.machine, world, machine="web", image="debian:bookworm")
     assert message.startswith("machine web exists with distro ubuntu (want debian)")
     assert "pass force=True" in message
+    assert "image=None accepts whatever the machine runs" in message
+
+
+def test_machine_with_another_version_or_arch_names_each_difference():
+    world = FakeOrbStack([record(version="bullseye", arch="arm64")])
+    message = refused(orbstack.machine, world, machine="web", image="debian:12", arch="amd64")
+    assert message.startswith(
+        "machine web exists with version bullseye (want bookworm), arch arm64 (want amd64)",
+    )
 
 
 def test_an_error_found_while_executing_fails_with_the_message_not_a_traceback():
@@ -341,6 +361,24 @@ def test_config_warns_that_orbstack_must_restart(caplog):
     assert any("OrbStack must restart to apply cpu" in r.getMessage() for r in caplog.records)
 
 
+def test_config_says_before_it_runs_that_orbstack_must_restart(caplog):
+    # --dry and the confirmation prompt show the restart note next to the commands.
+    world = FakeOrbStack(config={"cpu": "2", "docker.node_name": "a"}, stage=StateStage.Prepare)
+    with caplog.at_level("INFO", logger="pyinfra"):
+        run(orbstack.config, world, settings={"cpu": 4, "docker.node_name": "b"})
+    notes = [r.getMessage() for r in caplog.records if "must restart" in r.getMessage()]
+    assert len(notes) == 1 and "OrbStack must restart to apply cpu:" in notes[0]
+
+
+def test_config_of_keys_that_apply_live_says_nothing_about_restarting(caplog):
+    world = FakeOrbStack(config={"docker.node_name": "a"})
+    with caplog.at_level("INFO", logger="pyinfra"):
+        assert run(orbstack.config, world, settings={"docker.node_name": "b"}) == [
+            "orbctl config set docker.node_name b",
+        ]
+    assert not [r for r in caplog.records if "must restart" in r.getMessage()]
+
+
 def test_default_machine_is_set_once():
     assert run(orbstack.default_machine, FakeOrbStack(default="db"), machine="web") == [
         "orbctl default web",
@@ -402,6 +440,50 @@ def test_snapshot_older_than_max_age_exports_again():
     )
     assert run(orbstack.snapshot, world, machine="web", directory="/backups",
                max_age=timedelta(hours=1)) == [EXPORT]
+
+
+def test_snapshot_by_default_is_a_noop_on_a_second_run_the_same_day():
+    # Default max_age is a day: re-running a deploy must not pile up archives.
+    now = datetime.now(timezone.utc)
+    world = FakeOrbStack(
+        [record()],
+        snapshots={("/backups", "web"): [snap("/backups", "web", now - timedelta(hours=3))]},
+    )
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", keep=7) == []
+    assert "younger than max_age=86400s" in world.noops[0]
+
+
+def test_snapshot_by_default_exports_again_the_next_day():
+    now = datetime.now(timezone.utc)
+    world = FakeOrbStack(
+        [record()],
+        snapshots={("/backups", "web"): [snap("/backups", "web", now - timedelta(hours=25))]},
+    )
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups") == [EXPORT]
+
+
+def test_snapshot_max_age_zero_exports_on_every_run():
+    now = datetime.now(timezone.utc)
+    world = FakeOrbStack(
+        [record()],
+        snapshots={("/backups", "web"): [snap("/backups", "web", now - timedelta(seconds=2))]},
+    )
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", max_age=0) == [EXPORT]
+
+
+def test_snapshot_max_age_none_exports_only_when_there_is_none():
+    old = [snap("/backups", "web", datetime(2020, 1, 1, tzinfo=timezone.utc))]
+    world = FakeOrbStack([record()], snapshots={("/backups", "web"): old})
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", max_age=None) == []
+    assert run(orbstack.snapshot, FakeOrbStack([record()]), machine="web", directory="/backups",
+               max_age=None) == [EXPORT]
+
+
+@pytest.mark.parametrize("bad", [-1, "daily", True])
+def test_snapshot_bad_max_age_is_refused(bad):
+    assert "max_age must be seconds >= 0" in refused(
+        orbstack.snapshot, FakeOrbStack([record()]), machine="web", directory="/b", max_age=bad,
+    )
 
 
 def test_snapshot_directory_with_spaces_is_quoted():

@@ -38,6 +38,9 @@ from pyinfra_orbstack.facts.orbstack import (
 
 DEFAULT_TIMEOUT = 120  # seconds a lifecycle command may take to give a usable machine
 DEFAULT_IMAGE = "ubuntu:noble"  # what orbstack.machine creates when no image is given
+# orbstack.snapshot exports again only when its newest archive is this old (seconds):
+# a deploy re-run the same day must not pile up archives.
+DEFAULT_SNAPSHOT_MAX_AGE = 86400
 
 # orbctl's own rules for machine names (scon's validator).
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
@@ -120,13 +123,25 @@ def parse_image(image: str) -> tuple[str, str | None]:
     return distro, version or None
 
 
+def same_version(distro: str, have: str, want: str) -> bool:
+    """Versions match after alias resolution on both sides (``12`` == ``bookworm``)."""
+    aliases = VERSION_ALIASES.get(distro, {})
+    return aliases.get(have, have).lower() == aliases.get(want, want).lower()
+
+
 def image_differences(current: dict, image: str | None, arch: str | None) -> list[str]:
+    """What differs between the machine and the wanted image/arch; ``None`` is not compared.
+
+    A bare distro (``"debian"``) accepts any version of it: OrbStack resolves it to the
+    latest release at creation time, so a machine made a year ago still matches.
+    """
     distro, version = parse_image(image) if image else (None, None)
     differences = []
     if distro and current.get("distro") and current["distro"] != distro:
         differences.append(f"distro {current['distro']} (want {distro})")
-    if version and current.get("version") and current["version"].lower() != version.lower():
-        differences.append(f"version {current['version']} (want {version})")
+    have_version = current.get("version")
+    if version and have_version and not same_version(distro, have_version, version):
+        differences.append(f"version {have_version} (want {version})")
     if arch and current.get("arch") and current["arch"] != arch:
         differences.append(f"arch {current['arch']} (want {arch})")
     return differences
@@ -300,7 +315,8 @@ def machine(
             if not force:
                 raise OperationError(
                     f"machine {machine} exists with {', '.join(differences)}; pass force=True "
-                    "to delete and recreate it (its data is lost), or change the wanted image",
+                    "to delete and recreate it (its data is lost), or change the wanted "
+                    "image/arch (image=None accepts whatever the machine runs)",
                 )
             yield orbctl("delete", "-f", machine)
             current = None
@@ -483,13 +499,18 @@ def config(settings: dict, machine: str | None = None):
             changed_restart_keys.append(key)
     if not changed:
         host.noop("OrbStack settings already " + ", ".join(f"{k}={config_value(v)}" for k, v in settings.items()))
-    if changed_restart_keys and host.state.is_executing:
-        # Warn once, when the change really happens (not while pyinfra only prepares).
-        logger.warning(
-            f"{host.print_prefix}OrbStack must restart to apply "
-            f"{', '.join(changed_restart_keys)}: run `orbctl stop` then `orbctl start` "
-            "(this stops every machine)",
-        )
+    if not changed_restart_keys:
+        return
+    restart = (
+        f"OrbStack must restart to apply {', '.join(changed_restart_keys)}: run "
+        "`orbctl stop` then `orbctl start` (this stops every machine)"
+    )
+    if host.state.is_executing:
+        # The warning proper, once, when the change really happens.
+        logger.warning(f"{host.print_prefix}{restart}")
+    elif host.state.current_stage == StateStage.Prepare:
+        # --dry and the confirmation prompt say it too, next to the commands.
+        logger.info(f"{host.print_prefix}{_operation_title()}{click.style('note:', 'cyan')} {restart}")
 
 
 @operation()
@@ -543,7 +564,7 @@ def snapshot(
     machine: str,
     directory: str,
     keep: int | None = None,
-    max_age: int | float | timedelta | None = None,
+    max_age: int | float | timedelta | None = DEFAULT_SNAPSHOT_MAX_AGE,
 ):
     """
     Export a machine to a timestamped archive on the Mac, and prune old ones.
@@ -552,25 +573,45 @@ def snapshot(
     + directory: where the archives go, on the Mac (created if missing); each is
       ``MACHINE-YYYYMMDDTHHMMSSZ.tar.zst`` (UTC)
     + keep: keep only the newest ``keep`` archives of this machine (older ones are deleted)
-    + max_age: seconds (or a ``timedelta``); skip the export when the newest archive is
-      younger than this. Without it every run exports (a snapshot is an action).
+    + max_age: seconds (or a ``timedelta``); export only when the newest archive is at
+      least this old. The default, one day, makes a deploy run several times a day take
+      one snapshot a day, and its second run change nothing. ``0`` exports on every run;
+      ``None`` exports only when the machine has no archive at all there (like
+      ``files.download`` without ``cache_time``).
 
     .. code:: python
 
         orbstack.snapshot(name="Daily web backup", machine="web",
-                          directory="/Users/me/orb-backups", keep=7, max_age=86400)
+                          directory="/Users/me/orb-backups", keep=7)
+        orbstack.snapshot(name="Backup before the upgrade", machine="web",
+                          directory="/Users/me/orb-backups", max_age=0)
     """
     check_machine_name(machine)
-    if keep is not None and (not isinstance(keep, int) or keep < 1):
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise OperationError(f"orbstack.snapshot: keep must be a positive int, not {keep!r}")
+    if max_age is not None and (
+        isinstance(max_age, bool)
+        or not isinstance(max_age, (int, float, timedelta))
+        or _seconds(max_age) < 0
+    ):
+        raise OperationError(
+            "orbstack.snapshot: max_age must be seconds >= 0 or a timedelta (0: every run; "
+            f"None: only when there is no snapshot), not {max_age!r}",
+        )
     existing = host.get_fact(Snapshots, directory=directory, machine=machine)
 
-    if max_age is not None and existing:
+    if existing and max_age is None:
+        host.noop(f"{machine} already has a snapshot (max_age=None): {existing[-1]['path']}")
+        return
+    if existing and _seconds(max_age) > 0:
         newest = existing[-1]
         taken = datetime.strptime(newest["time"], SNAPSHOT_STAMP_FORMAT).replace(tzinfo=timezone.utc)
         age = (datetime.now(timezone.utc) - taken).total_seconds()
         if age < _seconds(max_age):
-            host.noop(f"newest snapshot of {machine} is {int(age)}s old: {newest['path']}")
+            host.noop(
+                f"newest snapshot of {machine} is {int(age)}s old, younger than "
+                f"max_age={int(_seconds(max_age))}s: {newest['path']}",
+            )
             return
 
     folder = directory.rstrip("/") or "/"
