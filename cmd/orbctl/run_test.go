@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,6 +195,18 @@ func TestNetwork(t *testing.T) {
 		out, err := execOut("ping", "-c1", "-W2", ip)
 		assert.NoError(t, err, out)
 	})
+	t.Run("ip6 is the machine's address, in the form ip -6 addr shows", func(t *testing.T) {
+		if raw["ip6"] == nil {
+			t.Skip("the host has IPv6 disabled")
+		}
+		assert.Contains(t, s.ok("run", "-m", "netb", "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"), " "+raw["ip6"].(string)+"/64 ")
+	})
+	t.Run("machines reach each other as NAME.orb.local over IPv6 too", func(t *testing.T) {
+		if raw["ip6"] == nil {
+			t.Skip("the host has IPv6 disabled")
+		}
+		s.ok("run", "-m", "neta", "ping", "-6", "-c1", "-W2", "netb.orb.local")
+	})
 	t.Run("the host is host.orb.internal", func(t *testing.T) {
 		s.ok("run", "-m", "neta", "ping", "-c1", "-W2", "host.orb.internal")
 	})
@@ -202,7 +215,7 @@ func TestNetwork(t *testing.T) {
 		s.ok("restart", "netb")
 		hosts := s.ok("run", "-m", "neta", "cat", "/etc/hosts")
 		assert.Contains(t, hosts, "10.9.9.9 mine.example")
-		assert.Equal(t, 1, strings.Count(hosts, "netb.orb.local"))
+		assert.Len(t, regexp.MustCompile(`(?m)^198\.19\.249\.\d+\tnetb\.orb\.local$`).FindAllString(hosts, -1), 1, hosts)
 	})
 	t.Run("a stopped machine has no address and drops out of the others' hosts", func(t *testing.T) {
 		s.ok("stop", "netb")
