@@ -236,6 +236,14 @@ def test_machine_limits_of_an_existing_machine_are_set_only_when_different():
     ]
 
 
+def test_machine_mounts_of_an_existing_machine_are_set_only_when_different():
+    world = FakeOrbStack([record(isolated=True)], config={"machine.web.mounts": "/src:/src"})
+    assert run(orbstack.machine, world, machine="web", mounts=["/src:/src"]) == []
+    assert run(orbstack.machine, world, machine="web", mounts=["/src:/src", "/data:/data"]) == [
+        "orbctl config set machine.web.mounts /src:/src,/data:/data",
+    ]
+
+
 def test_machine_default_user_change_sets_the_machine_username():
     world = FakeOrbStack([record(user="alice")])
     assert run(orbstack.machine, world, machine="web", image="debian", user="deploy") == [

@@ -271,13 +271,16 @@ def machine(
     + disk: disk limit, e.g. ``"32G"`` or bytes as an int (OrbStack 2.x)
     + isolated: create an isolated machine, with no access to the Mac's files (2.1+)
     + isolate_network: isolate its network from the Mac and other machines (2.1+)
-    + mounts: ``HOST:GUEST`` mounts for an isolated machine (2.x)
+    + mounts: ``HOST:GUEST`` mounts for an isolated machine (2.x); on an existing
+      machine compared with ``machine.NAME.mounts`` and set when different (they apply
+      when the machine next starts)
     + timeout: seconds to wait for the machine to answer commands after creating or
       starting it; the operation fails with a clear message past it
 
     Creating or starting a machine waits until it really runs commands
-    (``orbctl run -m MACHINE true``). Limits (cpus/memory/disk) of an existing machine
-    are compared with its ``machine.NAME.*`` settings and set when they differ.
+    (``orbctl run -m MACHINE true``). Limits (cpus/memory/disk) and mounts of an
+    existing machine are compared with its ``machine.NAME.*`` settings and set when
+    they differ.
 
     **Examples:**
 
@@ -356,6 +359,9 @@ def machine(
         limits["memory_mib"] = str(size_in_bytes(memory, "M") >> 20)
     if disk is not None:
         limits["disk_bytes"] = str(size_in_bytes(disk))
+    if mounts is not None:
+        # OrbStack 2.x keeps them as one comma-separated machine.NAME.mounts setting.
+        limits["mounts"] = config_value(list(mounts))
     if limits:
         shown = host.get_fact(Config)
         for key, wanted in limits.items():
