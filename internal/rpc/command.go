@@ -15,6 +15,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -55,13 +56,13 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 	if err != nil {
 		return nil, err
 	}
-	var stdin io.Reader
+	var stdinData []byte // nil = no stdin
 	if p.StdinB64 != "" {
 		data, err := base64.StdEncoding.DecodeString(p.StdinB64)
 		if err != nil {
 			return nil, invalidParams("stdin_b64", "stdin_b64 is not valid base64: %v", err)
 		}
-		stdin = bytes.NewReader(data)
+		stdinData = data
 	}
 	c, err := s.client()
 	if err != nil {
@@ -79,10 +80,7 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 	}
 	stdout := &lineWriter{stream: "stdout", emit: emit}
 	stderr := &lineWriter{stream: "stderr", emit: emit}
-	code, err := c.Run(runCtx, orbctl.RunSpec{
-		Machine: p.Machine, User: p.User, Workdir: p.Workdir, Argv: argv,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr,
-	})
+	code, err := s.runCommand(runCtx, c, p, argv, stdinData, stdout, stderr)
 	// Run has returned, so orbctl's output is fully read: flush the partial
 	// last lines before the reply goes out.
 	stdout.Flush()
@@ -96,6 +94,33 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 		return nil, err
 	}
 	return CommandRunResult{ExitCode: code}, nil
+}
+
+// runCommand runs one command through a session of the pool (see
+// internal/session) when it can, else with its own `orbctl run`. The fallback
+// only happens for a command the session path did not start, so no command
+// runs twice.
+func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunParams, argv []string, stdin []byte, stdout, stderr io.Writer) (int, error) {
+	if s.sessions != nil {
+		var env []string
+		if len(argv) > 3 { // env K=V… sh -c COMMAND
+			env = argv[1 : len(argv)-3]
+		}
+		code, err := s.sessions.Run(ctx, c, cmdsession.Key{Machine: p.Machine, User: p.User}, cmdsession.Request{
+			Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr,
+		})
+		if !errors.Is(err, cmdsession.ErrUnavailable) {
+			return code, err
+		}
+	}
+	var stdinReader io.Reader
+	if stdin != nil {
+		stdinReader = bytes.NewReader(stdin)
+	}
+	return c.Run(ctx, orbctl.RunSpec{
+		Machine: p.Machine, User: p.User, Workdir: p.Workdir, Argv: argv,
+		Stdin: stdinReader, Stdout: stdout, Stderr: stderr,
+	})
 }
 
 // maxLine bounds one notification: a longer line is sent in pieces.

@@ -16,6 +16,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 // Options configure a Server.
@@ -44,7 +45,13 @@ type Server struct {
 	stop     context.CancelCauseFunc
 
 	machineLocks sync.Map // machine name → chan struct{} (a lock), serialises connect
+
+	sessions *cmdsession.Pool // nil when PYINFRA_ORBSTACK_SESSIONS=0
 }
+
+// EnvSessions turns command sessions off when "0" (docs/architecture.md,
+// "Command sessions").
+const EnvSessions = "PYINFRA_ORBSTACK_SESSIONS"
 
 type request struct {
 	cancel context.CancelCauseFunc
@@ -62,7 +69,12 @@ func NewServer(opts Options) *Server {
 	if opts.Client == nil {
 		opts.Client = orbctl.New
 	}
-	return &Server{opts: opts, inflight: map[jsonrpc2.ID]*request{}}
+	s := &Server{opts: opts, inflight: map[jsonrpc2.ID]*request{}}
+	if opts.Getenv(EnvSessions) != "0" {
+		s.sessions = cmdsession.NewPool()
+		s.sessions.Logf = opts.Logger.Printf
+	}
+	return s
 }
 
 // Serve speaks the protocol on stream until the client closes it, calls
@@ -82,6 +94,9 @@ func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.mu.Unlock()
 	s.stop(errCancelled)
 	s.handlers.Wait()
+	if s.sessions != nil {
+		s.sessions.Close()
+	}
 	return nil
 }
 

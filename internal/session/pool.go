@@ -1,0 +1,171 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+)
+
+// ErrUnavailable means the command was not run: no session could take it
+// (sessions are off, the machine lacks a tool, the session could not start,
+// the stdin is too large, or the session had ended before the command was
+// sent). The caller runs it the per-call way instead; that runs it once.
+var ErrUnavailable = errors.New("no command session available")
+
+// MaxStdin is the largest stdin sent through a session; larger ones take the
+// per-call path, which streams them.
+const MaxStdin = 1 << 20
+
+// PerKey bounds the sessions of one (machine, user): concurrent commands
+// beyond it wait for a free session.
+const PerKey = 4
+
+// DefaultReadyTimeout bounds starting a session (which may start a stopped
+// machine, as `orbctl run` does).
+const DefaultReadyTimeout = 60 * time.Second
+
+// Pool keeps sessions per (machine, user) and hands each to one command at a
+// time. The zero value is not usable: use NewPool.
+type Pool struct {
+	// Logf, when set, is told why a session could not be used (never the
+	// command).
+	Logf         func(format string, args ...any)
+	ReadyTimeout time.Duration
+
+	mu     sync.Mutex
+	keys   map[Key]*keyState
+	closed bool
+}
+
+type keyState struct {
+	slots       chan struct{} // one token per session in use or starting
+	idle        []*session
+	unsupported error // set once the machine is known to lack a tool
+}
+
+// NewPool returns an empty pool.
+func NewPool() *Pool {
+	return &Pool{keys: map[Key]*keyState{}, ReadyTimeout: DefaultReadyTimeout}
+}
+
+func (p *Pool) logf(format string, args ...any) {
+	if p.Logf != nil {
+		p.Logf(format, args...)
+	}
+}
+
+func (p *Pool) state(key Key) (*keyState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%w: the pool is closed", ErrUnavailable)
+	}
+	ks := p.keys[key]
+	if ks == nil {
+		ks = &keyState{slots: make(chan struct{}, PerKey)}
+		p.keys[key] = ks
+	}
+	if ks.unsupported != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ks.unsupported)
+	}
+	return ks, nil
+}
+
+// Run runs req in a session for key, starting one if none is free. It returns
+// the command's exit status, or ErrUnavailable (the command did not run), or
+// the error of a command that did start: ctx's error when ctx ended (the
+// command was killed in the machine), or an *orbctl.Error when the session
+// died under it. A command is never run twice.
+func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
+	if len(req.Stdin) > MaxStdin {
+		return -1, fmt.Errorf("%w: stdin larger than %d bytes", ErrUnavailable, MaxStdin)
+	}
+	ks, err := p.state(key)
+	if err != nil {
+		return -1, err
+	}
+	select {
+	case ks.slots <- struct{}{}:
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+	s, err := p.take(ctx, c, key, ks)
+	if err != nil {
+		<-ks.slots
+		return -1, err
+	}
+	code, err := s.run(ctx, req)
+	p.put(ks, s)
+	<-ks.slots
+	if errors.Is(err, errNotDelivered) {
+		return -1, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return code, err
+}
+
+// take returns an idle live session for key, or starts one.
+func (p *Pool) take(ctx context.Context, c *orbctl.Client, key Key, ks *keyState) (*session, error) {
+	p.mu.Lock()
+	for len(ks.idle) > 0 {
+		s := ks.idle[len(ks.idle)-1]
+		ks.idle = ks.idle[:len(ks.idle)-1]
+		if s.alive() && s.client == c {
+			p.mu.Unlock()
+			return s, nil
+		}
+		go s.close()
+	}
+	p.mu.Unlock()
+	s, err := start(ctx, c, key, p.ReadyTimeout)
+	if err == nil {
+		return s, nil
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if errors.Is(err, errUnsupported) {
+		p.mu.Lock()
+		ks.unsupported = err
+		p.mu.Unlock()
+	}
+	p.logf("no command session for machine %s: %v; running commands one orbctl call each", key.Machine, err)
+	return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// put returns s to the idle list, or ends it when it must not be reused.
+func (p *Pool) put(ks *keyState, s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || !s.alive() {
+		go s.close()
+		return
+	}
+	ks.idle = append(ks.idle, s)
+}
+
+// Close ends every idle session and makes later Runs return ErrUnavailable;
+// sessions in use end when their command does. It waits for the idle ones to
+// exit (bounded by their close grace).
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	var idle []*session
+	for _, ks := range p.keys {
+		idle = append(idle, ks.idle...)
+		ks.idle = nil
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range idle {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.close()
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,376 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
+)
+
+// simulator gives a test simulator machines (all running) and an orbctl
+// client, or skips it where the simulator cannot run: sessions are about real
+// machines (login shells, process groups, machines stopping under them).
+func simulator(t *testing.T, machines ...string) *orbctl.Client {
+	t.Helper()
+	want := map[string]string{}
+	for _, m := range machines {
+		want[m] = "running"
+	}
+	path, sim := orbctltest.WithMachines(t, want)
+	if !sim {
+		t.Skip("command sessions are tested against the simulator's machines")
+	}
+	c := orbctl.New(path)
+	c.KillDelay = 500 * time.Millisecond
+	return c
+}
+
+func newPool(t *testing.T) *Pool {
+	p := NewPool()
+	p.Logf = t.Logf
+	t.Cleanup(p.Close)
+	return p
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+	err            error
+}
+
+// run runs command in machine (default user) through the pool.
+func run(p *Pool, c *orbctl.Client, machine string, req Request) result {
+	var stdout, stderr bytes.Buffer
+	req.Stdout, req.Stderr = &stdout, &stderr
+	code, err := p.Run(context.Background(), c, Key{Machine: machine}, req)
+	return result{stdout.String(), stderr.String(), code, err}
+}
+
+// perCall runs command with its own `orbctl run`, as without sessions.
+func perCall(c *orbctl.Client, machine string, req Request) result {
+	var stdout, stderr bytes.Buffer
+	argv := []string{"sh", "-c", req.Command}
+	if len(req.Env) > 0 {
+		argv = append(append([]string{"env"}, req.Env...), argv...)
+	}
+	spec := orbctl.RunSpec{Machine: machine, Workdir: req.Workdir, Argv: argv, Stdout: &stdout, Stderr: &stderr}
+	if req.Stdin != nil {
+		spec.Stdin = bytes.NewReader(req.Stdin)
+	}
+	code, err := c.Run(context.Background(), spec)
+	return result{stdout.String(), stderr.String(), code, err}
+}
+
+// lines is output as command.output notifications carry it: split at
+// newlines, a final newline ending the last line rather than starting an
+// empty one.
+func lines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
+func TestOutputAndExitStatusAreThoseOfAPerCallRun(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	commands := []string{
+		"true",
+		"exit 7",
+		"printf ''",
+		"printf 'no newline'",
+		"printf 'one\\n'",
+		"printf '\\n'",
+		"printf '\\n\\n'",
+		"printf 'a\\n\\nb\\n\\n'",
+		"printf 'out'; printf 'err' >&2; exit 3",
+		"printf '\\001\\002\\377\\376 \\033[31mred\\033[0m\\r\\n\\tz'",
+		// Lines shaped like the end markers, with a made-up nonce.
+		"echo 'pyinfra-orbstack-00000000000000000000000000000000 out 0'; echo 'pyinfra-orbstack-00000000000000000000000000000000 err' >&2",
+		"head -c 200000 /dev/zero | tr '\\0' x", // one line longer than the reader's buffer
+		"seq 1 5000",
+		"kill -TERM $$",
+		"echo \"$0\" \"$#\"",
+	}
+	for _, cmd := range commands {
+		got := run(p, c, "web", Request{Command: cmd})
+		want := perCall(c, "web", Request{Command: cmd})
+		if got.err != nil || want.err != nil {
+			t.Fatalf("%s: session error %v, per-call error %v", cmd, got.err, want.err)
+		}
+		if got.code != want.code {
+			t.Errorf("%s: exit status %d, per-call %d", cmd, got.code, want.code)
+		}
+		if g, w := lines(got.stdout), lines(want.stdout); fmt.Sprintf("%q", g) != fmt.Sprintf("%q", w) {
+			t.Errorf("%s: stdout lines %.200q, per-call %.200q", cmd, g, w)
+		}
+		if g, w := lines(got.stderr), lines(want.stderr); fmt.Sprintf("%q", g) != fmt.Sprintf("%q", w) {
+			t.Errorf("%s: stderr lines %.200q, per-call %.200q", cmd, g, w)
+		}
+	}
+}
+
+func TestStdinEnvAndWorkdir(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 40000) // 640 KB, with no newline at the end
+	cases := []Request{
+		{Command: "cat", Stdin: []byte("from stdin\nno newline")},
+		{Command: "cat; echo end", Stdin: []byte{}},
+		{Command: "cat; echo end"}, // no stdin: /dev/null, not the agent's requests
+		{Command: "wc -c; cksum", Stdin: big},
+		{Command: "head -c 3", Stdin: []byte("abcdef")}, // stdin not read to the end
+		{Command: `printf '%s|%s|%s' "$A" "$B" "$(pwd)"`, Env: []string{"A=it's $(x)", "B="}, Workdir: "/etc"},
+		{Command: "pwd", Workdir: "/no/such/dir"},
+		{Command: "pwd", Workdir: "/root/it's"},
+	}
+	for _, req := range cases {
+		got, want := run(p, c, "web", req), perCall(c, "web", req)
+		if got.err != nil || got.stdout != want.stdout && got.stdout != want.stdout+"\n" || got.code != want.code {
+			t.Errorf("%q (workdir %q): session %q %d %v, per-call %q %d", req.Command, req.Workdir, got.stdout, got.code, got.err, want.stdout, want.code)
+		}
+	}
+}
+
+func TestACommandCannotChangeTheNextOnesDirectoryOrVariables(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	if r := run(p, c, "web", Request{Command: "cd /tmp; export LEAK=1; umask 0077; echo $$"}); r.err != nil || r.code != 0 {
+		t.Fatalf("first command: %+v", r)
+	}
+	got := run(p, c, "web", Request{Command: `echo "$(pwd)|${LEAK-unset}|$(umask)"`})
+	want := perCall(c, "web", Request{Command: `echo "$(pwd)|${LEAK-unset}|$(umask)"`})
+	if got.stdout != want.stdout || !strings.HasSuffix(got.stdout, "|unset|0022\n") {
+		t.Fatalf("second command saw %q, a fresh orbctl run sees %q", got.stdout, want.stdout)
+	}
+}
+
+// asRoot runs command as root with its own orbctl run.
+func asRoot(c *orbctl.Client, machine, command string) result {
+	var stdout, stderr bytes.Buffer
+	code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: machine, User: "root",
+		Argv: []string{"sh", "-c", command}, Stdout: &stdout, Stderr: &stderr})
+	return result{stdout.String(), stderr.String(), code, err}
+}
+
+// agents counts the session agents running in machine, and their private
+// directories.
+func agents(t *testing.T, c *orbctl.Client, machine string) (running, dirs int) {
+	t.Helper()
+	// [a] keeps the pattern from matching this command's own command line.
+	r := asRoot(c, machine, "pgrep -f 'pyinfra-orbstack-[a]gent' | wc -l; ls -d /tmp/pyinfra-orbstack.* 2>/dev/null | wc -l")
+	if _, err := fmt.Sscan(r.stdout, &running, &dirs); err != nil {
+		t.Fatalf("counting agents: %q %v", r.stdout, r.err)
+	}
+	return running, dirs
+}
+
+func TestOneSessionServesSequentialCommandsAndCloseEndsIt(t *testing.T) {
+	c := simulator(t, "web")
+	var mu sync.Mutex
+	var runs []string
+	c.Trace = func(args []string, _ time.Duration, _ error) {
+		mu.Lock()
+		runs = append(runs, strings.Join(args, " "))
+		mu.Unlock()
+	}
+	p := NewPool()
+	for i := 0; i < 5; i++ {
+		if r := run(p, c, "web", Request{Command: "echo hi"}); r.stdout != "hi\n" {
+			t.Fatalf("command %d: %+v", i, r)
+		}
+	}
+	mu.Lock()
+	if len(runs) != 1 {
+		t.Fatalf("5 commands made %d orbctl calls, want 1 (the session): %q", len(runs), runs)
+	}
+	mu.Unlock()
+	c.Trace = nil
+	if n, dirs := agents(t, c, "web"); n != 1 || dirs != 1 {
+		t.Fatalf("%d agents and %d private directories in the machine, want 1", n, dirs)
+	}
+	p.Close()
+	if n, dirs := agents(t, c, "web"); n != 0 || dirs != 0 {
+		t.Fatalf("%d agents and %d private directories left in the machine after Close", n, dirs)
+	}
+	if r := run(p, c, "web", Request{Command: "true"}); !errors.Is(r.err, ErrUnavailable) {
+		t.Fatalf("a closed pool ran a command: %+v", r)
+	}
+}
+
+func TestCancelKillsTheCommandInTheMachineAndDiscardsTheSession(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	dir := strings.TrimSpace(run(p, c, "web", Request{Command: "mktemp -d"}).stdout)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	// A subshell and a background job: the whole process group must go.
+	cmd := "(sleep 1; touch " + dir + "/sub) & sleep 1; touch " + dir + "/main"
+	_, err := p.Run(ctx, c, Key{Machine: "web"}, Request{Command: cmd})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the context's error", err)
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("cancelling took %s", took)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if r := run(p, c, "web", Request{Command: "ls " + dir}); r.stdout != "" || r.code != 0 {
+		t.Fatalf("the cancelled command kept running in the machine: %+v", r)
+	}
+	if n, dirs := agents(t, c, "web"); n != 1 || dirs != 1 {
+		t.Fatalf("%d agents and %d private directories in the machine, want 1: the cancelled one must be gone", n, dirs)
+	}
+}
+
+func TestSudoCommandIsKilledToo(t *testing.T) {
+	c := simulator(t, "web")
+	if r := perCall(c, "web", Request{Command: "command -v sudo"}); r.code != 0 {
+		t.Skip("no sudo in the machine")
+	}
+	p := newPool(t)
+	key := Key{Machine: "web", User: "tester"}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := p.Run(ctx, c, key, Request{Command: "sudo -n sh -c 'sleep 1; touch /root/survived'"})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if r := asRoot(c, "web", "test -e /root/survived"); r.code == 0 {
+		t.Fatal("the command run through sudo survived its cancellation")
+	}
+}
+
+func TestAMachineStoppedBetweenCommandsGetsAFreshSession(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	if r := run(p, c, "web", Request{Command: "true"}); r.err != nil {
+		t.Fatal(r.err)
+	}
+	start := time.Now()
+	if out, err := exec.Command(c.Path, "stop", "web").CombinedOutput(); err != nil {
+		t.Fatalf("orbctl stop with a session open: %v: %s", err, out)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("orbctl stop took %s with a session open", took)
+	}
+	// Like a per-call `orbctl run`, the next command starts the machine.
+	if r := run(p, c, "web", Request{Command: "echo back"}); r.err != nil || r.stdout != "back\n" {
+		t.Fatalf("after a stop: %+v", r)
+	}
+	if out, err := exec.Command(c.Path, "delete", "-f", "web").CombinedOutput(); err != nil {
+		t.Fatalf("orbctl delete with a session open: %v: %s", err, out)
+	}
+	if r := run(p, c, "web", Request{Command: "true"}); !errors.Is(r.err, ErrUnavailable) {
+		t.Fatalf("on a deleted machine: %+v, want ErrUnavailable (the per-call path reports it)", r)
+	}
+}
+
+func TestASessionDyingMidCommandIsAnErrorAndNothingRunsTwice(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	dir := strings.TrimSpace(run(p, c, "web", Request{Command: "mktemp -d"}).stdout)
+	done := make(chan result, 1)
+	go func() {
+		done <- run(p, c, "web", Request{Command: "echo ran >> " + dir + "/log; echo $PPID > " + dir + "/agent; sleep 3"})
+	}()
+	// Kill the agent (the command's parent) from outside, mid-command.
+	kill := "while [ ! -s " + dir + "/agent ]; do sleep 0.05; done; kill -KILL $(cat " + dir + "/agent)"
+	if r := asRoot(c, "web", kill); r.code != 0 {
+		t.Fatalf("killing the agent: %+v", r)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a command whose session died did not return")
+	}
+	var oe *orbctl.Error
+	if !errors.As(r.err, &oe) || !strings.Contains(oe.Error(), "was not run again") {
+		t.Fatalf("got %+v, want an error saying the session ended", r)
+	}
+	if got := run(p, c, "web", Request{Command: "cat " + dir + "/log"}); got.err != nil || got.stdout != "ran\n" {
+		t.Fatalf("next command: %+v (the log must say the command ran once)", got)
+	}
+}
+
+func TestBackgroundProcessesDoNotHoldUpCommands(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	start := time.Now()
+	for _, cmd := range []string{
+		"nohup sleep 30 >/dev/null 2>&1 &",
+		"sleep 30 &",               // keeps the session's stdout and stderr open
+		"(sleep 0.3; echo late) &", // writes after its command ended
+	} {
+		if r := run(p, c, "web", Request{Command: cmd}); r.err != nil || r.code != 0 || r.stdout != "" {
+			t.Fatalf("%s: %+v", cmd, r)
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("commands leaving background processes took %s", took)
+	}
+	time.Sleep(500 * time.Millisecond)
+	// Documented: output a background process writes after its command ended
+	// reaches whichever command runs next in that session.
+	if r := run(p, c, "web", Request{Command: "echo next"}); r.err != nil || r.stdout != "late\nnext\n" {
+		t.Fatalf("next command: %+v", r)
+	}
+}
+
+func TestConcurrentCommandsOverSeveralMachines(t *testing.T) {
+	machines := []string{"m1", "m2", "m3"}
+	c := simulator(t, machines...)
+	p := newPool(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := machines[i%len(machines)]
+			tag := fmt.Sprintf("cmd-%d", i)
+			r := run(p, c, m, Request{Command: "for n in 1 2 3; do echo " + tag + "; echo " + tag + " >&2; sleep 0.05; done; hostname; exit " + fmt.Sprint(i)})
+			want := strings.Repeat(tag+"\n", 3) + m + "\n"
+			if r.err != nil || r.code != i || r.stdout != want || r.stderr != strings.Repeat(tag+"\n", 3) {
+				t.Errorf("%s on %s: %+v", tag, m, r)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range machines {
+		if n, _ := agents(t, c, m); n > PerKey {
+			t.Errorf("%d sessions in %s, more than %d", n, m, PerKey)
+		}
+	}
+}
+
+func TestAMachineWithoutTheAgentsToolsFallsBack(t *testing.T) {
+	c := simulator(t, "web")
+	if r := asRoot(c, "web", "rm \"$(command -v setsid)\""); r.code != 0 {
+		t.Fatalf("removing setsid: %+v", r)
+	}
+	p := newPool(t)
+	for i := 0; i < 2; i++ {
+		if r := run(p, c, "web", Request{Command: "true"}); !errors.Is(r.err, ErrUnavailable) || !strings.Contains(r.err.Error(), "setsid") {
+			t.Fatalf("got %+v, want ErrUnavailable naming setsid", r)
+		}
+	}
+}
+
+func TestLargeStdinIsLeftToThePerCallPath(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	r := run(p, c, "web", Request{Command: "wc -c", Stdin: make([]byte, MaxStdin+1)})
+	if !errors.Is(r.err, ErrUnavailable) {
+		t.Fatalf("got %+v", r)
+	}
+}
