@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -754,4 +755,106 @@ func TestConcurrentOutputIsRoutedToItsOwnRequest(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// startServerWithLog is startServer with Debug on, its log in logs.
+func startServerWithLog(t *testing.T, env map[string]string, logs *syncBuffer) *session {
+	t.Helper()
+	serverEnd, clientEnd := net.Pipe()
+	srv := NewServer(Options{Getenv: envMap(env).get, Logger: log.New(logs, "", 0), Debug: true})
+	s := &session{t: t, done: make(chan struct{}), output: map[string][]CommandOutput{}}
+	go func() {
+		defer close(s.done)
+		srv.Serve(context.Background(), serverEnd)
+	}()
+	s.conn = jsonrpc2.NewConn(context.Background(), jsonrpc2.NewBufferedStream(clientEnd, jsonrpc2.VSCodeObjectCodec{}), s)
+	t.Cleanup(func() {
+		s.conn.Close()
+		<-s.done
+	})
+	return s
+}
+
+func TestCommandsShareOneOrbctlRunUnlessSessionsAreOff(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator")
+	}
+	for _, tc := range []struct {
+		sessions string
+		want     int
+	}{{"", 1}, {"1", 1}, {"0", 5}} {
+		var logs syncBuffer
+		s := startServerWithLog(t, map[string]string{orbctl.EnvOverride: path, EnvSessions: tc.sessions}, &logs)
+		for i := 0; i < 5; i++ {
+			if out, code := s.sh("web", "", "echo $((1+"+fmt.Sprint(i)+"))"); out != fmt.Sprint(1+i) || code != 0 {
+				t.Fatalf("%s=%q: %q %d", EnvSessions, tc.sessions, out, code)
+			}
+		}
+		if got := strings.Count(logs.String(), "orbctl run -m web"); got != tc.want {
+			t.Errorf("%s=%q: 5 commands made %d orbctl runs, want %d:\n%s", EnvSessions, tc.sessions, got, tc.want, logs.String())
+		}
+	}
+}
+
+// notifications runs command through s and returns its output as the client
+// sees it, and its exit code.
+func (s *session) notifications(machine, command string) ([]string, int) {
+	s.t.Helper()
+	var res CommandRunResult
+	id, e := s.callID(MethodCommandRun, map[string]any{"machine": machine, "command": command}, &res)
+	if e != nil {
+		s.t.Fatalf("%s: %v", command, e)
+	}
+	var got []string
+	for _, o := range s.lines(id) {
+		got = append(got, o.Stream+":"+o.Line)
+	}
+	return got, res.ExitCode
+}
+
+func TestSessionsStreamTheSameNotificationsAsPerCallRuns(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator")
+	}
+	on := startServer(t, map[string]string{orbctl.EnvOverride: path})
+	off := startServer(t, map[string]string{orbctl.EnvOverride: path, EnvSessions: "0"})
+	for _, cmd := range []string{
+		"true",
+		"printf ''; exit 4",
+		"printf 'no newline'",
+		"printf 'x\\n\\n'",
+		"printf '\\n'",
+		"echo one; sleep 0.1; echo two >&2; sleep 0.1; printf three; sleep 0.1; printf 'four\\n\\n' >&2",
+		"printf '\\377\\001 not utf-8\\n'",
+		"echo 'pyinfra-orbstack-0123 out 0'",
+		"cd /; pwd; echo \"$HOME\"",
+	} {
+		got, gotCode := on.notifications("web", cmd)
+		want, wantCode := off.notifications("web", cmd)
+		if strings.Join(got, "|") != strings.Join(want, "|") || gotCode != wantCode {
+			t.Errorf("%s: sessions %q (exit %d), per-call %q (exit %d)", cmd, got, gotCode, want, wantCode)
+		}
+	}
+}
+
+func TestShutdownEndsTheSessions(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator")
+	}
+	s := startServer(t, map[string]string{orbctl.EnvOverride: path})
+	count := "pgrep -f 'pyinfra-orbstack-[a]gent' | wc -l"
+	if out, _ := s.sh("web", "root", count); out != "1" {
+		t.Fatalf("%s agents while a command runs, want 1 (its own)", out)
+	}
+	if e := s.call(MethodShutdown, nil, nil); e != nil {
+		t.Fatal(e)
+	}
+	<-s.done
+	out, err := exec.Command(path, "run", "-m", "web", "-u", "root", "sh", "-c", count+"; ls -d /tmp/pyinfra-orbstack.* 2>/dev/null | wc -l").Output()
+	if err != nil || strings.Fields(string(out))[0] != "0" || strings.Fields(string(out))[1] != "0" {
+		t.Fatalf("after shutdown: %q agents and private directories (%v), want 0 0", out, err)
+	}
 }
