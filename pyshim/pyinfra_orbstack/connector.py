@@ -13,6 +13,7 @@ import posixpath
 import secrets
 import shlex
 import shutil
+import stat
 import tempfile
 from io import IOBase
 from typing import TYPE_CHECKING, Any, Iterator
@@ -32,6 +33,7 @@ from pyinfra.connectors.util import (
     execute_command_with_sudo_retry,
     extract_control_arguments,
     make_unix_command_for_host,
+    remove_any_sudo_askpass_file,
 )
 
 from . import _binary, _inventory, _rpc, _shared
@@ -63,6 +65,13 @@ ESCALATION_ARGUMENTS = (
     "_su_shell",
     # Only an escalated user may be able to enter it (as with pyinfra's @ssh).
     "_chdir",
+)
+
+
+RSYNC_UNSUPPORTED = (
+    "The @orbstack connector does not support files.rsync: OrbStack machines are "
+    "reached through orbctl, not SSH. Use files.sync instead (it uploads only the "
+    "files that changed, with files.put)."
 )
 
 
@@ -202,6 +211,9 @@ class OrbStackConnector(BaseConnector):
 
     @override
     def disconnect(self) -> None:
+        # pyinfra removes its sudo askpass files right after disconnect(); done
+        # here, while the binary still runs, that does not start it again.
+        remove_any_sudo_askpass_file(self.host)
         self._release_binary()
         if self._local_temp_dir:
             shutil.rmtree(self._local_temp_dir, ignore_errors=True)
@@ -247,7 +259,14 @@ class OrbStackConnector(BaseConnector):
     def _connect_error_message(self, error: _rpc.RPCError) -> str:
         name = self.machine_name
         if error.code == _rpc.ORBCTL_NOT_FOUND:
-            searched = ", ".join(error.data.get("searched") or [])
+            searched_list = error.data.get("searched") or []
+            if len(searched_list) == 1 and searched_list[0].startswith("PYINFRA_ORBSTACK_ORBCTL="):
+                # The user chose a path: say that path is wrong, not "install OrbStack".
+                return (
+                    f"{error.message}: point PYINFRA_ORBSTACK_ORBCTL at OrbStack's orbctl "
+                    "(`command -v orbctl` shows it), or unset it to search $PATH."
+                )
+            searched = ", ".join(searched_list)
             return (
                 f"orbctl was not found{f' (looked in {searched})' if searched else ''}: "
                 "install OrbStack from https://orbstack.dev, or set PYINFRA_ORBSTACK_ORBCTL "
@@ -427,6 +446,14 @@ class OrbStackConnector(BaseConnector):
             echo(f"{self.host.print_prefix}file downloaded: {remote_filename}", err=True)
         return True
 
+    @override
+    def check_can_rsync(self) -> None:
+        raise NotImplementedError(RSYNC_UNSUPPORTED)
+
+    @override
+    def rsync(self, src, dest, flags, print_output=False, print_input=False, **arguments) -> bool:
+        raise NotImplementedError(RSYNC_UNSUPPORTED)
+
     def _transfer(self, method: str, local_path: str, remote_path: str) -> None:
         params = {
             "machine": self.machine_name,
@@ -440,7 +467,9 @@ class OrbStackConnector(BaseConnector):
             try:
                 client.call(method, params)
             except _rpc.RPCError as e:
-                raise OSError(f"{remote_path}: {e.message}") from None
+                # The binary's message normally names the path already.
+                message = e.message if remote_path in e.message else f"{remote_path}: {e.message}"
+                raise OSError(message) from None
 
     def _put_escalated(self, local_path, remote_filename, target_user, arguments, print_input) -> None:
         # Upload as the connector user into a private directory, then copy into
@@ -463,7 +492,9 @@ class OrbStackConnector(BaseConnector):
                 f"{{ chown \"$(stat -c %u:%g {q_dest})\" {q_temp} 2>/dev/null || true; }}; fi && "
                 f"mv -f {q_temp} {q_dest}"
             )
-            self._check(script, arguments, print_input)
+            # Errors name the destination, as the binary's do, not the temp file.
+            self._check(script, arguments, print_input,
+                        failure=f"writing {remote_filename} on {self.machine_name} failed")
         finally:
             self._remove_stage_dir(stage_dir, plain_arguments, print_input)
 
@@ -477,7 +508,8 @@ class OrbStackConnector(BaseConnector):
             f"chmod 0711 \"$d\" && cat {shlex.quote(remote_filename)} > \"$d/{name}\" && "
             f"chmod 0644 \"$d/{name}\" && echo \"$d\" || {{ rm -rf \"$d\"; exit 1; }}"
         )
-        output = self._check(script, arguments, print_input)
+        output = self._check(script, arguments, print_input,
+                             failure=f"reading {remote_filename} on {self.machine_name} failed")
         stage_dir = output.stdout_lines[-1]
         try:
             self._transfer("file.get", local_path, f"{stage_dir}/{name}")
@@ -507,10 +539,11 @@ class OrbStackConnector(BaseConnector):
         except OSError as e:
             logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {e}")
 
-    def _check(self, script: str, arguments, print_input) -> CommandOutput:
+    def _check(self, script: str, arguments, print_input, failure: str = "") -> CommandOutput:
         ok, output = self.run_shell_command(StringCommand(script), print_input=print_input, **arguments)
         if not ok:
-            raise OSError(output.stderr or output.stdout or f"command failed: {script}")
+            detail = output.stderr or output.stdout or f"command failed: {script}"
+            raise OSError(f"{failure}: {detail}" if failure else detail)
         return output
 
     # -- local side of transfers
@@ -586,14 +619,24 @@ class _LocalDestination:
         self.connector = connector
         self.filename_or_io = filename_or_io
         self.spooled: str | None = None
+        self.path: str | None = None
+        self.mode = 0
 
     def __enter__(self) -> str:
         if isinstance(self.filename_or_io, str):
-            return os.path.abspath(self.filename_or_io)
+            self.path = os.path.abspath(self.filename_or_io)
+            self.mode = _local_file_mode(self.path)
+            return self.path
         self.spooled = os.path.join(self.connector._private_dir(), secrets.token_hex(8))
         return self.spooled
 
     def __exit__(self, exc_type, *exc) -> None:
+        if self.path:
+            if exc_type is None:
+                # The binary renames a private (0600) file into place; give the
+                # result the mode pyinfra's other connectors' open("wb") gives it.
+                os.chmod(self.path, self.mode)
+            return
         if not self.spooled:
             return
         try:
@@ -612,6 +655,16 @@ class _LocalDestination:
                     os.remove(leftover)
                 except OSError:
                     pass
+
+
+def _local_file_mode(path: str) -> int:
+    """An existing file's mode, or the one a new file gets (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _escalation_target(arguments: dict) -> str | None:

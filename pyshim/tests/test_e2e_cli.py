@@ -188,6 +188,59 @@ def test_unknown_machine_names_the_existing_ones(sim):
     assert "Traceback" not in output
 
 
+def test_orbctl_override_that_is_wrong_says_so(sim):
+    env = dict(sim.env, PYINFRA_ORBSTACK_ORBCTL="/nope")
+    result = run_pyinfra(env, f"@orbstack/{sim.machine('deploy')}", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "PYINFRA_ORBSTACK_ORBCTL is set to /nope, which is not an executable file" in output
+    assert "install OrbStack" not in output  # it is the override that is wrong
+    assert "Traceback" not in output
+
+
+def test_stopped_orbstack_is_started_by_orbctl(sim):
+    # Like the real orbctl, the simulator starts a stopped OrbStack for any command.
+    machine = sim.machine("deploy")
+    result = run_pyinfra(dict(sim.env, ORBSIM_ORBSTACK="stopped"), f"@orbstack/{machine}",
+                         "exec", "--", "echo up")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[@orbstack/{machine}] up" in result.stderr
+
+
+def test_ctrl_c_mid_command_stops_it_in_the_machine(sim):
+    machine = sim.machine("deploy")
+    in_machine(sim, machine, "rm -f /tmp/cc.pid")
+    # A terminal's Ctrl-C sends SIGINT to the whole foreground process group.
+    proc = subprocess.Popen(
+        [str(PYINFRA), f"@orbstack/{machine}", "exec", "--", "echo $$ > /tmp/cc.pid; exec sleep 60"],
+        env=sim.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        pid = ""
+        while not pid and time.monotonic() < deadline:
+            pid = in_machine(sim, machine, "cat /tmp/cc.pid 2>/dev/null || true").strip()
+            time.sleep(0.2)
+        assert pid, "the command never started"
+        os.killpg(proc.pid, signal.SIGINT)
+        interrupted_at = time.monotonic()
+        output, _ = proc.communicate(timeout=20)
+        assert time.monotonic() - interrupted_at < 10
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Exiting upon user request!" in output
+    assert "Traceback" not in output
+    gone = ""
+    for _ in range(25):  # orbctl forwards the signal into the machine: give it a moment
+        gone = in_machine(sim, machine, f"kill -0 {pid} 2>/dev/null && echo alive || echo gone")
+        if gone == "gone\n":
+            break
+        time.sleep(0.2)
+    assert gone == "gone\n", "the command still runs in the machine"
+    assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout == b""
+
+
 def test_orbctl_missing(sim):
     env = dict(sim.env, PATH="/usr/bin:/bin")
     result = run_pyinfra(env, "@orbstack/anything", "exec", "--", "true")
@@ -320,8 +373,10 @@ def test_sudo_password_is_used_masked_and_its_askpass_file_removed(sim, tmp_path
     # -vv echoed the command, with the password masked; --debug logs don't show it either.
     assert "PYINFRA_SUDO_PASSWORD=" in output
     assert "Pa55-word" not in output
-    # pyinfra removes its askpass script after disconnecting: that call still works.
+    # pyinfra removes its askpass script after disconnecting: that call still works,
+    # and the connector does it before stopping the binary instead of starting another.
     assert in_machine(sim, machine, "ls /tmp/pyinfra-sudo-askpass-* 2>/dev/null || true") == ""
+    assert output.count(" serve --debug (pid ") == 1, output
 
 
 def test_orbstack_image_creates_a_missing_machine(sim):

@@ -3,7 +3,9 @@ failures, and the staging the connector does for sudo/su."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 import pytest
 
@@ -60,16 +62,52 @@ def test_sudo_put_into_a_missing_directory_fails_and_cleans_up(sim, tmp_path, ma
                             "files.put(src=StringIO('x'), dest='/no/such/dir/file', create_remote_dir=False, _sudo=True)\n")
     assert result.returncode != 0
     assert re.search(r"/no/such/dir/.*(Directory nonexistent|No such file or directory)", output), output
+    # The error names the destination the user asked for, not a temp file.
+    assert f"writing /no/such/dir/file on {machine} failed: " in output, output
     assert "Traceback" not in output
     assert no_staging_left(sim, machine)
 
 
-def test_get_of_a_missing_file_fails_with_the_remote_error(sim, tmp_path, machine):
+@pytest.mark.parametrize("sudo", [False, True])
+def test_get_of_a_missing_file_fails_with_the_remote_error(sim, tmp_path, machine, sudo):
     result, output = deploy(sim, tmp_path, machine,
-                            "files.get(src='/etc/no-such-file', dest='got')\n")
+                            f"files.get(src='/etc/no-such-file', dest='got', _sudo={sudo})\n")
     assert result.returncode != 0
-    assert "No such file or directory" in output
+    assert f"reading /etc/no-such-file on {machine} failed: cat: /etc/no-such-file: No such file or directory" \
+        in output, output
+    assert "Traceback" not in output
     assert not (tmp_path / "got").exists()
+
+
+def test_get_gives_local_files_the_mode_open_would(sim, tmp_path, machine):
+    # @ssh and @local write into open(dest, "wb"): a new file gets 0666 less the
+    # umask, an existing one keeps its mode.
+    in_machine(sim, machine, "printf new > /tmp/t-get-a; printf new > /tmp/t-get-b")
+    (tmp_path / "existing").write_text("old")
+    (tmp_path / "existing").chmod(0o640)
+    old_umask = os.umask(0o022)  # the pyinfra child inherits it
+    try:
+        result, output = deploy(sim, tmp_path, machine,
+                                "files.get(src='/tmp/t-get-a', dest='new')\n"
+                                "files.get(src='/tmp/t-get-b', dest='existing')\n")
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == 0, output
+    assert (tmp_path / "new").read_text() == (tmp_path / "existing").read_text() == "new"
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "existing").stat().st_mode) == 0o640
+
+
+def test_rsync_says_it_is_not_supported_and_what_to_use(sim, tmp_path, machine):
+    (tmp_path / "src").mkdir()
+    # Without -y the operation is prepared first, where pyinfra reports its error cleanly.
+    (tmp_path / "deploy.py").write_text("from pyinfra.operations import files\n"
+                                        "files.rsync(src='src/', dest='/tmp/t-rsync')\n")
+    result = run_pyinfra(sim.env, f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "The @orbstack connector does not support files.rsync" in output, output
+    assert "Use files.sync instead" in output
 
 
 def test_su_get_of_a_file_only_that_user_can_read(sim, tmp_path, machine):
