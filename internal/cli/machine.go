@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -85,35 +89,145 @@ func startAndWait(ctx context.Context, c *orbctl.Client, name string, timeout ti
 }
 
 func newCmdMachineCreate(f *Factory) *cobra.Command {
-	var arch, user string
+	var arch, user, memory, disk string
+	var cpus int
+	var existsOK bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create DISTRO[:VERSION] NAME",
 		Short: "Create a machine and wait until it answers commands",
 		Long: `Create a machine from an OrbStack image ("orbctl create") and wait until it
-answers commands. An existing NAME is an error (exit status 4): the machine is
-left alone.`,
+answers commands. An existing NAME is an error (exit status 4) and the machine
+is left alone, unless --exists-ok is given: then an existing machine (whatever
+its image) is started if needed, waited for and reported with its image, so a
+CI job can run the same line every time.
+
+--cpus, --memory and --disk (OrbStack 2.x) set the machine's limits through
+"orbctl config set machine.NAME.cpu|memory_mib|disk_bytes" once it exists,
+and only those that differ, on an existing machine too.`,
 		Example: `  pyinfra-orbstack machine create debian:bookworm web
-  pyinfra-orbstack machine create --arch amd64 --user deploy ubuntu:noble ci-runner`,
+  pyinfra-orbstack machine create --arch amd64 --user deploy ubuntu:noble ci-runner
+  pyinfra-orbstack machine create --exists-ok --cpus 2 --memory 4G debian:bookworm ci`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
+			image, name := a[0], a[1]
+			limits, err := machineLimits(cmd, name, cpus, memory, disk)
+			if err != nil {
+				return err
+			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				err := c.Create(cmd.Context(), orbctl.CreateOptions{Image: a[0], Name: a[1], Arch: arch, User: user})
+				ctx := cmd.Context()
+				err := c.Create(ctx, orbctl.CreateOptions{Image: image, Name: name, Arch: arch, User: user})
+				existed := existsOK && errors.Is(err, orbctl.ErrMachineExists)
+				if err != nil && !existed {
+					return err
+				}
+				if err := setLimits(ctx, f, c, limits); err != nil {
+					return err
+				}
+				var start func(context.Context, string) error
+				if existed {
+					start = c.Start // create starts a new machine; an old one may be stopped
+				}
+				if err := startAndWait(ctx, c, name, timeout, start); err != nil {
+					return err
+				}
+				if !existed {
+					fmt.Fprintf(f.Out, "created %s\n", name)
+					return nil
+				}
+				m, err := c.Info(ctx, name)
 				if err != nil {
 					return err
 				}
-				if err := startAndWait(cmd.Context(), c, a[1], timeout, nil); err != nil {
-					return err
-				}
-				fmt.Fprintf(f.Out, "created %s\n", a[1])
+				fmt.Fprintf(f.Out, "%s already exists (%s:%s, %s) and is running\n", name, m.Distro, m.Version, m.Arch)
 				return nil
 			})
 		},
 	}
 	cmd.Flags().StringVarP(&arch, "arch", "a", "", "CPU architecture (arm64 or amd64; default: the Mac's)")
 	cmd.Flags().StringVarP(&user, "user", "u", "", "default user to create (default: your macOS user name)")
+	cmd.Flags().BoolVar(&existsOK, "exists-ok", false, "succeed when NAME exists: start it if needed and wait")
+	cmd.Flags().IntVar(&cpus, "cpus", 0, "CPU limit (OrbStack 2.x; 0 = leave as is)")
+	cmd.Flags().StringVar(&memory, "memory", "", "memory limit, e.g. 4G or 2048M (OrbStack 2.x)")
+	cmd.Flags().StringVar(&disk, "disk", "", "disk limit, e.g. 32G (OrbStack 2.x)")
 	addTimeoutFlag(cmd, &timeout)
 	return cmd
+}
+
+// setting is one OrbStack key and the value wanted for it.
+type setting struct{ key, value string }
+
+// machineLimits turns --cpus/--memory/--disk into machine.NAME.* settings,
+// rejecting bad values before anything runs.
+func machineLimits(cmd *cobra.Command, name string, cpus int, memory, disk string) ([]setting, error) {
+	var out []setting
+	if cpus < 0 {
+		return nil, &usageError{cmd: cmd, err: fmt.Errorf("--cpus must be a positive number, got %d", cpus)}
+	}
+	if cpus > 0 {
+		out = append(out, setting{machineKey(name, "cpu"), strconv.Itoa(cpus)})
+	}
+	if memory != "" {
+		b, err := parseSize(memory, 1<<20)
+		if err != nil {
+			return nil, &usageError{cmd: cmd, err: fmt.Errorf("--memory: %w", err)}
+		}
+		out = append(out, setting{machineKey(name, "memory_mib"), strconv.FormatInt(b>>20, 10)})
+	}
+	if disk != "" {
+		b, err := parseSize(disk, 1)
+		if err != nil {
+			return nil, &usageError{cmd: cmd, err: fmt.Errorf("--disk: %w", err)}
+		}
+		out = append(out, setting{machineKey(name, "disk_bytes"), strconv.FormatInt(b, 10)})
+	}
+	return out, nil
+}
+
+// setLimits sets the settings whose current value differs, saying so on stdout.
+func setLimits(ctx context.Context, f *Factory, c *orbctl.Client, settings []setting) error {
+	for _, s := range settings {
+		if err := setIfDifferent(ctx, f, c, s.key, s.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// machineKey is orbctl's per-machine key; a name with dots is quoted, as
+// orbctl expects: machine."a.b".cpu.
+func machineKey(name, key string) string {
+	if strings.Contains(name, ".") {
+		name = strconv.Quote(name)
+	}
+	return "machine." + name + "." + key
+}
+
+var sizeRE = regexp.MustCompile(`(?i)^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$`)
+
+// parseSize reads "4G", "2048M", "1.5G" or a plain number of unit bytes, in
+// binary units as OrbStack's --memory/--disk do.
+func parseSize(s string, unit int64) (int64, error) {
+	m := sizeRE.FindStringSubmatch(s)
+	if m == nil {
+		return 0, fmt.Errorf("invalid size %q: use a number with an optional K/M/G/T unit, e.g. 4G", s)
+	}
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q: %w", s, err)
+	}
+	switch strings.ToUpper(m[2]) {
+	case "K":
+		unit = 1 << 10
+	case "M":
+		unit = 1 << 20
+	case "G":
+		unit = 1 << 30
+	case "T":
+		unit = 1 << 40
+	}
+	return int64(n * float64(unit)), nil
 }
 
 func newCmdMachineDelete(f *Factory) *cobra.Command {
@@ -270,12 +384,17 @@ func newCmdMachineExport(f *Factory) *cobra.Command {
 		Use:   "export NAME FILE",
 		Short: "Write a machine to an archive file",
 		Long: `Write a machine to an archive ("orbctl export"), e.g. web.tar.zst. FILE is
-relative to the current directory.`,
-		Args: args(cobra.ExactArgs(2)),
+relative to the current directory; its directory must exist (exit status 2
+otherwise, before orbctl runs). An existing FILE is replaced, as orbctl does.`,
+		Example: `  pyinfra-orbstack machine export web "backups/web-$(date -u +%Y%m%dT%H%M%SZ).tar.zst"`,
+		Args:    args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			path, err := filepath.Abs(a[1])
 			if err != nil {
 				return err
+			}
+			if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
+				return &usageError{err: fmt.Errorf("cannot write %s: directory %s does not exist (create it first)", path, filepath.Dir(path))}
 			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				if err := c.Export(cmd.Context(), a[0], path); err != nil {
@@ -290,20 +409,37 @@ relative to the current directory.`,
 
 func newCmdMachineImport(f *Factory) *cobra.Command {
 	var name string
+	var start bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Create a machine from an archive file",
 		Long: `Create a machine from an archive made by "machine export" ("orbctl import").
---name chooses its name; by default it keeps the exported name.`,
-		Args: args(cobra.ExactArgs(1)),
+--name chooses its name; by default it keeps the exported name. The new machine
+is stopped unless --start is given, in which case it is started and the command
+waits until it answers commands. An existing name is exit status 4; a missing
+FILE is exit status 2, before orbctl runs.`,
+		Example: `  pyinfra-orbstack machine import --name web --start web.tar.zst`,
+		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			path, err := filepath.Abs(a[0])
 			if err != nil {
 				return err
 			}
+			if st, err := os.Stat(path); err != nil || st.IsDir() {
+				return &usageError{err: fmt.Errorf("archive %s: not a readable file (make one with: pyinfra-orbstack machine export NAME FILE)", path)}
+			}
+			if start && name == "" {
+				return &usageError{cmd: cmd, err: errors.New("--start needs --name: the archive does not tell us which machine it makes")}
+			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				if err := c.Import(cmd.Context(), path, name); err != nil {
 					return err
+				}
+				if start {
+					if err := startAndWait(cmd.Context(), c, name, timeout, c.Start); err != nil {
+						return err
+					}
 				}
 				fmt.Fprintf(f.Out, "imported %s\n", path)
 				return nil
@@ -311,6 +447,8 @@ func newCmdMachineImport(f *Factory) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&name, "name", "n", "", "name of the new machine")
+	cmd.Flags().BoolVar(&start, "start", false, "start the machine and wait until it answers commands (needs --name)")
+	addTimeoutFlag(cmd, &timeout)
 	return cmd
 }
 

@@ -170,3 +170,118 @@ func TestConfigSetAndGetOnTheSimulator(t *testing.T) {
 		t.Fatalf("unknown key: exit %d, %s", code, errOut)
 	}
 }
+
+// TestMachineCreateExistsOKOnTheSimulator: a CI line that runs every time
+// succeeds on an existing machine, starts it when stopped, and keeps it.
+func TestMachineCreateExistsOKOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	if code, _, errOut := run(t, nil, "machine", "create", "debian:bookworm", "ci"); code != 0 {
+		t.Fatalf("create: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := run(t, nil, "machine", "stop", "ci"); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	code, out, errOut := run(t, nil, "machine", "create", "--exists-ok", "debian:bookworm", "ci")
+	if code != 0 || !strings.HasPrefix(out, "ci already exists (debian:bookworm, ") || !strings.HasSuffix(out, ") and is running\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, errOut := run(t, nil, "machine", "create", "debian:bookworm", "ci"); code != ExitMachineExists {
+		t.Fatalf("without --exists-ok: exit %d, stderr %q", code, errOut)
+	}
+	code, out, _ = run(t, nil, "machine", "info", "--json", "ci")
+	var m orbctl.Machine
+	if code != 0 || json.Unmarshal([]byte(out), &m) != nil || m.State != "running" {
+		t.Fatalf("info: exit %d, %q", code, out)
+	}
+}
+
+func TestMachineCreateSetsLimitsOnlyWhenTheyDifferOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	code, out, errOut := run(t, nil, "machine", "create", "--cpus", "1", "--memory", "1.5G", "--disk", "8G", "debian", "lim")
+	want := "set machine.lim.cpu to 1\nset machine.lim.memory_mib to 1536\nset machine.lim.disk_bytes to 8589934592\ncreated lim\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
+	}
+	code, out, errOut = run(t, nil, "machine", "create", "--exists-ok", "--cpus", "2", "--memory", "1536M", "debian", "lim")
+	if code != 0 || !strings.HasPrefix(out, "set machine.lim.cpu to 2\nmachine.lim.memory_mib is already 1536\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, _ := run(t, nil, "config", "get", "machine.lim.cpu"); code != 0 || out != "2\n" {
+		t.Fatalf("config get: exit %d, %q", code, out)
+	}
+}
+
+func TestMachineCreateRefusesABadSizeBeforeOrbctlRuns(t *testing.T) {
+	withFakeOrbctl(t, nil)
+	log := fakeLog(t)
+	for _, a := range [][]string{{"--memory", "lots"}, {"--disk", "1X"}, {"--cpus", "-1"}} {
+		code, _, errOut := run(t, nil, append(append([]string{"machine", "create"}, a...), "debian", "web")...)
+		if code != ExitUsage || !strings.Contains(errOut, a[0]) {
+			t.Fatalf("%q: exit %d, stderr %q", a, code, errOut)
+		}
+	}
+	if log() != "" {
+		t.Fatalf("orbctl was called: %q", log())
+	}
+}
+
+func TestMachineExportAndImportCheckTheirFilesBeforeOrbctlRuns(t *testing.T) {
+	withFakeOrbctl(t, map[string]string{"web": "running"})
+	log := fakeLog(t)
+	dir := t.TempDir()
+	code, _, errOut := run(t, nil, "machine", "export", "web", filepath.Join(dir, "missing", "web.tar.zst"))
+	if code != ExitUsage || !strings.Contains(errOut, "does not exist (create it first)") {
+		t.Fatalf("export: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = run(t, nil, "machine", "import", "--name", "web2", filepath.Join(dir, "none.tar.zst"))
+	if code != ExitUsage || !strings.Contains(errOut, "not a readable file") {
+		t.Fatalf("import: exit %d, stderr %q", code, errOut)
+	}
+	if log() != "" {
+		t.Fatalf("orbctl was called: %q", log())
+	}
+}
+
+func TestMachineImportStartWaitsUntilItAnswersOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	archive := filepath.Join(t.TempDir(), "src.tar.zst")
+	for _, a := range [][]string{{"machine", "create", "debian", "src"}, {"machine", "export", "src", archive}} {
+		if code, _, errOut := run(t, nil, a...); code != 0 {
+			t.Fatalf("%q: exit %d: %s", a, code, errOut)
+		}
+	}
+	if code, _, errOut := run(t, nil, "machine", "import", "--start", archive); code != ExitUsage || !strings.Contains(errOut, "--start needs --name") {
+		t.Fatalf("--start without --name: exit %d, %q", code, errOut)
+	}
+	code, out, errOut := run(t, nil, "machine", "import", "--name", "back", "--start", archive)
+	if code != 0 || out != "imported "+archive+"\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = run(t, nil, "machine", "info", "--json", "back")
+	var m orbctl.Machine
+	if code != 0 || json.Unmarshal([]byte(out), &m) != nil || m.State != "running" {
+		t.Fatalf("info: exit %d, %q", code, out)
+	}
+}
+
+func TestConfigSetSaysWhetherItChangedAndWhenOrbStackMustRestart(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	code, out, errOut := run(t, nil, "config", "set", "cpu", "3")
+	if code != 0 || out != "set cpu to 3\n" || !strings.Contains(errOut, "OrbStack must restart to apply cpu") {
+		t.Fatalf("first set: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = run(t, nil, "config", "set", "cpu", "3")
+	if code != 0 || out != "cpu is already 3\n" || errOut != "" {
+		t.Fatalf("second set: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, errOut = run(t, nil, "config", "set", "docker.node_name", "ci")
+	if code != 0 || out != "set docker.node_name to ci\n" || errOut != "" {
+		t.Fatalf("a live key: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, errOut := run(t, nil, "config", "set", "machine.ghost.cpu", "1"); code != ExitMachineNotFound {
+		t.Fatalf("missing machine: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(t, nil, "config", "set", "no.such.key", "1"); code != ExitUsage {
+		t.Fatalf("unknown key: exit %d, %q", code, errOut)
+	}
+}
