@@ -178,16 +178,42 @@ func defaultMachine(inv *state.Inventory) *state.Machine {
 
 // runIn executes spec in the machine and returns its exit status.
 func (a *App) runIn(key string, keySet bool, spec guest.ExecSpec) error {
-	m, err := a.target(key, keySet)
-	if err != nil {
-		return err
+	// Pick the machine and hold off stops until the command runs inside it
+	// (HoldEntry). If a stop or delete won the race, look again: a stopped
+	// machine is started, a deleted one is not found.
+	var m *state.Machine
+	var release func()
+	for attempt := 0; ; attempt++ {
+		var err error
+		if m, err = a.target(key, keySet); err != nil {
+			return err
+		}
+		var alive bool
+		if release, alive = a.RT.HoldEntry(m); alive {
+			break
+		}
+		release()
+		if attempt == 3 {
+			return rpcErrorf("machine '%s' keeps stopping while a command enters it", m.Name)
+		}
 	}
+	defer release()
 	if spec.User == "" {
 		spec.User = m.DefaultUser
 	}
+	spec.ReportStart = true
 	cmd, err := a.RT.Command(m, spec)
 	if err != nil {
 		return err
+	}
+	started, startedW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer started.Close()
+	cmd.ExtraFiles = append(cmd.ExtraFiles, startedW) // guest.StartedFD
+	if len(cmd.ExtraFiles)+2 != guest.StartedFD {
+		panic("orbsim: started pipe is not on guest.StartedFD")
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = a.Stdin, os.Stdout, os.Stderr
 	tty := isTTY(a.Stdin)
@@ -201,11 +227,15 @@ func (a *App) runIn(key string, keySet bool, spec guest.ExecSpec) error {
 	signal.Ignore(forwarded...)
 	goruntime.LockOSThread() // Pdeathsig follows the thread that forked
 	err = cmd.Start()
+	startedW.Close()
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
 	if err != nil {
 		return fmt.Errorf("cannot enter machine %s: %w", m.Name, err)
 	}
+	// One byte once the command runs in the machine, EOF if entering failed.
+	started.Read(make([]byte, 1))
+	release()
 	done := make(chan struct{})
 	go func() {
 		for {

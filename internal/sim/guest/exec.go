@@ -33,7 +33,14 @@ type ExecSpec struct {
 	// user can read (push) or write (pull) the host's files.
 	ReadAny  bool `json:"read_any"`
 	WriteAny bool `json:"write_any"`
+	// ReportStart: the host passed a pipe as StartedFD, and the helper
+	// writes one byte to it once the command has started (see HoldEntry).
+	ReportStart bool `json:"report_start"`
 }
+
+// StartedFD is the helper's fd for ExecSpec.ReportStart (after the binary
+// on fd 3 and the request on fd 4).
+const StartedFD = 5
 
 // Account is a passwd entry.
 type Account struct {
@@ -156,6 +163,9 @@ func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// reportStart tells the host the command has started (ExecSpec.ReportStart).
+var reportStart = func() {}
+
 // ExecMain runs inside the machine (entered by nsenter) as root. It becomes
 // the user's login shell running the command, forwards signals to it, and
 // exits with its status.
@@ -186,6 +196,14 @@ func ExecMain(request string) int {
 	if err := json.Unmarshal(specJSON, &spec); err != nil {
 		fmt.Fprintf(os.Stderr, "orbsim: bad exec request: %v\n", err)
 		return 1
+	}
+	if spec.ReportStart {
+		// Close the pipe before the command could inherit it; any exit
+		// (an unknown user, say) also counts as "started" for the host.
+		started := os.NewFile(StartedFD, "started")
+		syscall.CloseOnExec(StartedFD)
+		defer started.Close()
+		reportStart = func() { started.Write([]byte{1}); started.Close() }
 	}
 	acct, err := LookupAccount("/etc/passwd", spec.User)
 	if err != nil {
@@ -249,7 +267,9 @@ func ExecMain(request string) int {
 		}
 	}
 	cmd.SysProcAttr = attr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	reportStart()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "orbsim: cannot start %s: %v\n", cmd.Path, err)
 		return 127
 	}

@@ -148,10 +148,64 @@ func (r *Runtime) Start(m *state.Machine) error {
 	return nil
 }
 
+// entryLock is the file that orders entering a machine (run, push, pull)
+// against stopping it: an entry holds it shared from the moment it picks the
+// machine's init until its command has started inside, and Stop takes it
+// exclusively. So a command that races a stop or a delete either starts
+// before it (and is then ended with the machine, like any of its processes)
+// or sees the machine stopped; it never trips over a half-gone init.
+func (r *Runtime) entryLock(m *state.Machine) string {
+	return filepath.Join(r.Store.MachineDir(m.ID), "entry.lock")
+}
+
+// HoldEntry takes the entry lock shared and reports whether m's init is
+// still alive under it. The caller calls release once its command has
+// started in the machine (or has failed to).
+func (r *Runtime) HoldEntry(m *state.Machine) (release func(), alive bool) {
+	// No O_CREATE: a deleted machine's directory must not come back.
+	f, err := os.OpenFile(r.entryLock(m), os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) && m.Init.Alive() {
+		f, err = os.OpenFile(r.entryLock(m), os.O_RDWR|os.O_CREATE, 0o600)
+	}
+	if err != nil {
+		return func() {}, false
+	}
+	if err := flockRetry(f, unix.LOCK_SH); err != nil {
+		f.Close()
+		return func() {}, false
+	}
+	return func() { f.Close() }, m.Init.Alive()
+}
+
+// holdOffEntries waits (up to a few seconds: a stopped orbctl must not
+// block stop forever) until no command is entering m, and keeps new ones out
+// until release.
+func (r *Runtime) holdOffEntries(m *state.Machine) (release func()) {
+	f, err := os.OpenFile(r.entryLock(m), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return func() {}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return func() { f.Close() }
+}
+
+func flockRetry(f *os.File, how int) error {
+	for {
+		err := unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
 // Stop ends m's init (and with it every process of the machine) and frees
 // its address. The caller holds the store lock and saves m afterwards.
 func (r *Runtime) Stop(m *state.Machine) error {
 	if m.Running() {
+		defer r.holdOffEntries(m)()
 		unix.Kill(m.Init.PID, unix.SIGTERM)
 		if !waitGone(m.Init, 5*time.Second) {
 			unix.Kill(m.Init.PID, unix.SIGKILL)

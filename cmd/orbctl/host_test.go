@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// What a CI user meets besides the reference: host problems, host
+// reboots, and commands racing each other.
+
+// initPIDs reads the init PIDs the simulator recorded, by machine name.
+func (s *sim) initPIDs() map[string]int {
+	s.t.Helper()
+	var st struct {
+		Machines []struct {
+			Name string `json:"name"`
+			Init struct {
+				PID int `json:"pid"`
+			} `json:"init"`
+		} `json:"machines"`
+	}
+	b, err := os.ReadFile(filepath.Join(s.home, "state.json"))
+	require.NoError(s.t, err)
+	require.NoError(s.t, json.Unmarshal(b, &st))
+	pids := map[string]int{}
+	for _, m := range st.Machines {
+		pids[m.Name] = m.Init.PID
+	}
+	return pids
+}
+
+func TestHostProblems(t *testing.T) {
+	t.Parallel()
+	t.Run("an unusable ORBSIM_HOME is named, with what to do and no usage text", func(t *testing.T) {
+		s := newSim(t).with("ORBSIM_HOME=/proc/orbsim-cannot-be-here")
+		r := s.orbctl("list")
+		assert.Equal(t, 1, r.Code)
+		assert.Empty(t, r.Stdout)
+		assert.Equal(t, "orbsim: cannot create ORBSIM_HOME /proc/orbsim-cannot-be-here: mkdir /proc/orbsim-cannot-be-here: no such file or directory; point ORBSIM_HOME at a writable directory\n", r.Stderr)
+	})
+	t.Run("a corrupt state file is named, with what to do", func(t *testing.T) {
+		s := newSim(t)
+		require.NoError(t, os.WriteFile(filepath.Join(s.home, "state.json"), []byte("{half"), 0o600))
+		r := s.orbctl("list")
+		assert.Equal(t, 1, r.Code)
+		assert.Contains(t, r.Stderr, "orbsim: corrupt simulator state "+filepath.Join(s.home, "state.json"))
+		assert.Contains(t, r.Stderr, "move it away to start afresh")
+		assert.NotContains(t, r.Stderr, "Usage:")
+		require.NoError(t, os.Remove(filepath.Join(s.home, "state.json"))) // for the cleanup's delete -a
+	})
+	t.Run("a full disk", func(t *testing.T) {
+		s := newSim(t)
+		// A 1 MiB tmpfs as ORBSIM_HOME: room for two machines' layers.
+		home := filepath.Join(s.home, "small")
+		require.NoError(t, os.Mkdir(home, 0o700))
+		require.NoError(t, unix.Mount("orbsim-test", home, "tmpfs", 0, "size=1m"))
+		full := s.with("ORBSIM_HOME=" + home)
+		t.Cleanup(func() {
+			full.run("orbctl", "delete", "-a", "-f")
+			unix.Unmount(home, unix.MNT_DETACH)
+		})
+		full.machine("filler")
+		full.machine("spare")
+		r := full.orbctl("run", "-m", "filler", "-u", "root", "sh", "-c", "head -c 2000000 /dev/zero > /root/big")
+		require.Equal(t, 1, r.Code, "the machine's own writes get ENOSPC: %+v", r)
+		inits := countInits(home)
+
+		t.Run("create fails before booting anything, naming the cause and the remedy", func(t *testing.T) {
+			r := full.orbctl("create", "debian", "more")
+			assert.Equal(t, 1, r.Code)
+			assert.Equal(t, "orbsim: cannot save simulator state "+home+"/state.json: no space left on device; free space on the filesystem of ORBSIM_HOME="+home+" (machines' files live there too) and retry\n", r.Stderr)
+			assert.Equal(t, inits, countInits(home), "no machine init left running without a record")
+			assert.NotContains(t, full.ok("list", "-q"), "more")
+		})
+		t.Run("stop still works", func(t *testing.T) {
+			full.ok("stop", "spare")
+			rec, _ := full.info("spare")
+			assert.Equal(t, "stopped", rec.State)
+		})
+		t.Run("delete still works, and frees the room", func(t *testing.T) {
+			full.ok("delete", "-f", "filler")
+			full.machine("more")
+			assert.ElementsMatch(t, []string{"spare", "more"}, strings.Fields(full.ok("list", "-q")))
+		})
+	})
+}
+
+// countInits counts the running machine inits whose layers are under home.
+func countInits(home string) int {
+	out, _ := exec.Command("pgrep", "-f", "__orbsim-init .*"+home+"/machines/").Output()
+	return len(strings.Fields(string(out)))
+}
+
+// A host reboot leaves the state file claiming running machines whose inits
+// are gone, no orbsim0 bridge and an empty /run/orbsim. The test runs the
+// simulator in its own mount and network namespaces (held open by a
+// "holder" process) so it can take all of that away without touching the
+// host's machines. Its ORBSIM_HOME has a space in its path, as macOS-style
+// CI paths often do.
+func TestHostReboot(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs util-linux unshare")
+	}
+	require.NoError(t, os.MkdirAll("/run/orbsim", 0o755))
+	holder := exec.Command("unshare", "--mount", "--net", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs orbsim-test /run/orbsim && ip link set lo up && echo ready && exec sleep 600")
+	out, err := holder.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, holder.Start())
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	require.Equal(t, "ready\n", line, "namespace holder did not start")
+	ns := strconv.Itoa(holder.Process.Pid)
+	inNS := func(args ...string) *exec.Cmd {
+		return exec.Command("nsenter", append([]string{"-t", ns, "-m", "-n", "--"}, args...)...)
+	}
+	home := filepath.Join(s.home, "with space")
+	require.NoError(t, os.Mkdir(home, 0o700))
+	booted := s.with("ORBSIM_HOME=" + home)
+	booted.home = home
+	orbctl := func(args ...string) result {
+		cmd := inNS(append([]string{filepath.Join(binDir, "orbctl")}, args...)...)
+		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/root"}, booted.env...)
+		cmd.Dir = "/"
+		var o, e strings.Builder
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{o.String(), e.String(), code}
+	}
+	ok := func(args ...string) string {
+		t.Helper()
+		r := orbctl(args...)
+		require.Equal(t, 0, r.Code, "orbctl %v: %+v", args, r)
+		return r.Stdout
+	}
+	t.Cleanup(func() {
+		orbctl("delete", "-a", "-f")
+		holder.Process.Kill()
+		holder.Wait()
+	})
+
+	ok("create", "debian", "r1")
+	ok("create", "debian", "r2")
+	ok("run", "-m", "r1", "-u", "root", "sh", "-c", "echo kept > /root/f")
+	// The reboot: every init dies, the bridge and the /run registry go.
+	for _, pid := range booted.initPIDs() {
+		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	}
+	require.NoError(t, waitExit(booted.initPIDs()))
+	o, err := inNS("sh", "-c", "ip link del orbsim0 && umount /run/orbsim && mount -t tmpfs orbsim-test /run/orbsim").CombinedOutput()
+	require.NoError(t, err, string(o))
+
+	t.Run("machines are reported stopped, without addresses", func(t *testing.T) {
+		assert.Regexp(t, `(?m)^r1 +stopped .*\n^r2 +stopped `, ok("list"))
+		var info map[string]any
+		require.NoError(t, json.Unmarshal([]byte(ok("info", "-f", "json", "r1")), &info))
+		assert.NotContains(t, info, "ip4")
+	})
+	t.Run("run boots the machine again with its files", func(t *testing.T) {
+		assert.Equal(t, "kept\n", ok("run", "-m", "r1", "-u", "root", "cat", "/root/f"))
+	})
+	t.Run("start rebuilds the network: machines reach each other by name", func(t *testing.T) {
+		ok("start", "r2")
+		ok("run", "-m", "r1", "ping", "-c1", "-W2", "r2.orb.local")
+	})
+}
+
+func waitExit(pids map[string]int) error {
+	for name, pid := range pids {
+		for i := 0; ; i++ {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || strings.Contains(string(b), ") Z ") {
+				break
+			}
+			if i > 500 {
+				return fmt.Errorf("init of %s (pid %d) did not die", name, pid)
+			}
+			unix.Nanosleep(&unix.Timespec{Nsec: 10e6}, nil)
+		}
+	}
+	return nil
+}
+
+// run and delete at once: a run that loses the race ends with the machine
+// (128+SIGTERM, or 128+SIGKILL if it outlived the stop's grace) or finds no
+// machine (a silent exit 1, as for any missing
+// machine); it never fails on the half-gone machine (nsenter's "cannot open
+// /proc/PID/ns/..." or the helper's refusal).
+func TestDeleteRacingRuns(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	for round := 0; round < 4; round++ {
+		name := fmt.Sprintf("race%d", round)
+		s.machine(name)
+		var wg sync.WaitGroup
+		results := make(chan result, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results <- s.orbctl("run", "-m", name, "-w", "/", "true")
+			}()
+		}
+		del := s.orbctl("delete", "-f", name)
+		wg.Wait()
+		close(results)
+		assert.Equal(t, 0, del.Code, "delete: %+v", del)
+		for r := range results {
+			assert.Contains(t, []int{0, 1, 143, 137}, r.Code, "run exit code: %+v", r)
+			assert.Empty(t, r.Stderr, "run stderr")
+		}
+		assert.NotContains(t, s.ok("list", "-q"), name)
+	}
+}
