@@ -487,7 +487,7 @@ class OrbStackConnector(BaseConnector):
             temp = f"{dest_dir}/.{posixpath.basename(remote_filename)}.pyinfra-{secrets.token_hex(6)}"
             q_temp, q_dest = shlex.quote(temp), shlex.quote(remote_filename)
             script = (
-                f"trap 'rm -f {q_temp}' EXIT && cat {shlex.quote(staged)} > {q_temp} && "
+                f"trap {shlex.quote(f'rm -f {q_temp}')} EXIT && cat {shlex.quote(staged)} > {q_temp} && "
                 f"if [ -e {q_dest} ]; then chmod \"$(stat -c %a {q_dest})\" {q_temp} && "
                 f"{{ chown \"$(stat -c %u:%g {q_dest})\" {q_temp} 2>/dev/null || true; }}; fi && "
                 f"mv -f {q_temp} {q_dest}"

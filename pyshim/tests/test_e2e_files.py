@@ -42,6 +42,20 @@ def test_sudo_put_over_an_existing_file_keeps_its_mode_and_owner(sim, tmp_path, 
     assert no_staging_left(sim, machine)
 
 
+@pytest.mark.parametrize("sudo", [False, True])
+def test_put_and_get_of_a_path_with_spaces_quotes_and_unicode(sim, tmp_path, machine, sudo):
+    name = "/tmp/t dir ✓/it's \"q\" $HOME.txt"
+    result, output = deploy(sim, tmp_path, machine,
+                            f"files.put(src=StringIO('ü\\n'), dest={name!r}, _sudo={sudo})\n"
+                            f"files.get(src={name!r}, dest='got ✓', _sudo={sudo})\n")
+    assert result.returncode == 0, output
+    assert (tmp_path / "got ✓").read_text() == "ü\n"
+    owner = "root" if sudo else "dev"
+    assert in_machine(sim, machine, "stat -c %U \"/tmp/t dir ✓/it's \\\"q\\\" \\$HOME.txt\"") == f"{owner}\n"
+    assert no_staging_left(sim, machine)
+    in_machine(sim, machine, "rm -rf '/tmp/t dir ✓'")
+
+
 def test_plain_put_over_an_existing_file_keeps_its_mode(sim, tmp_path, machine):
     in_machine(sim, machine, "printf old > ~/keep && chmod 600 ~/keep", user="dev")
     result, output = deploy(sim, tmp_path, machine, "files.put(src=StringIO('new'), dest='/home/dev/keep')\n")
