@@ -88,6 +88,11 @@ func TestCreate(t *testing.T) {
 	t.Run("hostname is the machine name", func(t *testing.T) {
 		assert.Equal(t, "web\n", s.ok("run", "-m", "web", "hostname"))
 	})
+	t.Run("a 64-character name, the hostname limit, is the hostname too", func(t *testing.T) {
+		long := strings.Repeat("l", 64)
+		s.machine(long)
+		assert.Equal(t, long+"\n", s.ok("run", "-m", long, "hostname"))
+	})
 	t.Run("-p prompts for the user's password and sets it", func(t *testing.T) {
 		r := s.runIn("s3cret\n", "orbctl", "create", "-p", "debian", "pw")
 		assert.Equal(t, result{"", "Password for Linux user: ", 0}, r)

@@ -98,6 +98,15 @@ func NewCmdPull(app *App) *cobra.Command {
 	return cmd
 }
 
+// dockerMachineID is OrbStack's builtin docker machine (§3.1). It is never
+// listed, and the simulator has no Docker, so only the errors of §5 that
+// name builtins are modelled. The reference lists those messages without the
+// "[-32098] " prefix, but they come from the server like every other check
+// on records, so we print the prefix (our reading; unconfirmed).
+const dockerMachineID = "01GQQVF6C60000000000DOCKER"
+
+func isBuiltin(key string) bool { return key == "docker" || key == dockerMachineID }
+
 // NewCmdClone is `orbctl clone` (§2): the copy is stopped.
 func NewCmdClone(app *App) *cobra.Command {
 	return &cobra.Command{
@@ -109,6 +118,9 @@ func NewCmdClone(app *App) *cobra.Command {
 				return err
 			}
 			return app.Store.Update(func(inv *state.Inventory) error {
+				if isBuiltin(args[0]) {
+					return rpcErrorf("cannot clone builtin machine")
+				}
 				src := inv.ByKey(args[0])
 				if src == nil {
 					return notFound(args[0])
@@ -144,6 +156,9 @@ func NewCmdRename(app *App) *cobra.Command {
 				return err
 			}
 			return app.Store.Update(func(inv *state.Inventory) error {
+				if isBuiltin(args[0]) {
+					return rpcErrorf("cannot rename builtin machine")
+				}
 				m := inv.ByKey(args[0])
 				if m == nil {
 					return notFound(args[0])
