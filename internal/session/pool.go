@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,11 @@ var ErrUnavailable = errors.New("no command session available")
 // MaxStdin is the largest stdin sent through a session; larger ones take the
 // per-call path, which streams them.
 const MaxStdin = 1 << 20
+
+// MaxScript bounds the shell text of one command through a session. The agent
+// passes it as one argument, and Linux refuses an argument over 128 KiB with
+// an error only the agent would see; per-call runs report it themselves.
+const MaxScript = 96 << 10
 
 // PerKey bounds the sessions of one (machine, user): concurrent commands
 // beyond it wait for a free session.
@@ -83,6 +89,10 @@ func (p *Pool) state(key Key) (*keyState, error) {
 func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
 	if len(req.Stdin) > MaxStdin {
 		return -1, fmt.Errorf("%w: stdin larger than %d bytes", ErrUnavailable, MaxStdin)
+	}
+	if script := commandScript(req.Command, req.Workdir, req.Env); len(script) > MaxScript || strings.IndexByte(script, 0) >= 0 {
+		// A NUL cannot be in an argument either; the per-call path says so.
+		return -1, fmt.Errorf("%w: a command over %d bytes or with a NUL byte", ErrUnavailable, MaxScript)
 	}
 	ks, err := p.state(key)
 	if err != nil {

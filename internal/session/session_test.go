@@ -374,3 +374,18 @@ func TestLargeStdinIsLeftToThePerCallPath(t *testing.T) {
 		t.Fatalf("got %+v", r)
 	}
 }
+
+func TestHugeCommandsAreLeftToThePerCallPath(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	for _, cmd := range []string{"echo " + strings.Repeat("x", MaxScript), "echo a\x00b"} {
+		if r := run(p, c, "web", Request{Command: cmd}); !errors.Is(r.err, ErrUnavailable) {
+			t.Fatalf("%.20q: got %+v", cmd, r)
+		}
+	}
+	// Just under the bound, it runs in the session.
+	cmd := "echo " + strings.Repeat("x", MaxScript-10)
+	if r := run(p, c, "web", Request{Command: cmd}); r.err != nil || len(r.stdout) != MaxScript-10+1 {
+		t.Fatalf("a %d-byte command: %v, %d bytes out", len(cmd), r.err, len(r.stdout))
+	}
+}
