@@ -61,6 +61,17 @@ func TestHostProblems(t *testing.T) {
 		assert.NotContains(t, r.Stderr, "Usage:")
 		require.NoError(t, os.Remove(filepath.Join(s.home, "state.json"))) // for the cleanup's delete -a
 	})
+	t.Run("a machine whose files were removed by hand says so, and can be deleted", func(t *testing.T) {
+		s := newSim(t)
+		s.machine("gone")
+		rec, _ := s.info("gone")
+		s.ok("stop", "gone")
+		require.NoError(t, os.RemoveAll(filepath.Join(s.home, "machines", rec.ID)))
+		r := s.orbctl("start", "gone")
+		assert.Equal(t, result{"", "[-32098] start 'gone': its files are gone (" + filepath.Join(s.home, "machines", rec.ID, "upper") +
+			" was removed); delete the machine and create it again\n", 1}, r)
+		s.ok("delete", "-f", "gone")
+	})
 	t.Run("a full disk", func(t *testing.T) {
 		s := newSim(t)
 		// A 1 MiB tmpfs as ORBSIM_HOME: room for two machines' layers.

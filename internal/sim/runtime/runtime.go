@@ -88,6 +88,9 @@ func (r *Runtime) Start(m *state.Machine) error {
 	}
 	r.cleanup(m)
 	l := r.layers(m)
+	if _, err := os.Stat(l.Upper); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("its files are gone (%s was removed); delete the machine and create it again", l.Upper)
+	}
 	console, err := os.OpenFile(r.ConsoleLog(m), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
