@@ -403,7 +403,7 @@ class OrbStackConnector(BaseConnector):
         self,
         filename_or_io: str | IOBase,
         remote_filename: str,
-        remote_temp_filename: str | None = None,  # staging is always in a private dir
+        remote_temp_filename: str | None = None,  # only its directory is used (see _temp_root)
         print_output: bool = False,
         print_input: bool = False,
         **arguments: Unpack[ConnectorArguments],
@@ -416,7 +416,9 @@ class OrbStackConnector(BaseConnector):
             if target_user is None:
                 self._transfer("file.put", local_path, remote_filename)
             else:
-                self._put_escalated(local_path, remote_filename, target_user, command_arguments, print_input)
+                temp_root = self._temp_root(remote_temp_filename, command_arguments)
+                self._put_escalated(local_path, remote_filename, target_user, temp_root,
+                                    command_arguments, print_input)
 
         if print_output:
             echo(f"{self.host.print_prefix}file uploaded: {remote_filename}", err=True)
@@ -427,7 +429,7 @@ class OrbStackConnector(BaseConnector):
         self,
         remote_filename: str,
         filename_or_io: str | IOBase,
-        remote_temp_filename: str | None = None,  # staging is always in a private dir
+        remote_temp_filename: str | None = None,  # only its directory is used (see _temp_root)
         print_output: bool = False,
         print_input: bool = False,
         **arguments: Unpack[ConnectorArguments],
@@ -440,7 +442,8 @@ class OrbStackConnector(BaseConnector):
             if target_user is None:
                 self._transfer("file.get", local_path, remote_filename)
             else:
-                self._get_escalated(remote_filename, local_path, command_arguments, print_input)
+                temp_root = self._temp_root(remote_temp_filename, command_arguments)
+                self._get_escalated(remote_filename, local_path, temp_root, command_arguments, print_input)
 
         if print_output:
             echo(f"{self.host.print_prefix}file downloaded: {remote_filename}", err=True)
@@ -471,13 +474,24 @@ class OrbStackConnector(BaseConnector):
                 message = e.message if remote_path in e.message else f"{remote_path}: {e.message}"
                 raise OSError(message) from None
 
-    def _put_escalated(self, local_path, remote_filename, target_user, arguments, print_input) -> None:
+    def _temp_root(self, remote_temp_filename: str | None, arguments) -> str:
+        """Where staging directories go: where pyinfra asks for temp files.
+
+        pyinfra derives `remote_temp_filename` from `_temp_dir` (or the machine's
+        TMPDIR); @ssh stages at that very path, we in a private directory beside it.
+        """
+        if remote_temp_filename:
+            return posixpath.dirname(remote_temp_filename) or "."
+        return arguments.get("_temp_dir") or self.host.get_temp_dir_config()
+
+    def _put_escalated(self, local_path, remote_filename, target_user, temp_root, arguments,
+                       print_input) -> None:
         # Upload as the connector user into a private directory, then copy into
         # place as the target user: a temp file next to the destination, renamed
         # over it, so the destination is replaced whole or not at all.
         plain_arguments = _without_escalation(arguments)
         shared_with_other_user = target_user != "root"
-        stage_dir = self._make_stage_dir(plain_arguments, print_input, shared_with_other_user)
+        stage_dir = self._make_stage_dir(temp_root, plain_arguments, print_input, shared_with_other_user)
         try:
             staged = f"{stage_dir}/{secrets.token_hex(8)}"
             self._transfer("file.put", local_path, staged)
@@ -498,10 +512,9 @@ class OrbStackConnector(BaseConnector):
         finally:
             self._remove_stage_dir(stage_dir, plain_arguments, print_input)
 
-    def _get_escalated(self, remote_filename, local_path, arguments, print_input) -> None:
+    def _get_escalated(self, remote_filename, local_path, temp_root, arguments, print_input) -> None:
         # The target user copies the file into a directory only it can list
         # (mode 0711, random file name), where the connector user can read it.
-        temp_root = self.host.get_temp_dir_config()
         name = secrets.token_hex(8)
         script = (
             f"d=$(mktemp -d {shlex.quote(temp_root + '/pyinfra-orbstack-XXXXXXXX')}) && "
@@ -516,8 +529,7 @@ class OrbStackConnector(BaseConnector):
         finally:
             self._remove_stage_dir(stage_dir, arguments, print_input)
 
-    def _make_stage_dir(self, arguments, print_input, shared_with_other_user: bool) -> str:
-        temp_root = self.host.get_temp_dir_config()
+    def _make_stage_dir(self, temp_root: str, arguments, print_input, shared_with_other_user: bool) -> str:
         mode = "0711" if shared_with_other_user else "0700"
         output = self._check(
             f"d=$(mktemp -d {shlex.quote(temp_root + '/pyinfra-orbstack-XXXXXXXX')}) && "

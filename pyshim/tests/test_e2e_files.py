@@ -133,3 +133,20 @@ def test_su_get_of_a_file_only_that_user_can_read(sim, tmp_path, machine):
     assert result.returncode == 0, output
     assert (tmp_path / "got").read_text() == "for alice"
     assert no_staging_left(sim, machine)
+
+
+def test_sudo_put_and_get_stage_under_temp_dir(sim, tmp_path, machine):
+    # `_temp_dir` says where temp files may go (e.g. when /tmp is small or noexec).
+    in_machine(sim, machine, "mkdir -p /var/tmp/t-stage && chmod 1777 /var/tmp/t-stage")
+    (tmp_path / "deploy.py").write_text(
+        "from io import StringIO\nfrom pyinfra.operations import files\n"
+        "files.put(src=StringIO('staged'), dest='/root/t-staged', _sudo=True, _temp_dir='/var/tmp/t-stage')\n"
+        "files.get(src='/root/t-staged', dest='got', _sudo=True, _temp_dir='/var/tmp/t-stage')\n"
+    )
+    result = run_pyinfra(sim.env, "-y", "-vv", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert (tmp_path / "got").read_text() == "staged"
+    assert output.count("mktemp -d /var/tmp/t-stage/pyinfra-orbstack-") == 2, output
+    assert "mktemp -d /tmp/" not in output
+    assert in_machine(sim, machine, "ls -A /var/tmp/t-stage") == ""
