@@ -144,6 +144,24 @@ func TestLatencyKnob(t *testing.T) {
 	assert.Contains(t, s.with("ORBSIM_LATENCY=soon").orbctl("version").Stderr, "ORBSIM_LATENCY")
 }
 
+// Without the tools it enters machines with, the simulator refuses the same
+// way, naming the packages to install.
+func TestRefusesWithoutTools(t *testing.T) {
+	s := newBareSim(t)
+	cmd := s.command("orbctl", "run", "true")
+	cmd.Env = append(cmd.Env, "PATH=/nonexistent")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "must fail")
+	assert.Equal(t, 1, ee.ExitCode())
+	want := "nsenter in PATH (package util-linux); ip in PATH (package iproute2)\n"
+	if os.Geteuid() != 0 {
+		want = "; " + want
+	}
+	assert.Contains(t, string(out), "orbsim: cannot run isolated machines, missing: ")
+	assert.True(t, strings.HasSuffix(string(out), want), "%q", out)
+}
+
 // Without isolation, every command refuses at once and names what is
 // missing; nothing ever runs on the host.
 func TestRefusesWithoutIsolation(t *testing.T) {
