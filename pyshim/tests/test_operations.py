@@ -12,6 +12,7 @@ import shlex
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import click
 import pytest
 from pyinfra.api import OperationError
 from pyinfra.api.state import StateStage
@@ -374,8 +375,12 @@ def test_config_says_before_it_runs_that_orbstack_must_restart(caplog):
     world = FakeOrbStack(config={"cpu": "2", "docker.node_name": "a"}, stage=StateStage.Prepare)
     with caplog.at_level("INFO", logger="pyinfra"):
         run(orbstack.config, world, settings={"cpu": 4, "docker.node_name": "b"})
-    notes = [r.getMessage() for r in caplog.records if "must restart" in r.getMessage()]
-    assert len(notes) == 1 and "OrbStack must restart to apply cpu:" in notes[0]
+    lines = [click.unstyle(r.getMessage()) for r in caplog.records]
+    notes = [line for line in lines if "must restart" in line]
+    assert len(notes) == 1 and "note: OrbStack must restart to apply cpu:" in notes[0]
+    assert lines.index(notes[0]) > max(i for i, line in enumerate(lines) if "will run:" in line), (
+        "the note follows the commands it is about"
+    )
 
 
 def test_config_of_keys_that_apply_live_says_nothing_about_restarting(caplog):

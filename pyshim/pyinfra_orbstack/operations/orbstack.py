@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 from datetime import datetime, timedelta, timezone
+from contextvars import ContextVar
 from functools import wraps
 
 import click
@@ -195,6 +196,18 @@ def _operation_title() -> str:
     return f"{', '.join(sorted(meta.names))}: " if meta and meta.names else ""
 
 
+# What an operation wants said after its planned commands (see plan_note).
+_plan_notes: ContextVar[list[str] | None] = ContextVar("orbstack_plan_notes", default=None)
+
+
+def plan_note(text: str) -> None:
+    """Say something about the planned commands, printed after them while pyinfra
+    prepares (``--dry`` and the confirmation prompt)."""
+    notes = _plan_notes.get()
+    if notes is not None:
+        notes.append(text)
+
+
 def show_plan(func):
     """Compute all of an operation's commands first, and print them while pyinfra
     prepares (``--dry`` and the confirmation prompt), not only the first one.
@@ -206,6 +219,8 @@ def show_plan(func):
     @wraps(func)
     def planned(*args, **kwargs):
         preparing = host.state.current_stage == StateStage.Prepare
+        notes: list[str] = []
+        token = _plan_notes.set(notes)
         try:
             commands = list(func(*args, **kwargs))
         except OperationError as error:
@@ -214,10 +229,14 @@ def show_plan(func):
             # While executing (e.g. with -y) pyinfra would print a greenlet traceback
             # around a raised error; a failing command shows only the message.
             commands = [f"echo {shlex.quote(f'orbstack: {error}')} >&2; exit 1"]
+        finally:
+            _plan_notes.reset(token)
         if commands and preparing:
             title = _operation_title()
             for command in commands:
                 logger.info(f"{host.print_prefix}{title}{click.style('will run:', 'cyan')} {command}")
+            for note in notes:
+                logger.info(f"{host.print_prefix}{title}{click.style('note:', 'cyan')} {note}")
         yield from commands
 
     return planned
@@ -514,9 +533,8 @@ def config(settings: dict, machine: str | None = None):
     if host.state.is_executing:
         # The warning proper, once, when the change really happens.
         logger.warning(f"{host.print_prefix}{restart}")
-    elif host.state.current_stage == StateStage.Prepare:
-        # --dry and the confirmation prompt say it too, next to the commands.
-        logger.info(f"{host.print_prefix}{_operation_title()}{click.style('note:', 'cyan')} {restart}")
+    else:
+        plan_note(restart)  # --dry and the confirmation prompt say it too, after the commands
 
 
 @operation()
