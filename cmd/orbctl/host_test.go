@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -240,4 +241,31 @@ func TestDeleteRacingRuns(t *testing.T) {
 		}
 		assert.NotContains(t, s.ok("list", "-q"), name)
 	}
+}
+
+// An orbctl killed while it boots a machine (a CI job's timeout during
+// create) can leave the machine's init running with no record of it. The
+// next command that starts or deletes machines stops such orphans, so they
+// neither pile up nor hold on to addresses.
+func TestOrphanInitsAreStopped(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	orphaned := false
+	for delay := 20 * time.Millisecond; delay < 400*time.Millisecond && !orphaned; delay += 15 * time.Millisecond {
+		cmd := s.command("orbctl", "create", "debian", "victim")
+		require.NoError(t, cmd.Start())
+		time.Sleep(delay)
+		cmd.Process.Kill()
+		cmd.Wait()
+		recorded := len(strings.Fields(s.ok("list", "-q", "-r")))
+		orphaned = countInits(s.home) > recorded
+		if !orphaned && recorded > 0 {
+			s.ok("delete", "-f", "victim") // finished before the kill; try a shorter window
+		}
+	}
+	if !orphaned {
+		t.Skip("no kill landed between boot and save")
+	}
+	s.ok("delete", "-a", "-f")
+	assert.Equal(t, 0, countInits(s.home), "delete -a leaves no init of this ORBSIM_HOME running")
 }

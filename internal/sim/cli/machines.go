@@ -354,6 +354,7 @@ func NewCmdDelete(app *App) *cobra.Command {
 				}
 			}
 			return app.Store.UpdateFreeing(func(inv *state.Inventory) error {
+				app.RT.Reconcile(inv) // `delete -a -f` ends a CI job: leave no orphan init
 				for _, name := range targets {
 					m := inv.ByName(name)
 					if m == nil {
@@ -437,6 +438,9 @@ func NewCmdStop(app *App) *cobra.Command {
 					return nil
 				}
 				whole := len(args) == 0 && !all
+				if whole || all {
+					app.RT.Reconcile(inv)
+				}
 				ms := inv.Machines
 				if len(args) > 0 {
 					var err error

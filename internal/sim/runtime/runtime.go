@@ -235,10 +235,46 @@ func (r *Runtime) cleanup(m *state.Machine) {
 	}
 }
 
-// Reconcile clears the runtime fields of machines whose init died.
+// Reconcile clears the runtime fields of machines whose init died, and
+// stops inits that no record owns. The caller holds the store lock.
 func (r *Runtime) Reconcile(inv *state.Inventory) {
 	for _, m := range inv.Machines {
 		r.cleanup(m)
+	}
+	r.stopOrphans(inv)
+}
+
+// stopOrphans kills machine inits of this store that no record owns. An
+// orbctl killed between booting a machine and saving its record (a CI
+// timeout during create) leaves one behind, holding an address lease for
+// as long as it lives. Under the store lock no other orbctl of this store
+// can be booting a machine, so an init without a record is such an orphan.
+// Its directory stays (a machine's files are never deleted behind a user's
+// back); it no longer appears anywhere.
+func (r *Runtime) stopOrphans(inv *state.Inventory) {
+	owned := map[int]bool{}
+	for _, m := range inv.Machines {
+		owned[m.Init.PID] = true
+	}
+	prefix := filepath.Join(r.Store.Home, "machines") + "/"
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || owned[pid] {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 3 || args[1] != guest.InitCommand {
+			continue
+		}
+		var spec guest.InitSpec
+		if json.Unmarshal([]byte(args[2]), &spec) == nil && strings.HasPrefix(spec.Upper, prefix) {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 	}
 }
 
