@@ -256,3 +256,33 @@ def test_snapshots_are_pruned_and_force_restore_replaces_a_machine(world):
     again = pyinfra_json(env, "@local", "orbstack.restore", f"machine={alpha}",
                          f"archive={kept[-1]}", cwd=workdir)
     assert changed(again) == [], "without force an existing machine is left alone"
+
+
+def test_another_image_is_refused_until_force_recreates_the_machine(world):
+    env, workdir, _, _ = world
+    name = f"lc-f-{uuid.uuid4().hex[:6]}"  # deleted with the others after the module
+    base = ("@local", "orbstack.machine", f"machine={name}")
+    assert changed(pyinfra_json(env, *base, "image=debian:12", cwd=workdir))
+    orbctl(env, "run", "-m", name, "-u", "root", "sh", "-c", "echo old > /root/old")
+
+    # No image: any machine is accepted; aliases of its own image too.
+    assert changed(pyinfra_json(env, *base, cwd=workdir)) == []
+    assert changed(pyinfra_json(env, *base, "image=debian:bookworm", cwd=workdir)) == []
+
+    # Another image stops the deploy while pyinfra prepares, naming the difference.
+    dry = run_pyinfra(env, "--dry", *base, "image=ubuntu:24.04", cwd=workdir)
+    assert dry.returncode != 0
+    assert f"machine {name} exists with distro debian (want ubuntu), version bookworm (want noble)" in (
+        dry.stdout + dry.stderr
+    )
+    refused = run_pyinfra(env, "-y", *base, "image=ubuntu:24.04", cwd=workdir)
+    assert refused.returncode != 0 and "pass force=True" in refused.stdout + refused.stderr
+    info = json.loads(orbctl(env, "info", name, "-f", "json").stdout)
+    assert info["record"]["image"]["distro"] == "debian", "no force, no recreation"
+
+    assert changed(pyinfra_json(env, *base, "image=ubuntu:24.04", "force=True", cwd=workdir))
+    info = json.loads(orbctl(env, "info", name, "-f", "json").stdout)
+    assert (info["record"]["image"]["distro"], info["record"]["state"]) == ("ubuntu", "running")
+    assert orbctl(env, "run", "-m", name, "-u", "root", "test", "-e", "/root/old").returncode == 1
+    again = ("image=ubuntu:noble", "force=True")
+    assert changed(pyinfra_json(env, *base, *again, cwd=workdir)) == [], "force only acts on a difference"
