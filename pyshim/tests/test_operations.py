@@ -475,6 +475,18 @@ def test_snapshot_by_default_exports_again_the_next_day():
     assert run(orbstack.snapshot, world, machine="web", directory="/backups") == [EXPORT]
 
 
+def test_snapshot_not_due_still_prunes_down_to_keep():
+    # Lowering keep takes effect on the next run, without a new export.
+    now = datetime.now(timezone.utc)
+    have = [snap("/backups", "web", now - timedelta(hours=h)) for h in (30, 20, 10, 1)]
+    world = FakeOrbStack([record()], snapshots={("/backups", "web"): have})
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", keep=2) == [
+        shlex.join(["rm", "-f", "--", have[0]["path"], have[1]["path"]]),
+    ]
+    world = FakeOrbStack([record()], snapshots={("/backups", "web"): have[2:]})
+    assert run(orbstack.snapshot, world, machine="web", directory="/backups", keep=2) == []
+
+
 def test_snapshot_max_age_zero_exports_on_every_run():
     now = datetime.now(timezone.utc)
     world = FakeOrbStack(

@@ -596,7 +596,8 @@ def snapshot(
     + machine: the machine to export
     + directory: where the archives go, on the Mac (created if missing); each is
       ``MACHINE-YYYYMMDDTHHMMSSZ.tar.zst`` (UTC)
-    + keep: keep only the newest ``keep`` archives of this machine (older ones are deleted)
+    + keep: keep only the newest ``keep`` archives of this machine (older ones are
+      deleted, counting the new one; also when no export is due)
     + max_age: seconds (or a ``timedelta``); export only when the newest archive is at
       least this old. The default, one day, makes a deploy run several times a day take
       one snapshot a day, and its second run change nothing. ``0`` exports on every run;
@@ -624,19 +625,26 @@ def snapshot(
         )
     existing = host.get_fact(Snapshots, directory=directory, machine=machine)
 
+    fresh = None  # why no export is needed, if it is not
     if existing and max_age is None:
-        host.noop(f"{machine} already has a snapshot (max_age=None): {existing[-1]['path']}")
-        return
-    if existing and _seconds(max_age) > 0:
+        fresh = f"{machine} already has a snapshot (max_age=None): {existing[-1]['path']}"
+    elif existing and _seconds(max_age) > 0:
         newest = existing[-1]
         taken = datetime.strptime(newest["time"], SNAPSHOT_STAMP_FORMAT).replace(tzinfo=timezone.utc)
         age = (datetime.now(timezone.utc) - taken).total_seconds()
         if age < _seconds(max_age):
-            host.noop(
+            fresh = (
                 f"newest snapshot of {machine} is {int(age)}s old, younger than "
-                f"max_age={int(_seconds(max_age))}s: {newest['path']}",
+                f"max_age={int(_seconds(max_age))}s: {newest['path']}"
             )
-            return
+    if fresh:
+        # keep is state too: lowering it prunes even when no export is due.
+        stale = existing[: max(0, len(existing) - keep)] if keep is not None else []
+        if stale:
+            yield shlex.join(["rm", "-f", "--", *(s["path"] for s in stale)])
+        else:
+            host.noop(fresh)
+        return
 
     folder = directory.rstrip("/") or "/"
     # The timestamp is taken by the Mac's shell when the export runs, so --dry shows
