@@ -193,6 +193,13 @@ func TestHostReboot(t *testing.T) {
 		ok("start", "r2")
 		ok("run", "-m", "r1", "ping", "-c1", "-W2", "r2.orb.local")
 	})
+	t.Run("a bridge deleted under running machines comes back with them on it at the next start", func(t *testing.T) {
+		o, err := inNS("ip", "link", "del", "orbsim0").CombinedOutput()
+		require.NoError(t, err, string(o))
+		ok("create", "debian", "r3")
+		ok("run", "-m", "r1", "ping", "-c1", "-W2", "r2.orb.local")
+		ok("run", "-m", "r3", "ping", "-c1", "-W2", "r1.orb.local")
+	})
 }
 
 func waitExit(pids map[string]int) error {

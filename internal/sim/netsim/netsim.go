@@ -138,6 +138,14 @@ func ensureBridge() error {
 			if err := ipCmd("", "link", "add", Bridge, "type", "bridge"); err != nil && !strings.Contains(err.Error(), "File exists") {
 				return err
 			}
+			// A bridge deleted under running machines (a cleanup script, a
+			// network reset) took their veth ends off it: put them back.
+			ifaces, _ := net.Interfaces()
+			for _, i := range ifaces {
+				if strings.HasPrefix(i.Name, "orbsimv") {
+					ipCmd("", "link", "set", i.Name, "master", Bridge)
+				}
+			}
 		}
 		// Idempotent: "replace" does not fail when the address is already there.
 		if err := ipCmd("", "addr", "replace", Gateway+"/24", "dev", Bridge); err != nil {
