@@ -276,3 +276,22 @@ func TestOrphanInitsAreStopped(t *testing.T) {
 	s.ok("delete", "-a", "-f")
 	assert.Equal(t, 0, countInits(s.home), "delete -a leaves no init of this ORBSIM_HOME running")
 }
+
+// A CI job's temp-dir cleanup may remove ORBSIM_HOME without deleting the
+// machines first; their inits then stop by themselves instead of running
+// on, unreachable, until the host reboots.
+func TestMachinesStopWhenORBSIMHOMEIsRemoved(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	home := filepath.Join(s.home, "doomed")
+	doomed := s.with("ORBSIM_HOME=" + home)
+	doomed.home = home
+	doomed.machine("m1")
+	doomed.ok("run", "-m", "m1", "sh", "-c", "nohup sleep 300 >/dev/null 2>&1 &")
+	pid := doomed.initPIDs()["m1"]
+	require.NoError(t, os.RemoveAll(home))
+	eventually(t, "the machine's init exits", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err != nil || strings.Contains(string(b), ") Z ")
+	})
+}

@@ -43,6 +43,11 @@ func InitMain(specJSON string) int {
 	ready := os.NewFile(3, "ready")
 	var spec InitSpec
 	err := json.Unmarshal([]byte(specJSON), &spec)
+	var machineDir *os.File
+	if err == nil {
+		// Held open from before pivot_root: see machineDirGone.
+		machineDir, err = os.Open(filepath.Dir(spec.Upper))
+	}
 	if err == nil {
 		err = buildRoot(spec)
 	}
@@ -57,13 +62,21 @@ func InitMain(specJSON string) int {
 	fmt.Fprintf(os.Stdout, "[orbsim] %s: started at %s\n", spec.Name, time.Now().UTC().Format(time.RFC3339))
 	ready.WriteString("ok")
 	ready.Close()
-	for s := range sigs {
-		if s == unix.SIGCHLD {
-			reap()
-			continue
-		}
-		if s == unix.SIGTERM || s == unix.SIGINT {
-			break
+	tick := time.NewTicker(machineDirCheck)
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			if s == unix.SIGCHLD {
+				reap()
+			} else if s == unix.SIGTERM || s == unix.SIGINT {
+				break wait
+			}
+		case <-tick.C:
+			if machineDirGone(machineDir) {
+				fmt.Fprintf(os.Stdout, "[orbsim] %s: its directory was deleted (ORBSIM_HOME removed?)\n", spec.Name)
+				break wait
+			}
 		}
 	}
 	fmt.Fprintf(os.Stdout, "[orbsim] %s: stopping at %s\n", spec.Name, time.Now().UTC().Format(time.RFC3339))
@@ -80,6 +93,18 @@ func InitMain(specJSON string) int {
 		}
 	}
 	return 0
+}
+
+// machineDirCheck is how often an init checks that its machine still exists.
+const machineDirCheck = time.Second
+
+// machineDirGone reports whether the machine's directory was deleted (its
+// link count drops to 0), as when a CI job's temp-dir cleanup removes
+// ORBSIM_HOME without `orbctl delete`. The machine then stops by itself
+// instead of running on, unreachable, until the host reboots.
+func machineDirGone(dir *os.File) bool {
+	var st unix.Stat_t
+	return unix.Fstat(int(dir.Fd()), &st) == nil && st.Nlink == 0
 }
 
 func reap() {
