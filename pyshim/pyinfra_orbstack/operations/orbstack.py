@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from datetime import datetime, timedelta, timezone
 from contextvars import ContextVar
+from datetime import datetime, timedelta, timezone
 from functools import wraps
 
 import click
