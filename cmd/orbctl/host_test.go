@@ -193,6 +193,20 @@ func TestHostReboot(t *testing.T) {
 		ok("start", "r2")
 		ok("run", "-m", "r1", "ping", "-c1", "-W2", "r2.orb.local")
 	})
+	t.Run("a registry wiped under running machines does not hand out their addresses again", func(t *testing.T) {
+		o, err := inNS("sh", "-c", "rm -rf /run/orbsim/*").CombinedOutput()
+		require.NoError(t, err, string(o))
+		ok("create", "debian", "r4")
+		ips := map[string]bool{}
+		for _, name := range []string{"r1", "r2", "r4"} {
+			var info map[string]any
+			require.NoError(t, json.Unmarshal([]byte(ok("info", "-f", "json", name)), &info))
+			ips[info["ip4"].(string)] = true
+		}
+		assert.Len(t, ips, 3, "three machines, three addresses")
+		ok("run", "-m", "r1", "ping", "-c1", "-W2", "r2.orb.local")
+		ok("run", "-m", "r4", "ping", "-c1", "-W2", "r1.orb.local")
+	})
 	t.Run("a bridge deleted under running machines comes back with them on it at the next start", func(t *testing.T) {
 		o, err := inNS("ip", "link", "del", "orbsim0").CombinedOutput()
 		require.NoError(t, err, string(o))

@@ -71,6 +71,12 @@ func Lease(preferred int, owner state.Process, home, id string) (int, error) {
 	got := 0
 	err := withRegistryLock(func() error {
 		free := func(n int) bool {
+			// A machine's host-side veth lives exactly as long as its
+			// network namespace, so it marks the address taken even when
+			// the registry lost the lease (someone wiped /run/orbsim).
+			if _, err := net.InterfaceByName(hostLink(n)); err == nil {
+				return false
+			}
 			b, err := os.ReadFile(filepath.Join(registry, "leases", strconv.Itoa(n)))
 			if err != nil {
 				return true
@@ -160,13 +166,16 @@ func ensureBridge() error {
 	})
 }
 
+// hostLink is the host end of lease n's veth pair.
+func hostLink(n int) string { return fmt.Sprintf("orbsimv%d", n) }
+
 // Attach plugs the network namespace of pid into the bridge as eth0 with
 // address index n.
 func Attach(pid, n int) error {
 	if err := ensureBridge(); err != nil {
 		return err
 	}
-	host, peer := fmt.Sprintf("orbsimv%d", n), fmt.Sprintf("orbsimp%d", n)
+	host, peer := hostLink(n), fmt.Sprintf("orbsimp%d", n)
 	// A leftover pair from a machine that died without cleanup holds the name.
 	_ = ipCmd("", "link", "del", host)
 	if err := ipCmd("", "link", "add", host, "type", "veth", "peer", "name", peer); err != nil {
