@@ -239,7 +239,7 @@ func TestIsolation(t *testing.T) {
 	})
 	t.Run("--isolated machines have no /mnt/mac", func(t *testing.T) {
 		s.machine("sealed", "--isolated")
-		assert.Equal(t, 1, s.orbctl("run", "-m", "sealed", "test", "-e", "/mnt/mac/etc").Code)
+		assert.Equal(t, 1, s.orbctl("run", "-m", "sealed", "test", "-e", "/mnt/mac").Code)
 		assert.Equal(t, 0, s.orbctl("run", "-m", "isoa", "test", "-e", "/mnt/mac/etc").Code)
 	})
 }

@@ -113,7 +113,8 @@ func (l Layers) Prepare(name, user string, hideAlso []string) error {
 			return fmt.Errorf("hide %s: %w", d, err)
 		}
 	}
-	l.mkdirLike("/mnt/mac")
+	// No /mnt/mac here: the init creates it for machines that mount the
+	// host, and isolated machines have none at all (§7, [DOCS]).
 	l.mkdirLike("/opt/orbstack-guest")
 	if err := l.writeFile("/etc/hostname", []byte(name+"\n"), 0o644); err != nil {
 		return err
