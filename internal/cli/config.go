@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,13 +33,14 @@ in a machine.NAME.* key does not exist, 6 orbctl not found.`,
 	cmd.AddCommand(&cobra.Command{
 		Use:   "get KEY",
 		Short: "Print one setting's value",
-		Long: `Print one setting's value ("orbctl config get KEY", OrbStack 1.11.3+). An
-unknown key is exit status 2.`,
+		Long: `Print one setting's value ("orbctl config get KEY"). An unknown key is exit
+status 2. OrbStack 1.11.3's config get printed every setting: the KEY's line is
+picked out. Older OrbStack has no config get: use "orbctl config show".`,
 		Example: `  pyinfra-orbstack config get cpu`,
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				v, err := c.ConfigGet(cmd.Context(), a[0])
+				v, err := configGet(cmd.Context(), c, a[0])
 				if err != nil {
 					return err
 				}
@@ -72,7 +74,7 @@ not restarted for you (that stops every machine).`,
 // When config get cannot answer (OrbStack before 1.11.3, a key it does not
 // list), it sets the key and lets orbctl judge it.
 func setIfDifferent(ctx context.Context, f *Factory, c *orbctl.Client, key, value string) error {
-	if current, err := c.ConfigGet(ctx, key); err == nil && current == value {
+	if current, err := configGet(ctx, c, key); err == nil && current == value {
 		fmt.Fprintf(f.Out, "%s is already %s\n", key, value)
 		return nil
 	}
@@ -84,4 +86,28 @@ func setIfDifferent(ctx context.Context, f *Factory, c *orbctl.Client, key, valu
 		fmt.Fprintf(f.Err, "note: OrbStack must restart to apply %s: run \"orbctl stop\" then \"orbctl start\" (this stops every machine)\n", key)
 	}
 	return nil
+}
+
+// configGet is ConfigGet made to work on the OrbStack versions that differ:
+// 1.11.3's `config get` ignored KEY and printed every "key: value" line, and
+// before 1.11.3 there was no `config get` at all.
+func configGet(ctx context.Context, c *orbctl.Client, key string) (string, error) {
+	out, err := c.ConfigGet(ctx, key)
+	if err != nil {
+		if strings.Contains(err.Error(), `unknown command "get"`) {
+			return "", &orbctl.Error{Kind: orbctl.ErrFailed, Args: []string{"config", "get", key},
+				Message: "this OrbStack has no \"orbctl config get\" (added in 1.11.3): read " + key + " in \"orbctl config show\""}
+		}
+		return "", err
+	}
+	if !strings.Contains(out, "\n") {
+		return out, nil
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", &orbctl.Error{Kind: orbctl.ErrBadArgument, Args: []string{"config", "get", key},
+		Message: "Unknown configuration key: " + key + " (not in orbctl's list of settings)"}
 }

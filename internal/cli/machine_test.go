@@ -285,3 +285,29 @@ func TestConfigSetSaysWhetherItChangedAndWhenOrbStackMustRestart(t *testing.T) {
 		t.Fatalf("unknown key: exit %d, %q", code, errOut)
 	}
 }
+
+// TestConfigGetOnOlderOrbStacks: 1.11.3's config get printed every setting,
+// and older versions had none; scripts still get one value or a clear error.
+func TestConfigGetOnOlderOrbStacksOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	if code, _, errOut := run(t, nil, "config", "set", "cpu", "3"); code != 0 {
+		t.Fatalf("set: exit %d: %s", code, errOut)
+	}
+	t.Setenv("ORBSIM_VERSION", "1.11.3")
+	if code, out, errOut := run(t, nil, "config", "get", "cpu"); code != 0 || out != "3\n" {
+		t.Fatalf("1.11.3 get: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, _ := run(t, nil, "config", "set", "cpu", "3"); code != 0 || out != "cpu is already 3\n" {
+		t.Fatalf("1.11.3 set: exit %d, stdout %q", code, out)
+	}
+	if code, _, errOut := run(t, nil, "config", "get", "no.such.key"); code != ExitUsage || !strings.Contains(errOut, "no.such.key") {
+		t.Fatalf("1.11.3 unknown key: exit %d, %q", code, errOut)
+	}
+	t.Setenv("ORBSIM_VERSION", "1.10.0")
+	if code, _, errOut := run(t, nil, "config", "get", "cpu"); code != ExitFailure || !strings.Contains(errOut, "orbctl config show") {
+		t.Fatalf("1.10 get: exit %d, %q", code, errOut)
+	}
+	if code, out, errOut := run(t, nil, "config", "set", "cpu", "4"); code != 0 || out != "set cpu to 4\n" {
+		t.Fatalf("1.10 set: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
