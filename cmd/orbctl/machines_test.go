@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -289,6 +290,33 @@ func TestExportImport(t *testing.T) {
 		elsewhere.ok("export", "orig", "rel.tar")
 		_, err := os.Stat(elsewhere.dir + "/rel.tar")
 		assert.NoError(t, err)
+	})
+	t.Run("concurrent exports of one machine all succeed", func(t *testing.T) {
+		dir := t.TempDir()
+		done := make(chan result)
+		for i := 0; i < 4; i++ {
+			go func() { done <- s.orbctl("export", "orig", fmt.Sprintf("%s/%d.tar", dir, i)) }()
+		}
+		for i := 0; i < 4; i++ {
+			assert.Equal(t, result{"", "", 0}, <-done)
+		}
+	})
+	// The reference gives no text for these; ours name the file and the cause.
+	t.Run("export to a directory that does not exist names the path", func(t *testing.T) {
+		assert.Equal(t, result{"", "[-32098] export 'orig': cannot write /nonexistent/x.tar: no such file or directory\n", 1},
+			s.orbctl("export", "orig", "/nonexistent/x.tar"))
+	})
+	t.Run("import of a missing file names it", func(t *testing.T) {
+		assert.Equal(t, result{"", "[-32098] import: cannot read /nonexistent.tar: no such file or directory\n", 1},
+			s.orbctl("import", "/nonexistent.tar"))
+	})
+	t.Run("import of something else says it is not a machine archive", func(t *testing.T) {
+		junk := t.TempDir() + "/junk.tar"
+		require.NoError(t, os.WriteFile(junk, []byte("not a tar file at all\n"), 0o644))
+		r := s.orbctl("import", junk)
+		assert.Equal(t, 1, r.Code)
+		assert.True(t, strings.HasPrefix(r.Stderr, "[-32098] import: "+junk+" is not a machine archive made by orbctl export ("), r.Stderr)
+		assert.NotContains(t, s.ok("list", "-q"), "junk")
 	})
 }
 

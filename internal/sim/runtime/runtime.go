@@ -400,36 +400,68 @@ const metaName = "orbsim-machine.json"
 
 // Export writes an archive of m (its record and its layer) to out.
 func (r *Runtime) Export(m *state.Machine, out string) error {
-	dir := r.Store.MachineDir(m.ID)
-	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, metaName), b, 0o600); err != nil {
+	f, err := os.Create(out)
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", out, errors.Unwrap(err))
+	}
+	// The record goes through a private directory: concurrent exports of
+	// one machine must not share (and delete) each other's copy.
+	meta, err := os.MkdirTemp(r.Store.Home, "export-")
+	if err != nil {
+		f.Close()
 		return err
 	}
-	defer os.Remove(filepath.Join(dir, metaName))
-	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", dir, "-cf", out, metaName, "upper")
-	if o, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("tar: %v: %s", err, strings.TrimSpace(string(o)))
+	defer os.RemoveAll(meta)
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(meta, metaName), b, 0o600); err != nil {
+		f.Close()
+		return err
 	}
-	return nil
+	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-cf", "-",
+		"-C", meta, metaName, "-C", r.Store.MachineDir(m.ID), "upper")
+	var stderr strings.Builder
+	c.Stdout, c.Stderr = f, &stderr
+	err = c.Run()
+	// GNU tar exits 1 when files changed while it read them: the machine is
+	// running. The archive is complete, as a copy of a live disk would be.
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 1 {
+		err = nil
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("cannot write %s: %w", out, errors.Unwrap(cerr))
+	} else if err != nil {
+		err = fmt.Errorf("tar: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if err != nil {
+		os.Remove(out)
+	}
+	return err
 }
 
 // Import unpacks an archive made by Export into the directory of m (a fresh
 // record) and returns the record stored in the archive.
 func (r *Runtime) Import(in string, m *state.Machine) (*state.Machine, error) {
+	f, err := os.Open(in)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", in, errors.Unwrap(err))
+	}
+	defer f.Close()
 	dir := r.Store.MachineDir(m.ID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", dir, "-xf", in)
+	c := exec.Command("tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", dir, "-xf", "-")
+	c.Stdin = f
 	if o, err := c.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("tar: %v: %s", err, strings.TrimSpace(string(o)))
+		return nil, fmt.Errorf("%s is not a machine archive made by orbctl export (tar: %s)", in, strings.TrimPrefix(strings.TrimSpace(strings.SplitN(string(o), "\n", 2)[0]), "tar: "))
 	}
 	b, err := os.ReadFile(filepath.Join(dir, metaName))
 	os.Remove(filepath.Join(dir, metaName))
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, errors.New("not a machine archive (no " + metaName + ")")
+		return nil, fmt.Errorf("%s is not a machine archive made by orbctl export (no %s in it)", in, metaName)
 	}
 	var old state.Machine
 	if err := json.Unmarshal(b, &old); err != nil {
