@@ -180,3 +180,27 @@ func TestRefusesWithoutIsolation(t *testing.T) {
 		assert.Contains(t, string(out), "cannot run isolated machines, missing: root privileges (running as uid 65534)")
 	}
 }
+
+// §2's aliases are the commands they stand for (exec/shell: TestRun; i:
+// the table above).
+func TestAliases(t *testing.T) {
+	t.Parallel()
+	s := newSim(t)
+	t.Run("add and new are create", func(t *testing.T) {
+		s.ok("add", "debian", "al1")
+		s.ok("new", "debian", "al2")
+		assert.Equal(t, "al1\nal2\n", s.ok("list", "-q", "-r"))
+	})
+	t.Run("shutdown is stop", func(t *testing.T) {
+		s.ok("shutdown", "al2")
+		assert.Equal(t, "al1\n", s.ok("list", "-q", "-r"))
+	})
+	t.Run("set-default and get-default are default", func(t *testing.T) {
+		s.ok("set-default", "al2")
+		assert.Equal(t, "al2\n", s.ok("get-default"))
+	})
+	t.Run("log and console are logs", func(t *testing.T) {
+		assert.Contains(t, s.ok("log", "al1"), "[orbsim] al1: started at ")
+		assert.Equal(t, s.ok("logs", "al1"), s.ok("console", "al1"))
+	})
+}
