@@ -24,6 +24,7 @@ from pyinfra_orbstack.facts.orbstack import (
     DefaultMachine,
     Machine,
     Snapshots,
+    Version,
 )
 from pyinfra_orbstack.operations import orbstack
 
@@ -42,13 +43,16 @@ class FakeOrbStack:
     """What the facts report: machines by name, settings, default, snapshot dirs."""
 
     def __init__(self, machines=(), config=None, default=None, snapshots=None,
-                 stage=StateStage.Execute, unlisted_config=None):
+                 stage=StateStage.Execute, unlisted_config=None, version="2.2.3"):
         self.machines = {m["name"]: m for m in machines}
         self.config = dict(config or {})
         # keys `config get` knows but `config show` does not list
         self.unlisted_config = dict(unlisted_config or {})
         self.default = default
         self.snapshots = snapshots or {}
+        major, minor, patch = map(int, version.split("."))
+        self.version = {"version": version, "code": major * 10**6 + minor * 10**4 + patch * 100,
+                        "commit": ""}
         self.noops: list[str] = []
         self.facts_read: list[tuple] = []
         self.print_prefix = "[@local] "
@@ -65,6 +69,8 @@ class FakeOrbStack:
             return self.config.get(key, self.unlisted_config.get(key))
         if cls is DefaultMachine:
             return self.default
+        if cls is Version:
+            return self.version
         if cls is Snapshots:
             return self.snapshots.get((kwargs["directory"], kwargs["machine"]), [])
         raise AssertionError(f"unexpected fact {cls.__name__}")
@@ -243,6 +249,27 @@ def test_machine_mounts_of_an_existing_machine_are_set_only_when_different():
     assert run(orbstack.machine, world, machine="web", mounts=["/src:/src", "/data:/data"]) == [
         "orbctl config set machine.web.mounts /src:/src,/data:/data",
     ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("cpus", 2), ("memory", "2G"), ("disk", "8G"), ("isolated", True), ("mounts", ["/a:/a"])],
+)
+def test_machine_2_1_settings_on_an_older_orbstack_are_refused_before_anything_runs(setting, value):
+    world = FakeOrbStack(version="1.11.3")
+    message = refused(orbstack.machine, world, machine="web", image="debian", **{setting: value})
+    assert message == (
+        f"{setting} needs OrbStack 2.1 or later; this Mac runs OrbStack 1.11.3. "
+        "Update OrbStack (orbctl update) or leave it out"
+    )
+
+
+def test_machine_on_an_older_orbstack_works_without_2_1_settings():
+    world = FakeOrbStack(version="1.11.3")
+    assert run(orbstack.machine, world, machine="web", image="debian", isolated=False) == [
+        "orbctl create debian web", wait("web"),
+    ]
+    assert ("Version", {}) not in world.facts_read, "no version check when nothing needs it"
 
 
 def test_machine_default_user_change_sets_the_machine_username():

@@ -35,6 +35,7 @@ from pyinfra_orbstack.facts.orbstack import (
     DefaultMachine,
     Machine,
     Snapshots,
+    Version,
 )
 
 DEFAULT_TIMEOUT = 120  # seconds a lifecycle command may take to give a usable machine
@@ -242,6 +243,28 @@ def show_plan(func):
     return planned
 
 
+ORBSTACK_2_1 = 2010000  # Version fact "code" of the first OrbStack with limits and isolation
+
+
+def check_orbstack_2_1(**settings) -> None:
+    """Refuse, before anything runs, settings this OrbStack does not have.
+
+    Older orbctl answers them with ``unknown flag: --cpus`` or ``Unknown configuration
+    key: machine.web.cpu``, which does not say that updating OrbStack is the fix.
+    """
+    used = [name for name, value in settings.items() if value is not None]
+    if not used:
+        return
+    version = host.get_fact(Version) or {}
+    code = version.get("code")
+    if code is not None and code < ORBSTACK_2_1:
+        raise OperationError(
+            f"{', '.join(used)} need{'s' if len(used) == 1 else ''} OrbStack 2.1 or later; "
+            f"this Mac runs OrbStack {version.get('version')}. Update OrbStack (orbctl update) "
+            f"or leave {'it' if len(used) == 1 else 'them'} out",
+        )
+
+
 def _start(machine: str, timeout: int):
     yield orbctl("start", machine)
     yield wait_ready(machine, timeout)
@@ -318,6 +341,11 @@ def machine(
     """
     check_timeout(timeout)
     check_machine_name(machine)
+    if present:
+        check_orbstack_2_1(
+            cpus=cpus, memory=memory, disk=disk, mounts=mounts,
+            isolated=isolated or None, isolate_network=isolate_network or None,
+        )
     current = host.get_fact(Machine, machine=machine)
 
     if not present:
