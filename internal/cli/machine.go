@@ -117,6 +117,11 @@ and only those that differ, on an existing machine too.`,
 			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				ctx := cmd.Context()
+				if len(limits) > 0 {
+					if err := checkLimitsSupported(ctx, c); err != nil {
+						return err
+					}
+				}
 				err := c.Create(ctx, orbctl.CreateOptions{Image: image, Name: name, Arch: arch, User: user})
 				existed := existsOK && errors.Is(err, orbctl.ErrMachineExists)
 				if err != nil && !existed {
@@ -183,6 +188,32 @@ func machineLimits(cmd *cobra.Command, name string, cpus int, memory, disk strin
 		out = append(out, setting{machineKey(name, "disk_bytes"), strconv.FormatInt(b, 10)})
 	}
 	return out, nil
+}
+
+// checkLimitsSupported refuses --cpus/--memory/--disk before anything is
+// created when OrbStack predates per-machine limits (2.1): orbctl would only
+// say "Unknown configuration key" once the machine exists.
+func checkLimitsSupported(ctx context.Context, c *orbctl.Client) error {
+	v, err := c.Version(ctx)
+	if err != nil || !versionBefore(v.Version, 2, 1) {
+		return nil // an unreadable version is orbctl's to judge
+	}
+	return &orbctl.Error{Kind: orbctl.ErrBadArgument, Args: []string{"version"},
+		Message: fmt.Sprintf("--cpus, --memory and --disk need OrbStack 2.1 or later; this Mac runs %s: update OrbStack (orbctl update) or leave them out", v.Version)}
+}
+
+// versionBefore reports whether version "X.Y.Z" is older than major.minor.
+func versionBefore(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	x, err1 := strconv.Atoi(parts[0])
+	y, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return x < major || (x == major && y < minor)
 }
 
 // setLimits sets the settings whose current value differs, saying so on stdout.

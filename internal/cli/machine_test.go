@@ -311,3 +311,18 @@ func TestConfigGetOnOlderOrbStacksOnTheSimulator(t *testing.T) {
 		t.Fatalf("1.10 set: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+func TestMachineCreateLimitsOnOrbStackBefore2_1AreRefusedBeforeCreatingOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	t.Setenv("ORBSIM_VERSION", "1.11.3")
+	code, _, errOut := run(t, nil, "machine", "create", "--cpus", "2", "debian", "old")
+	if code != ExitUsage || !strings.Contains(errOut, "need OrbStack 2.1 or later; this Mac runs 1.11.3") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	if code, _, _ := run(t, nil, "machine", "info", "old"); code != ExitMachineNotFound {
+		t.Fatalf("the machine was created anyway (info exit %d)", code)
+	}
+	if code, out, errOut := run(t, nil, "machine", "create", "debian", "old"); code != 0 || out != "created old\n" {
+		t.Fatalf("without limits: exit %d, %q, %q", code, out, errOut)
+	}
+}
