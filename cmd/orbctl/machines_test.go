@@ -242,6 +242,18 @@ func TestCloneRenameDefault(t *testing.T) {
 		s.ok("run", "-m", "copy", "sh", "-c", "echo changed > ~/mark")
 		assert.Equal(t, "cloned\n", s.ok("run", "-m", "src", "-w", "", "cat", "mark"))
 	})
+	t.Run("cloning a busy machine pauses it: the copy succeeds, its processes go on after", func(t *testing.T) {
+		s.machine("busy")
+		churn := `mkdir -p /root/churn; for j in 1 2 3 4; do nohup sh -c 'while :; do for k in 1 2 3 4 5 6 7 8 9; do echo x > /root/churn/$$.$k; done; rm -f /root/churn/$$.*; done' >/dev/null 2>&1 & done`
+		s.ok("run", "-m", "busy", "-u", "root", "sh", "-c", churn)
+		for i := 0; i < 5; i++ {
+			s.ok("clone", "busy", fmt.Sprintf("busy-copy%d", i))
+		}
+		states := s.ok("run", "-m", "busy", "ps", "-o", "stat=", "-C", "sh")
+		assert.NotContains(t, states, "T", "no process left stopped")
+		assert.Len(t, strings.Fields(states), 4, "the writers run on")
+		s.ok("stop", "busy")
+	})
 	t.Run("rename keeps the ULID and the files", func(t *testing.T) {
 		before, _ := s.info("copy")
 		s.ok("rename", "copy", "renamed")

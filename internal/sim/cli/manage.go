@@ -133,7 +133,10 @@ func NewCmdClone(app *App) *cobra.Command {
 				}
 				dst := *src
 				dst.ID, dst.Name, dst.Init, dst.IPIndex = state.NewULID(), args[1], state.Process{}, 0
-				if err := app.RT.Clone(src, &dst); err != nil {
+				resume := app.RT.Pause(src) // OrbStack pauses the source (§2)
+				err := app.RT.Clone(src, &dst)
+				resume()
+				if err != nil {
 					app.RT.Remove(&dst)
 					return rpcErrorf("clone '%s': %v", src.Name, err)
 				}
@@ -201,7 +204,10 @@ func NewCmdExport(app *App) *cobra.Command {
 				if m == nil {
 					return notFound(args[0])
 				}
-				if err := app.RT.Export(m, out); err != nil {
+				resume := app.RT.Pause(m) // a consistent copy, as for clone
+				err := app.RT.Export(m, out)
+				resume()
+				if err != nil {
 					return rpcErrorf("export '%s': %v", m.Name, err)
 				}
 				return nil

@@ -376,6 +376,61 @@ func (r *Runtime) AddUser(m *state.Machine, user string) error {
 	return r.layers(m).AddUser(user)
 }
 
+// Pause stops (SIGSTOP) every process of the running machine m but its init
+// and returns the function that continues them. OrbStack pauses the source
+// of a clone (§2); without that, copying a busy machine fails on files that
+// vanish while cp reads their directory. Processes that were already stopped
+// stay stopped.
+func (r *Runtime) Pause(m *state.Machine) (resume func()) {
+	nsOf := func(pid int) string { l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); return l }
+	ns := nsOf(m.Init.PID)
+	if !m.Running() || ns == "" {
+		return func() {}
+	}
+	stopped := map[int]bool{}
+	// Repeat until a pass finds nothing new: a process may fork meanwhile.
+	for found := true; found; {
+		found = false
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == m.Init.PID || stopped[pid] || nsOf(pid) != ns {
+				continue
+			}
+			if st := procState(pid); st == 'T' || st == 't' || st == 'Z' || st == 0 {
+				continue
+			}
+			unix.Kill(pid, unix.SIGSTOP)
+			stopped[pid], found = true, true
+		}
+	}
+	// SIGSTOP lands asynchronously; wait (briefly) until it has.
+	deadline := time.Now().Add(time.Second)
+	for pid := range stopped {
+		for st := procState(pid); st != 'T' && st != 0 && st != 'Z' && time.Now().Before(deadline); st = procState(pid) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return func() {
+		for pid := range stopped {
+			unix.Kill(pid, unix.SIGCONT)
+		}
+	}
+}
+
+// procState is the state letter of /proc/PID/stat (0 if the process is gone).
+func procState(pid int) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
+}
+
 // Clone copies src's layer into a new machine directory for dst.
 func (r *Runtime) Clone(src, dst *state.Machine) error {
 	from, to := r.layers(src), r.layers(dst)
