@@ -64,6 +64,14 @@ func withOrbctl(f *Factory, fn func(c *orbctl.Client) error) error {
 
 func addTimeoutFlag(cmd *cobra.Command, timeout *time.Duration) {
 	cmd.Flags().DurationVar(timeout, "timeout", DefaultReadyTimeout, "how long starting and answering commands may take")
+	// Checked before anything runs: found after a create, it would leave a
+	// machine behind and fail anyway.
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		if *timeout <= 0 {
+			return &usageError{cmd: cmd, err: fmt.Errorf("--timeout must be positive, got %s", *timeout)}
+		}
+		return nil
+	}
 }
 
 // startAndWait runs step (start, restart; nil for none) and waits until the

@@ -326,3 +326,21 @@ func TestMachineCreateLimitsOnOrbStackBefore2_1AreRefusedBeforeCreatingOnTheSimu
 		t.Fatalf("without limits: exit %d, %q, %q", code, out, errOut)
 	}
 }
+
+func TestABadTimeoutIsRefusedBeforeOrbctlRuns(t *testing.T) {
+	withFakeOrbctl(t, map[string]string{"web": "stopped"})
+	log := fakeLog(t)
+	for _, a := range [][]string{
+		{"machine", "create", "--timeout", "0s", "debian", "new"},
+		{"machine", "clone", "--start", "--timeout", "-1s", "web", "copy"},
+		{"machine", "start", "--timeout", "0s", "web"},
+	} {
+		code, _, errOut := run(t, nil, a...)
+		if code != ExitUsage || !strings.Contains(errOut, "--timeout must be positive") {
+			t.Fatalf("%q: exit %d, stderr %q", a, code, errOut)
+		}
+	}
+	if log() != "" {
+		t.Fatalf("orbctl was called: %q", log())
+	}
+}
