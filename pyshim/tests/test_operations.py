@@ -264,6 +264,16 @@ def test_machine_2_1_settings_on_an_older_orbstack_are_refused_before_anything_r
     )
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [("memory", "lots", "invalid size 'lots'"), ("disk", "8X", "invalid size '8X'"),
+     ("cpus", 0, "cpus must be a positive int"), ("cpus", "2", "cpus must be a positive int")],
+)
+def test_machine_bad_limits_are_refused_before_anything_runs(setting, value, message):
+    # Also when creating, where the values go to orbctl create as flags.
+    assert message in refused(orbstack.machine, FakeOrbStack(), machine="web", **{setting: value})
+
+
 def test_machine_on_an_older_orbstack_works_without_2_1_settings():
     world = FakeOrbStack(version="1.11.3")
     assert run(orbstack.machine, world, machine="web", image="debian", isolated=False) == [

@@ -341,6 +341,11 @@ def machine(
     """
     check_timeout(timeout)
     check_machine_name(machine)
+    for value, unit in ((memory, "M"), (disk, "")):
+        if value is not None:
+            size_in_bytes(value, unit)  # a bad size fails here, not halfway through
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+        raise OperationError(f"cpus must be a positive int, not {cpus!r}")
     if present:
         check_orbstack_2_1(
             cpus=cpus, memory=memory, disk=disk, mounts=mounts,
