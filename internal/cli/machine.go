@@ -309,6 +309,8 @@ func newCmdMachineStart(f *Factory) *cobra.Command {
 		Short: "Start a machine and wait until it answers commands",
 		Long: `Start a machine ("orbctl start NAME"; a running machine is left as it is) and
 wait until it answers commands.`,
+		Example: `  pyinfra-orbstack machine start web
+  pyinfra-orbstack machine start --timeout 30s web || orbctl logs web`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
@@ -330,7 +332,8 @@ func newCmdMachineStop(f *Factory) *cobra.Command {
 		Short: "Stop one machine",
 		Long: `Stop one machine ("orbctl stop NAME"). A stopped machine stays stopped. A name
 is required: orbctl itself would stop all of OrbStack without one.`,
-		Args: args(cobra.ExactArgs(1)),
+		Example: `  pyinfra-orbstack machine stop web`,
+		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				// orbctl exits 0 for an unknown name when OrbStack is stopped;
@@ -351,10 +354,11 @@ is required: orbctl itself would stop all of OrbStack without one.`,
 func newCmdMachineRestart(f *Factory) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "restart NAME",
-		Short: "Restart a machine and wait until it answers commands",
-		Long:  `Restart a machine ("orbctl restart NAME") and wait until it answers commands.`,
-		Args:  args(cobra.ExactArgs(1)),
+		Use:     "restart NAME",
+		Short:   "Restart a machine and wait until it answers commands",
+		Long:    `Restart a machine ("orbctl restart NAME") and wait until it answers commands.`,
+		Example: `  pyinfra-orbstack machine restart --timeout 90s web`,
+		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				if err := startAndWait(cmd.Context(), c, a[0], timeout, c.Restart); err != nil {
@@ -404,8 +408,10 @@ func newCmdMachineRename(f *Factory) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename NAME NEW_NAME",
 		Short: "Rename a machine",
-		Long:  `Rename a machine ("orbctl rename"); it keeps its ID and its data.`,
-		Args:  args(cobra.ExactArgs(2)),
+		Long: `Rename a machine ("orbctl rename"); it keeps its ID and its data. A NEW_NAME
+that exists is exit status 4; a NAME that does not, exit status 3.`,
+		Example: `  pyinfra-orbstack machine rename web web-old`,
+		Args:    args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				if err := c.Rename(cmd.Context(), a[0], a[1]); err != nil {
@@ -497,7 +503,9 @@ func newCmdMachineInfo(f *Factory) *cobra.Command {
 		Use:   "info NAME",
 		Short: "Show one machine",
 		Long: `Show one machine as the @orbstack connector sees it. With --json the output is
-the protocol's Machine object.`,
+the protocol's Machine object. A missing machine is exit status 3.`,
+		Example: `  pyinfra-orbstack machine info web
+  pyinfra-orbstack machine info --json web | jq -r .state`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {

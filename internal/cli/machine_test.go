@@ -2,14 +2,16 @@ package cli
 
 import (
 	"encoding/json"
-
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
 )
 
 func fakeLog(t *testing.T) func() string {
@@ -342,5 +344,16 @@ func TestABadTimeoutIsRefusedBeforeOrbctlRuns(t *testing.T) {
 	}
 	if log() != "" {
 		t.Fatalf("orbctl was called: %q", log())
+	}
+}
+
+func TestEveryMachineAndConfigCommandShowsAnExample(t *testing.T) {
+	f := &Factory{Getenv: os.Getenv}
+	for _, parent := range []*cobra.Command{NewCmdMachine(f), NewCmdConfig(f)} {
+		for _, c := range parent.Commands() {
+			if !strings.Contains(c.Example, "pyinfra-orbstack "+parent.Name()+" "+c.Name()) {
+				t.Errorf("%s %s: no example of itself in --help", parent.Name(), c.Name())
+			}
+		}
 	}
 }
