@@ -42,9 +42,10 @@ type Pool struct {
 	Logf         func(format string, args ...any)
 	ReadyTimeout time.Duration
 
-	mu     sync.Mutex
-	keys   map[Key]*keyState
-	closed bool
+	mu      sync.Mutex
+	keys    map[Key]*keyState
+	closed  bool
+	closing sync.WaitGroup // sessions being closed
 }
 
 type keyState struct {
@@ -127,7 +128,7 @@ func (p *Pool) take(ctx context.Context, c *orbctl.Client, key Key, ks *keyState
 			p.mu.Unlock()
 			return s, nil
 		}
-		go s.close()
+		p.closeAsync(s)
 	}
 	p.mu.Unlock()
 	s, err := start(ctx, c, key, p.ReadyTimeout)
@@ -151,15 +152,25 @@ func (p *Pool) put(ks *keyState, s *session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || !s.alive() {
-		go s.close()
+		p.closeAsync(s)
 		return
 	}
 	ks.idle = append(ks.idle, s)
 }
 
+// closeAsync ends s in the background; Close waits for it.
+func (p *Pool) closeAsync(s *session) {
+	p.closing.Add(1)
+	go func() {
+		defer p.closing.Done()
+		s.close()
+	}()
+}
+
 // Close ends every idle session and makes later Runs return ErrUnavailable;
-// sessions in use end when their command does. It waits for the idle ones to
-// exit (bounded by their close grace).
+// sessions in use end when their command does. It waits until every session
+// it ended or was ending has exited (bounded by their close grace), so that
+// no orbctl child outlives the server.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -169,13 +180,8 @@ func (p *Pool) Close() {
 		ks.idle = nil
 	}
 	p.mu.Unlock()
-	var wg sync.WaitGroup
 	for _, s := range idle {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.close()
-		}()
+		p.closeAsync(s)
 	}
-	wg.Wait()
+	p.closing.Wait()
 }

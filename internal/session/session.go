@@ -302,12 +302,14 @@ func (s *session) kill(ctx context.Context, outDone, errDone chan endResult) {
 	killCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	s.signal(killCtx, "TERM")
-	if ended(s.client.KillDelay) || func() bool { s.signal(killCtx, "KILL"); return ended(time.Second) }() {
-		// The agent is idle again: let it exit by itself and clean up.
-		s.proc.Close(time.Second)
-	} else {
-		s.proc.Kill()
+	if !ended(s.client.KillDelay) {
+		s.signal(killCtx, "KILL")
+		if !ended(time.Second) {
+			s.proc.Kill()
+		}
 	}
+	// Otherwise the agent is idle again: the pool closes the session (broken)
+	// gently, so that the agent removes its directory.
 	// Kill closed the pipes: the readers return now. They write to the
 	// caller's writers, so they must be done before run returns.
 	ended(time.Hour)
