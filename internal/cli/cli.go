@@ -121,7 +121,8 @@ func describe(err error) string {
 	if !errors.As(err, &oe) {
 		return err.Error()
 	}
-	msg := oe.Error()
+	// orbctl's own usage errors already start with "Error: ", and Main adds one.
+	msg := strings.TrimPrefix(oe.Error(), "Error: ")
 	switch {
 	case errors.Is(err, orbctl.ErrOrbctlNotFound):
 		if len(oe.Searched) > 0 {
