@@ -12,6 +12,10 @@ import (
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/rpc"
 )
 
+// ExitInterrupted is serve's exit status after SIGINT (128+2, as shells report
+// it); the shim tells an interrupted run from a crashed binary by it.
+const ExitInterrupted = 130
+
 // ServeOptions are serve's flags and streams.
 type ServeOptions struct {
 	In    io.Reader
@@ -53,13 +57,25 @@ func serveRun(cmd *cobra.Command, f *Factory, opts *ServeOptions) error {
 	sigpipe := make(chan os.Signal, 1)
 	signal.Notify(sigpipe, syscall.SIGPIPE)
 	defer signal.Stop(sigpipe)
+	// Ctrl-C in a terminal reaches this process along with pyinfra: main then
+	// cancels the context, which stops every command. Exiting 130, as a shell
+	// does, tells the shim the run was interrupted rather than that we failed.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	defer signal.Stop(interrupted)
 	srv := rpc.NewServer(rpc.Options{
 		Version: f.Version,
 		Getenv:  f.Getenv,
 		Logger:  log.New(opts.Err, "pyinfra-orbstack: ", log.LstdFlags),
 		Debug:   opts.Debug,
 	})
-	return srv.Serve(cmd.Context(), stdio{opts.In, opts.Out})
+	err := srv.Serve(cmd.Context(), stdio{opts.In, opts.Out})
+	select {
+	case <-interrupted:
+		return &exitError{code: ExitInterrupted}
+	default:
+		return err
+	}
 }
 
 // stdio joins the process's stdin and stdout into the stream jsonrpc2 wants.

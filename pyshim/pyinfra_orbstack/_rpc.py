@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import signal
 from collections import deque
 from typing import Any, Callable
 
@@ -67,8 +68,23 @@ class RPCError(Exception):
         return self.message
 
 
+# `serve` exits with this after SIGINT: Ctrl-C in a terminal reaches it (and the
+# commands it runs) along with pyinfra.
+EXIT_INTERRUPTED = 130
+
+# How long, after the binary closes its output, we wait to learn its exit status.
+EXIT_STATUS_WAIT_SECONDS = 0.5
+
+
 class BinaryGoneError(ConnectionError):
-    """The binary exited or its pipe broke; every pending and later call fails with this."""
+    """The binary exited or its pipe broke; every pending and later call fails with this.
+
+    `interrupted` says it exited because of Ctrl-C (SIGINT), not by failing.
+    """
+
+    def __init__(self, message: str, interrupted: bool = False):
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
 class RPCClient:
@@ -210,7 +226,10 @@ class RPCClient:
         except Exception as e:  # a garbled stream is as fatal as a closed one
             reason = f"its output could not be parsed ({e})"
         finally:
-            self._fail_all(self._gone_error(reason))
+            code = self._exit_status(EXIT_STATUS_WAIT_SECONDS)
+            if code is not None:
+                reason = f"{reason}; it exited with status {code}"
+            self._fail_all(self._gone_error(reason, code))
 
     def _dispatch(self, message: dict) -> None:
         if "method" in message:
@@ -247,13 +266,22 @@ class RPCClient:
         # whose own children still hold the pipe open.
         code = self._proc.wait()
         gevent.sleep(0.05)  # let the reader deliver replies already in the pipe
-        self._fail_all(self._gone_error(f"it exited with status {code}"))
+        self._fail_all(self._gone_error(f"it exited with status {code}", code))
 
-    def _gone_error(self, reason: str) -> BinaryGoneError:
+    def _exit_status(self, wait: float) -> int | None:
+        try:
+            return self._proc.wait(timeout=wait)
+        except Exception:  # still running (it closed stdout but lives on)
+            return None
+
+    def _gone_error(self, reason: str, code: int | None = None) -> BinaryGoneError:
+        interrupted = code in (EXIT_INTERRUPTED, -signal.SIGINT)
+        if interrupted:
+            reason = "it was interrupted (Ctrl-C)"
         message = f"the pyinfra-orbstack binary (pid {self.pid}) stopped answering: {reason}"
-        if self._stderr_tail and not self._closing:
+        if self._stderr_tail and not self._closing and not interrupted:
             message += "; its last output: " + " | ".join(self._stderr_tail)
-        return BinaryGoneError(message)
+        return BinaryGoneError(message, interrupted=interrupted)
 
     def _fail_all(self, error: BinaryGoneError) -> None:
         if self._gone is None:

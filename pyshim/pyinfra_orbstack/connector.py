@@ -13,6 +13,7 @@ import posixpath
 import secrets
 import shlex
 import shutil
+import signal
 import stat
 import tempfile
 from io import IOBase
@@ -380,6 +381,12 @@ class OrbStackConnector(BaseConnector):
                     timeout=timeout + TIMEOUT_GRACE_SECONDS if timeout else None,
                     on_output=on_output,
                 )
+            except _rpc.BinaryGoneError as e:
+                if not e.interrupted:
+                    raise
+                # Ctrl-C reached the binary and this command with pyinfra: report
+                # the command as interrupted (128+SIGINT), as @local reports its own.
+                return 128 + signal.SIGINT, CommandOutput(lines)
             except _rpc.RPCError as e:
                 if e.code == _rpc.TIMEOUT:
                     raise TimeoutError(
