@@ -97,6 +97,9 @@ func TestHostProblems(t *testing.T) {
 			assert.Equal(t, inits, countInits(home), "no machine init left running without a record")
 			assert.NotContains(t, full.ok("list", "-q"), "more")
 		})
+		t.Run("commands still run in running machines", func(t *testing.T) {
+			assert.Equal(t, "spare\n", full.ok("run", "-m", "spare", "hostname"))
+		})
 		t.Run("stop still works", func(t *testing.T) {
 			full.ok("stop", "spare")
 			rec, _ := full.info("spare")

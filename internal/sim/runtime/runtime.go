@@ -165,13 +165,14 @@ func (r *Runtime) entryLock(m *state.Machine) string {
 // still alive under it. The caller calls release once its command has
 // started in the machine (or has failed to).
 func (r *Runtime) HoldEntry(m *state.Machine) (release func(), alive bool) {
-	// No O_CREATE: a deleted machine's directory must not come back.
-	f, err := os.OpenFile(r.entryLock(m), os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) && m.Init.Alive() {
-		f, err = os.OpenFile(r.entryLock(m), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(r.entryLock(m), os.O_RDONLY|os.O_CREATE, 0o600)
+	if errors.Is(err, os.ErrNotExist) {
+		return func() {}, false // the machine's directory is gone: deleted
 	}
 	if err != nil {
-		return func() {}, false
+		// No lock file to be had (a full disk): enter unordered rather
+		// than refuse; the race with stop is rare, a full disk is not.
+		return func() {}, m.Init.Alive()
 	}
 	if err := flockRetry(f, unix.LOCK_SH); err != nil {
 		f.Close()
@@ -184,7 +185,7 @@ func (r *Runtime) HoldEntry(m *state.Machine) (release func(), alive bool) {
 // block stop forever) until no command is entering m, and keeps new ones out
 // until release.
 func (r *Runtime) holdOffEntries(m *state.Machine) (release func()) {
-	f, err := os.OpenFile(r.entryLock(m), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(r.entryLock(m), os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return func() {}
 	}
