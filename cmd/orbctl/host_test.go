@@ -312,3 +312,20 @@ func TestMachinesStopWhenORBSIMHOMEIsRemoved(t *testing.T) {
 		return err != nil || strings.Contains(string(b), ") Z ")
 	})
 }
+
+// Issue 2: state lives under $ORBSIM_HOME, by default ~/.orbsim.
+func TestStateDefaultsToDotOrbsimInHome(t *testing.T) {
+	t.Parallel()
+	newSim(t) // every command but version needs isolation
+	home := t.TempDir()
+	orbctl := func(args ...string) string {
+		cmd := exec.Command(filepath.Join(binDir, "orbctl"), args...)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}
+		out, err := cmd.Output()
+		require.NoError(t, err, "orbctl %v", args)
+		return string(out)
+	}
+	orbctl("config", "set", "k8s.enable", "true")
+	assert.FileExists(t, filepath.Join(home, ".orbsim", "state.json"))
+	assert.Equal(t, "true\n", orbctl("config", "get", "k8s.enable"), "a later invocation reads it back")
+}
