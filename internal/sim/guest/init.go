@@ -45,7 +45,11 @@ func InitMain(specJSON string) int {
 	err := json.Unmarshal([]byte(specJSON), &spec)
 	var machineDir *os.File
 	if err == nil {
-		// Held open from before pivot_root: see machineDirGone.
+		// Held open from before pivot_root: see machineDirGone. (An inotify
+		// IN_DELETE_SELF watch would not fire: overlayfs pins the directory's
+		// children, so its inode outlives the rmdir until the machine stops.)
+		// Root in the machine can reach the host through this descriptor, as
+		// it can through mknod or mount: machines are not a security boundary.
 		machineDir, err = os.Open(filepath.Dir(spec.Upper))
 	}
 	if err == nil {
