@@ -454,7 +454,9 @@ func (r *Runtime) Remove(m *state.Machine) error {
 
 const metaName = "orbsim-machine.json"
 
-// Export writes an archive of m (its record and its layer) to out.
+// Export writes an archive of m (its record and its layer) to out. The
+// reference documents no error texts for export/import; ours name the file
+// and the cause (see docs/simulator.md).
 func (r *Runtime) Export(m *state.Machine, out string) error {
 	f, err := os.Create(out)
 	if err != nil {
