@@ -164,6 +164,17 @@ def test_exec_output_is_live_and_interleaved(sim):
     assert seen["last"] - seen["warn"] > 1.5
 
 
+def test_exec_shows_unicode_and_survives_bytes_that_are_not_utf8(sim):
+    machine = sim.machine("deploy")
+    result = run_pyinfra(sim.env, f"@orbstack/{machine}", "exec", "--",
+                         r"printf 'h\303\251llo \342\234\223 \346\227\245\n\377\376raw\n'")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"[@orbstack/{machine}] héllo ✓ 日\n" in result.stderr
+    assert f"[@orbstack/{machine}] \ufffd\ufffdraw\n" in result.stderr
+    assert "Traceback" not in output
+
+
 def fact_output(stderr: str, fact: str):
     """The JSON pyinfra prints on stderr after `--> Fact data for: FACT`."""
     start = stderr.index("{", stderr.index(f"--> Fact data for: {fact}"))
@@ -440,8 +451,10 @@ def test_sudo_password_prompt_retries_the_command_once_with_the_password(sim, tm
         "server.shell(name='as root', commands=['echo x >> /tmp/pw-prompt-count; id -un > /tmp/pw-prompt-out'],\n"
         "             _sudo=True)\n"
     )
-    result = run_pyinfra(sim.env, "-y", "--data", "orbstack_user=pwuser", f"@orbstack/{machine}", "deploy.py",
-                         cwd=tmp_path, input="Pa55-word\n")
+    # --use-sudo-password is what a user types for this (pyinfra 3.10 prompts on
+    # sudo's complaint either way); --debug must not show the typed password.
+    result = run_pyinfra(sim.env, "-y", "--debug", "-vv", "--use-sudo-password", "--data", "orbstack_user=pwuser",
+                         f"@orbstack/{machine}", "deploy.py", cwd=tmp_path, input="Pa55-word\n")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "sudo password:" in output

@@ -150,3 +150,16 @@ def test_sudo_put_and_get_stage_under_temp_dir(sim, tmp_path, machine):
     assert output.count("mktemp -d /var/tmp/t-stage/pyinfra-orbstack-") == 2, output
     assert "mktemp -d /tmp/" not in output
     assert in_machine(sim, machine, "ls -A /var/tmp/t-stage") == ""
+
+
+@pytest.mark.parametrize("sudo", [False, True])
+def test_put_to_a_read_only_file_system_fails_and_leaves_it_alone(sim, tmp_path, machine, sudo):
+    in_machine(sim, machine, "mountpoint -q /t-ro || { mkdir -p /t-ro && printf old > /t-ro/f && "
+                             "chown dev /t-ro /t-ro/f && mount -o bind,ro /t-ro /t-ro; }")
+    result, output = deploy(sim, tmp_path, machine, f"files.put(src=StringIO('new'), dest='/t-ro/f', _sudo={sudo})\n")
+    assert result.returncode != 0
+    assert f"writing /t-ro/f on {machine} failed: " in output, output
+    assert "Read-only file system" in output
+    assert "Traceback" not in output
+    assert in_machine(sim, machine, "cat /t-ro/f") == "old"
+    assert no_staging_left(sim, machine)
