@@ -251,7 +251,8 @@ func TestCloneRenameDefault(t *testing.T) {
 		}
 		states := s.ok("run", "-m", "busy", "ps", "-o", "stat=", "-C", "sh")
 		assert.NotContains(t, states, "T", "no process left stopped")
-		assert.Len(t, strings.Fields(states), 4, "the writers run on")
+		// 4 writers, plus any child one of them forked for rm just then.
+		assert.GreaterOrEqual(t, len(strings.Fields(states)), 4, "the writers run on")
 		s.ok("stop", "busy")
 	})
 	t.Run("rename keeps the ULID and the files", func(t *testing.T) {
