@@ -554,7 +554,8 @@ class OrbStackConnector(BaseConnector):
                 **arguments,
             )
             if not ok:
-                logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {output.stderr}")
+                reason = output.stderr or output.stdout or "rm failed (was the run interrupted?)"
+                logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {reason}")
         except OSError as e:
             logger.warning(f"{self.host.print_prefix}could not remove {stage_dir}: {e}")
 
