@@ -38,10 +38,12 @@ import "strings"
 // by a signal ("Terminated") on its stderr as redirected for that child (dash
 // redirects in the parent), so the redirection must happen in the child.
 //
-// End: "\nID out STATUS" on stdout, "\nID err" on stderr. The leading newline
-// ends a last line that had none; the reader removes exactly that one newline,
-// so output is unchanged. ID is a fresh random nonce per command: output
-// cannot forge it.
+// Before running the command the agent prints "ID start" on stdout: a
+// session that ends before that line did not start the command, which may then
+// be sent elsewhere without running twice. At the end it prints "ID out
+// STATUS" on stdout and "ID err" on stderr, right after the command's output
+// (not on a line of their own, so a last line without a newline is left as
+// it was). ID is a fresh random nonce per command: output cannot forge it.
 const agentScript = `n=$1
 unsupported() { printf '\n%s unsupported %s\n' "$n" "$1"; exit 0; }
 for t in head setsid mktemp cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
@@ -61,6 +63,7 @@ while IFS=' ' read -r id ns ni; do
   IFS= read -r t || break
   [ "$t" = "$id" ] || break
   : >"$d/pg"
+  printf '%s start\n' "$id"
   if [ "$ni" = - ]; then
     setsid sh -c "$r" "$d/pg" "$s" </dev/null
     st=$?
@@ -69,8 +72,8 @@ while IFS=' ' read -r id ns ni; do
     st=$?
     : >"$d/in"
   fi
-  printf '\n%s out %s\n' "$id" "$st"
-  printf '\n%s err\n' "$id" >&3
+  printf '%s out %s\n' "$id" "$st"
+  printf '%s err\n' "$id" >&3
 done
 `
 

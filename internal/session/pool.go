@@ -13,8 +13,8 @@ import (
 
 // ErrUnavailable means the command was not run: no session could take it
 // (sessions are off, the machine lacks a tool, the session could not start,
-// the stdin is too large, or the session had ended before the command was
-// sent). The caller runs it the per-call way instead; that runs it once.
+// the stdin or command is too large, or two sessions in a row ended before
+// they started it). The caller runs it the per-call way instead; that runs it once.
 var ErrUnavailable = errors.New("no command session available")
 
 // MaxStdin is the largest stdin sent through a session; larger ones take the
@@ -104,18 +104,23 @@ func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) 
 	case <-ctx.Done():
 		return -1, ctx.Err()
 	}
-	s, err := p.take(ctx, c, key, ks)
-	if err != nil {
-		<-ks.slots
-		return -1, err
+	defer func() { <-ks.slots }()
+	// A session found dead before it started the command (the machine was
+	// stopped since its last command) is replaced once by a fresh one.
+	for attempt := 0; ; attempt++ {
+		s, err := p.take(ctx, c, key, ks)
+		if err != nil {
+			return -1, err
+		}
+		code, err := s.run(ctx, req)
+		p.put(ks, s)
+		if !errors.Is(err, errNotDelivered) {
+			return code, err
+		}
+		if attempt == 1 {
+			return -1, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
 	}
-	code, err := s.run(ctx, req)
-	p.put(ks, s)
-	<-ks.slots
-	if errors.Is(err, errNotDelivered) {
-		return -1, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return code, err
 }
 
 // take returns an idle live session for key, or starts one.

@@ -190,7 +190,7 @@ func (s *session) endedError(cause error) error {
 // run runs one command. It returns the command's exit status; when ctx ends it
 // kills the command inside the machine (SIGTERM to its process group, SIGKILL
 // after the client's KillDelay), marks the session broken and returns ctx's
-// error. errNotDelivered means nothing reached the agent.
+// error. errNotDelivered means the agent did not start the command.
 func (s *session) run(ctx context.Context, req Request) (int, error) {
 	if !s.alive() {
 		s.broken = true
@@ -207,50 +207,51 @@ func (s *session) run(ctx context.Context, req Request) (int, error) {
 	msg.Write(req.Stdin)
 	msg.WriteString(id + "\n")
 
+	stdout, stderr := req.Stdout, req.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
 	outDone, errDone := make(chan endResult, 1), make(chan endResult, 1)
 	go func() {
-		status, err := readUntilEnd(s.stdout, id+" out ", req.Stdout)
-		outDone <- endResult{status, err}
+		// Whatever comes before the agent's "started" line was written by
+		// background processes of earlier commands: it goes to this one.
+		if _, err := readUntil(s.stdout, []byte(id+" start"), stdout); err != nil {
+			outDone <- endResult{err: err}
+			return
+		}
+		rest, err := readUntil(s.stdout, []byte(id+" out "), stdout)
+		status := -1
+		if err == nil {
+			status, err = strconv.Atoi(string(rest))
+		}
+		outDone <- endResult{status: status, started: true, err: err}
 	}()
 	go func() {
-		_, err := readUntilEnd(s.stderr, id+" err", req.Stderr)
-		errDone <- endResult{0, err}
+		_, err := readUntil(s.stderr, []byte(id+" err"), stderr)
+		errDone <- endResult{err: err}
 	}()
 	// Write in the background: a command that does not read its stdin must
 	// not block cancellation, and the agent reads the whole request first.
 	written := make(chan error, 1)
 	go func() {
-		n, err := s.proc.Stdin.Write(msg.Bytes())
-		if err != nil && n == 0 {
-			err = errNotDelivered
-		}
+		_, err := s.proc.Stdin.Write(msg.Bytes())
 		written <- err
 	}()
 
 	var out, errRes endResult
 	exited := s.proc.Exited()
-	// drain waits for the readers still running; they write to the caller's
-	// writers, so they must be done before run returns.
-	drain := func() {
-		if outDone != nil {
-			out = <-outDone
-		}
-		if errDone != nil {
-			errRes = <-errDone
-		}
-	}
 	for outDone != nil || errDone != nil {
 		select {
 		case err := <-written:
 			written = nil
 			if err != nil {
+				// The request did not arrive whole, so the agent will not
+				// run it; the readers report the end of the session.
 				s.broken = true
 				s.proc.Kill()
-				drain()
-				if errors.Is(err, errNotDelivered) {
-					return -1, errNotDelivered
-				}
-				return -1, s.endedError(err)
 			}
 		case out = <-outDone:
 			outDone = nil
@@ -258,8 +259,8 @@ func (s *session) run(ctx context.Context, req Request) (int, error) {
 			errDone = nil
 		case <-exited:
 			// The agent's orbctl is gone. Output already in the pipes may
-			// still hold the end markers; processes left in the machine may
-			// keep the pipes open, so do not wait for EOF for long.
+			// still hold the markers; processes left in the machine may keep
+			// the pipes open, so do not wait for EOF for long.
 			exited = nil
 			s.broken = true
 			time.AfterFunc(200*time.Millisecond, s.proc.Kill)
@@ -272,14 +273,18 @@ func (s *session) run(ctx context.Context, req Request) (int, error) {
 	if out.err != nil || errRes.err != nil {
 		s.broken = true
 		s.proc.Kill()
+		if !out.started {
+			return -1, errNotDelivered
+		}
 		return -1, s.endedError(errors.Join(out.err, errRes.err))
 	}
 	return out.status, nil
 }
 
 type endResult struct {
-	status int
-	err    error
+	status  int
+	started bool // the agent said it started the command
+	err     error
 }
 
 // kill stops a cancelled command inside the machine and ends the session.
@@ -322,61 +327,41 @@ func (s *session) signal(ctx context.Context, sig string) {
 		Argv: []string{"sh", "-c", killScript(s.dir, sig)}})
 }
 
-// readUntilEnd copies one command's output from r to w until the end marker
-// line (which starts with marker), and returns the number after the marker
-// (the exit status on stdout). The agent writes a newline before the marker;
-// exactly that newline is removed: the last line before the marker is the
-// command's unterminated last line if non-empty, else nothing. Empty lines are
-// held back until the next line shows they were output.
-func readUntilEnd(r *bufio.Reader, marker string, w io.Writer) (int, error) {
-	if w == nil {
-		w = io.Discard
-	}
-	newline := []byte{'\n'}
-	atLineStart, held := true, false
+// readUntil copies r to w until marker, and returns the rest of the marker's
+// line (without its newline). The marker may be in the middle of a line: the
+// agent writes it right after the command's output, so that a last line
+// without a newline stays one, byte for byte. The nonce in the marker cannot
+// come from a command, so a match is always the agent's.
+func readUntil(r *bufio.Reader, marker []byte, w io.Writer) ([]byte, error) {
+	var line []byte // bytes read and not yet written
 	for {
-		line, err := r.ReadSlice('\n')
-		if err == bufio.ErrBufferFull {
-			if held {
-				w.Write(newline)
-				held = false
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if err != nil && err != bufio.ErrBufferFull {
+			if !bytes.HasPrefix(line, marker) {
+				w.Write(line)
 			}
+			return nil, err
+		}
+		if i := bytes.Index(line, marker); i >= 0 {
+			if i > 0 {
+				w.Write(line[:i])
+				line = append(line[:0], line[i:]...)
+			}
+			if err == nil {
+				return bytes.TrimSuffix(line[len(marker):], []byte{'\n'}), nil
+			}
+			continue // the rest of the marker's line is still to come
+		}
+		if err == nil {
 			w.Write(line)
-			atLineStart = false
+			line = line[:0]
 			continue
 		}
-		if err != nil {
-			if held {
-				w.Write(newline)
-			}
-			w.Write(line)
-			return -1, err
+		// A long line: pass it on, keeping a tail that may start the marker.
+		if keep := len(marker) - 1; len(line) > keep {
+			w.Write(line[:len(line)-keep])
+			line = append(line[:0], line[len(line)-keep:]...)
 		}
-		if atLineStart {
-			if len(line) == 1 {
-				if held {
-					w.Write(newline)
-				}
-				held = true
-				continue
-			}
-			if rest, ok := bytes.CutPrefix(line, []byte(marker)); ok {
-				rest = bytes.TrimSuffix(rest, newline)
-				if len(rest) == 0 {
-					return 0, nil
-				}
-				status, err := strconv.Atoi(string(rest))
-				if err != nil {
-					return -1, fmt.Errorf("bad end marker %q", line)
-				}
-				return status, nil
-			}
-		}
-		if held {
-			w.Write(newline)
-			held = false
-		}
-		w.Write(line)
-		atLineStart = true
 	}
 }
