@@ -121,6 +121,34 @@ def test_deploy_gets_files(deployed):
     assert (workdir / "got/secret").read_text() == "s3cret\n"
 
 
+MORE_CONTROL_ARGUMENTS = '''
+from pyinfra.operations import server
+server.shell(name="sudo user", commands=["id -un > /tmp/ca/sudo-user"], _sudo=True, _sudo_user="nobody")
+server.shell(name="sudo login", commands=["pwd > /tmp/ca/sudo-login"], _sudo=True, _use_sudo_login=True)
+server.shell(name="sudo env", commands=['echo "$KEPT" > /tmp/ca/sudo-env'], _sudo=True,
+             _preserve_sudo_env=True, _env={"KEPT": "kept"})
+server.shell(name="su login", commands=["pwd > /tmp/ca/su-login"], _sudo=True, _su_user="dev", _use_su_login=True)
+server.shell(name="su shell", commands=['echo "$SHELL" > /tmp/ca/su-shell'], _sudo=True, _su_user="dev",
+             _su_shell="bash")
+server.shell(name="retries", commands=["echo x >> /tmp/ca/tries; [ $(wc -l < /tmp/ca/tries) -ge 3 ]"],
+             _retries=2, _retry_delay=0)
+'''
+
+
+def test_more_control_arguments(sim, tmp_path):
+    machine = sim.machine("deploy")
+    in_machine(sim, machine, "rm -rf /tmp/ca && mkdir -m 1777 /tmp/ca")
+    (tmp_path / "deploy.py").write_text(MORE_CONTROL_ARGUMENTS)
+    result = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = {name: in_machine(sim, machine, f"cat /tmp/ca/{name}").strip()
+           for name in ("sudo-user", "sudo-login", "sudo-env", "su-login", "su-shell")}
+    assert got == {"sudo-user": "nobody", "sudo-login": "/root", "sudo-env": "kept",
+                   "su-login": "/home/dev", "su-shell": "/usr/bin/bash"}
+    # pyinfra retried the failing command twice; the connector never retries by itself.
+    assert in_machine(sim, machine, "wc -l < /tmp/ca/tries").strip() == "3"
+
+
 def test_second_deploy_changes_nothing(deployed):
     *_, second = deployed
     rows = results_table(second.stdout + second.stderr)
