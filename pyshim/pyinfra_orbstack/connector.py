@@ -507,11 +507,14 @@ class OrbStackConnector(BaseConnector):
             dest_dir = posixpath.dirname(remote_filename) or "."
             temp = f"{dest_dir}/.{posixpath.basename(remote_filename)}.pyinfra-{secrets.token_hex(6)}"
             q_temp, q_dest = shlex.quote(temp), shlex.quote(remote_filename)
+            # A directory at the destination is an error, as with the binary's own
+            # put: `mv` would quietly move the file into it.
             script = (
-                f"trap {shlex.quote(f'rm -f {q_temp}')} EXIT && cat {shlex.quote(staged)} > {q_temp} && "
-                f"if [ -e {q_dest} ]; then chmod \"$(stat -c %a {q_dest})\" {q_temp} && "
-                f"{{ chown \"$(stat -c %u:%g {q_dest})\" {q_temp} 2>/dev/null || true; }}; fi && "
-                f"mv -f {q_temp} {q_dest}"
+                f"if [ -d {q_dest} ]; then printf '%s: is a directory\\n' {q_dest} >&2; exit 1; fi && "
+                f"trap {shlex.quote(f'rm -f -- {q_temp}')} EXIT && cat -- {shlex.quote(staged)} > {q_temp} && "
+                f"if [ -e {q_dest} ]; then chmod \"$(stat -c %a -- {q_dest})\" {q_temp} && "
+                f"{{ chown \"$(stat -c %u:%g -- {q_dest})\" {q_temp} 2>/dev/null || true; }}; fi && "
+                f"mv -f -- {q_temp} {q_dest}"
             )
             # Errors name the destination, as the binary's do, not the temp file.
             self._check(script, arguments, print_input,
@@ -525,7 +528,7 @@ class OrbStackConnector(BaseConnector):
         name = secrets.token_hex(8)
         script = (
             f"d=$(mktemp -d {shlex.quote(temp_root + '/pyinfra-orbstack-XXXXXXXX')}) && "
-            f"chmod 0711 \"$d\" && cat {shlex.quote(remote_filename)} > \"$d/{name}\" && "
+            f"chmod 0711 \"$d\" && cat -- {shlex.quote(remote_filename)} > \"$d/{name}\" && "
             f"chmod 0644 \"$d/{name}\" && echo \"$d\" || {{ rm -rf \"$d\"; exit 1; }}"
         )
         output = self._check(script, arguments, print_input,

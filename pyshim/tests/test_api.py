@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from io import BytesIO
 
 import gevent
 import pytest
@@ -62,3 +63,17 @@ def test_last_disconnect_stops_the_binary_even_after_a_reconnect(api_state):
     disconnect_all(state)
     assert _shared.for_state(state).client is None
     assert not client.alive
+
+
+@pytest.mark.parametrize("sudo", [False, True])
+def test_put_over_a_directory_is_an_error_not_a_file_inside_it(api_state, sim, sudo):
+    # pyinfra's files.put checks this itself; host.put_file (and any caller
+    # racing a mkdir) relies on the connector.
+    _, hosts = api_state
+    host = hosts[0]
+    machine = host.data.orbstack_machine
+    sim.orbctl("run", "-m", machine, "-u", "root", "sh", "-c", "rm -rf /tmp/t-a-dir && mkdir -m 777 /tmp/t-a-dir")
+    with pytest.raises(OSError, match=f"writing /tmp/t-a-dir on {machine} failed: .*/tmp/t-a-dir: is a directory"):
+        host.put_file(BytesIO(b"x"), "/tmp/t-a-dir", _sudo=sudo)
+    listing = sim.orbctl("run", "-m", machine, "-u", "root", "ls", "-A", "/tmp/t-a-dir").stdout
+    assert listing == ""
