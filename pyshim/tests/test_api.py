@@ -77,3 +77,17 @@ def test_put_over_a_directory_is_an_error_not_a_file_inside_it(api_state, sim, s
         host.put_file(BytesIO(b"x"), "/tmp/t-a-dir", _sudo=sudo)
     listing = sim.orbctl("run", "-m", machine, "-u", "root", "ls", "-A", "/tmp/t-a-dir").stdout
     assert listing == ""
+
+
+@pytest.mark.parametrize("sudo", [False, True])
+def test_in_memory_put_and_get_are_byte_exact_and_leave_no_spool(api_state, sudo):
+    _, hosts = api_state
+    host = hosts[0]
+    data = bytes(range(256)) * 300 + b"\r\n\x00end"
+    path = f"/tmp/t-mem-{int(sudo)}.bin"
+    assert host.put_file(BytesIO(data), path, _sudo=sudo)
+    got = BytesIO()
+    assert host.get_file(path, got, _sudo=sudo)
+    assert got.getvalue() == data
+    spool = host.connector._local_temp_dir
+    assert spool is not None and os.listdir(spool) == []  # spooled copies removed
