@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
 
 import pytest
 
@@ -163,3 +164,19 @@ def test_put_to_a_read_only_file_system_fails_and_leaves_it_alone(sim, tmp_path,
     assert "Traceback" not in output
     assert in_machine(sim, machine, "cat /t-ro/f") == "old"
     assert no_staging_left(sim, machine)
+
+
+def test_sync_uploads_a_tree_and_then_changes_nothing(sim, tmp_path, machine):
+    (tmp_path / "tree/sub").mkdir(parents=True)
+    (tmp_path / "tree/a.txt").write_text("a\n")
+    (tmp_path / "tree/sub/b.bin").write_bytes(b"\x00\xffb")
+    body = "files.sync(src='tree', dest='/opt/t-synced', user='dev', _sudo=True)\n"
+    first, output = deploy(sim, tmp_path, machine, body)
+    assert first.returncode == 0, output
+    assert in_machine(sim, machine, "cd /opt/t-synced && find . -type f | sort | xargs sha256sum") == \
+        subprocess.run("find . -type f | sort | xargs sha256sum", shell=True, cwd=tmp_path / "tree",
+                       capture_output=True, text=True).stdout
+    assert in_machine(sim, machine, "stat -c %U /opt/t-synced/sub/b.bin") == "dev\n"
+    second, output = deploy(sim, tmp_path, machine, body)
+    assert second.returncode == 0, output
+    assert "No changes" in output and "Success" not in output.split("--> Results")[0], output
