@@ -130,6 +130,9 @@ server.shell(name="sudo env", commands=['echo "$KEPT" > /tmp/ca/sudo-env'], _sud
 server.shell(name="su login", commands=["pwd > /tmp/ca/su-login"], _sudo=True, _su_user="dev", _use_su_login=True)
 server.shell(name="su shell", commands=['echo "$SHELL" > /tmp/ca/su-shell'], _sudo=True, _su_user="dev",
              _su_shell="bash")
+server.shell(name="stdin beyond", commands=["cat > /tmp/ca/stdin; read more || echo eof >> /tmp/ca/stdin"],
+             _stdin="given")
+server.shell(name="no stdin", commands=["read x || echo eof > /tmp/ca/no-stdin"], _timeout=10)
 server.shell(name="retries", commands=["echo x >> /tmp/ca/tries; [ $(wc -l < /tmp/ca/tries) -ge 3 ]"],
              _retries=2, _retry_delay=0)
 '''
@@ -142,9 +145,10 @@ def test_more_control_arguments(sim, tmp_path):
     result = run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "deploy.py", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     got = {name: in_machine(sim, machine, f"cat /tmp/ca/{name}").strip()
-           for name in ("sudo-user", "sudo-login", "sudo-env", "su-login", "su-shell")}
+           for name in ("sudo-user", "sudo-login", "sudo-env", "su-login", "su-shell", "stdin", "no-stdin")}
+    # A command reading past the given stdin (or with none) gets end-of-file, not a hang.
     assert got == {"sudo-user": "nobody", "sudo-login": "/root", "sudo-env": "kept",
-                   "su-login": "/home/dev", "su-shell": "/usr/bin/bash"}
+                   "su-login": "/home/dev", "su-shell": "/usr/bin/bash", "stdin": "given\neof", "no-stdin": "eof"}
     # pyinfra retried the failing command twice; the connector never retries by itself.
     assert in_machine(sim, machine, "wc -l < /tmp/ca/tries").strip() == "3"
 
