@@ -95,6 +95,8 @@ class RPCClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, gevent.event.AsyncResult] = {}
         self._sinks: dict[int, OutputSink] = {}
+        # Pieces of lines sent split (`partial`, docs/protocol.md), per request and stream.
+        self._partial: dict[tuple[int, str], list[str]] = {}
         self._write_lock = gevent.lock.Semaphore()
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._gone: BinaryGoneError | None = None
@@ -149,6 +151,8 @@ class RPCClient:
         finally:
             self._pending.pop(request_id, None)
             self._sinks.pop(request_id, None)
+            for stream in ("stdout", "stderr"):
+                self._partial.pop((request_id, stream), None)
 
     def close(self) -> None:
         """Ask the binary to shut down, then make sure it is gone. Never raises."""
@@ -235,12 +239,22 @@ class RPCClient:
         if "method" in message:
             if message.get("method") == "command.output":
                 params = message.get("params") or {}
-                sink = self._sinks.get(params.get("request_id"))
-                if sink is not None:
-                    try:
-                        sink(params.get("stream", "stdout"), params.get("line", ""))
-                    except Exception:
-                        logger.exception("output handler failed")
+                request_id = params.get("request_id")
+                sink = self._sinks.get(request_id)
+                if sink is None:
+                    return
+                stream, line = params.get("stream", "stdout"), params.get("line", "")
+                key = (request_id, stream)
+                if params.get("partial"):  # more of this line follows
+                    self._partial.setdefault(key, []).append(line)
+                    return
+                pieces = self._partial.pop(key, None)
+                if pieces:
+                    line = "".join(pieces) + line
+                try:
+                    sink(stream, line)
+                except Exception:
+                    logger.exception("output handler failed")
             return
 
         result = self._pending.get(message.get("id"))

@@ -9,6 +9,8 @@ commands run with the local `sh`. FAKE_MODE picks a misbehaviour:
 - ``silent_on_run``: never answer `command.run` (but honour `$/cancelRequest`).
 - ``garbage``: answer `initialize`, then write bytes that are not a frame.
 - ``start_fails``: `machine.connect` fails as a failed `orbctl start` does.
+- ``split_lines``: send output lines longer than 8 characters in pieces marked
+  ``partial`` (docs/protocol.md), as a binary may for lines over 1 MiB.
 
 FAKE_PROTOCOL_VERSION overrides the protocol version it claims.
 FAKE_MACHINES is a comma-separated list of machine names that exist (default "fake").
@@ -79,9 +81,13 @@ def run_command(request_id: int, params: dict) -> None:
 
     def pump(stream, name):
         for raw in stream:
-            send({"jsonrpc": "2.0", "method": "command.output",
-                  "params": {"request_id": request_id, "stream": name,
-                             "line": raw.decode("utf-8", "replace").rstrip("\n")}})
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            pieces = [line[i:i + 8] for i in range(0, len(line), 8)] if MODE == "split_lines" else [line]
+            for i, piece in enumerate(pieces or [""]):
+                params = {"request_id": request_id, "stream": name, "line": piece}
+                if i < len(pieces) - 1:
+                    params["partial"] = True
+                send({"jsonrpc": "2.0", "method": "command.output", "params": params})
 
     pumps = [threading.Thread(target=pump, args=(proc.stdout, "stdout")),
              threading.Thread(target=pump, args=(proc.stderr, "stderr"))]

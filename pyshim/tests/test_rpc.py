@@ -29,6 +29,17 @@ def run_params(command: str, **extra) -> dict:
     return {"machine": "fake", "command": command, "user": "", "workdir": "", **extra}
 
 
+def test_a_line_sent_in_pieces_reaches_the_caller_whole(fake_binary):
+    # The protocol lets a binary split a long line, marking all pieces but the
+    # last `partial`; pyinfra must see one line, as @ssh gives it.
+    client = start(fake_binary, "split_lines")
+    got = {"stdout": [], "stderr": []}
+    client.call("command.run", run_params("printf 'abcdefghijklmnopqrst\\nshort\\n'; printf 'ABCDEFGHIJKLMNOP' >&2"),
+                timeout=10, on_output=lambda stream, line: got[stream].append(line))
+    assert got == {"stdout": ["abcdefghijklmnopqrst", "short"], "stderr": ["ABCDEFGHIJKLMNOP"]}
+    client.close()
+
+
 @pytest.mark.parametrize("mode", ["die_on_run", "die_with_child"])
 def test_binary_dying_fails_the_pending_call_within_a_second(fake_binary, mode):
     client = start(fake_binary, mode)
