@@ -288,8 +288,9 @@ def test_ctrl_c_mid_command_stops_it_in_the_machine(sim):
     assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout == b""
 
 
-def test_orbctl_missing(sim):
-    env = dict(sim.env, PATH="/usr/bin:/bin")
+@pytest.mark.parametrize("path", ["/usr/bin:/bin", ""])
+def test_orbctl_missing(sim, path):
+    env = dict(sim.env, PATH=path)
     result = run_pyinfra(env, "@orbstack/anything", "exec", "--", "true")
     output = result.stdout + result.stderr
     assert result.returncode != 0
