@@ -208,7 +208,47 @@ class OrbStackConnector(BaseConnector):
             logger.info(f"{self.host.print_prefix}Created OrbStack machine: {self.machine_name}")
         elif reply.get("started"):
             logger.info(f"{self.host.print_prefix}Started stopped OrbStack machine: {self.machine_name}")
+        problem = self._check_user_and_workdir(client)
+        if problem:
+            self._release_binary()
+            raise ConnectError(problem)
         self._publish_machine_data()
+
+    def _check_user_and_workdir(self, client: _rpc.RPCClient) -> str | None:
+        """What is wrong with `orbstack_user`/`orbstack_workdir`, if either is set.
+
+        Checked once here, as @ssh checks its login: otherwise every command would
+        fail (no such user) or, worse, run in `/` (orbctl's fallback for a missing
+        directory).
+        """
+        user, workdir = self.data["orbstack_user"], self.data["orbstack_workdir"]
+        if not user and not workdir:
+            return None
+        name = self.machine_name
+        command = f"test -d {shlex.quote(workdir)} || exit 3" if workdir else "true"
+        try:
+            result = client.call(
+                "command.run",
+                {"machine": name, "command": command, "user": user or "", "workdir": ""},
+                timeout=self.data["orbstack_connect_timeout"] + TIMEOUT_GRACE_SECONDS,
+            )
+        except _rpc.RPCError as e:
+            if e.code == _rpc.BAD_ARGUMENT:
+                default = self.machine.get("default_user")
+                return (
+                    f"OrbStack machine `{name}`: {e.message}: create that user, or set "
+                    f"`orbstack_user` to one that exists"
+                    f"{f' (or drop it to use the default user, {default})' if default else ''}."
+                )
+            return f"OrbStack machine `{name}`: {e.message}"
+        except (ConnectionError, TimeoutError) as e:
+            return f"OrbStack machine `{name}`: {e}"
+        if int(result["exit_code"]) != 0:
+            return (
+                f"OrbStack machine `{name}` has no directory {workdir} (`orbstack_workdir`): "
+                "create it, or point `orbstack_workdir` at an existing directory."
+            )
+        return None
 
     @override
     def disconnect(self) -> None:

@@ -241,6 +241,22 @@ def test_orbctl_override_that_is_wrong_says_so(sim):
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize("data, message", [
+    ("orbstack_user=ghost", 'there is no user "ghost" in machine {machine}: create that user, or set `orbstack_user`'),
+    ("orbstack_workdir=/no/such/dir", "has no directory /no/such/dir (`orbstack_workdir`)"),
+])
+def test_a_wrong_user_or_workdir_fails_the_connect(sim, data, message):
+    # As @ssh fails at login, not at every command (or, for the workdir, instead
+    # of running everything in `/`, orbctl's fallback).
+    machine = sim.machine("deploy")
+    result = run_pyinfra(sim.env, "--data", data, f"@orbstack/{machine}", "exec", "--", "touch t-wrong-setting")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message.format(machine=machine) in output, output
+    assert "Connected" not in output and "Traceback" not in output
+    assert in_machine(sim, machine, "ls /t-wrong-setting /home/dev/t-wrong-setting 2>/dev/null || true") == ""
+
+
 def test_stopped_orbstack_is_started_by_orbctl(sim):
     # Like the real orbctl, the simulator starts a stopped OrbStack for any command.
     machine = sim.machine("deploy")
