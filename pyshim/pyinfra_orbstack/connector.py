@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import posixpath
+import re
 import secrets
 import shlex
 import shutil
@@ -323,6 +324,13 @@ class OrbStackConnector(BaseConnector):
             existing = (
                 f"existing machines: {', '.join(available)}" if available else "there are no machines yet"
             )
+            if not _valid_machine_name(name):
+                # Suggesting `orbctl create` would only lead to orbctl refusing the name.
+                return (
+                    f"No OrbStack machine named `{name}` ({existing}); `{name}` is not even a valid "
+                    "machine name (letters, digits, `-` and `.`, at least 2 characters, starting "
+                    "with a letter or digit; not a reserved word): check the spelling."
+                )
             return (
                 f"No OrbStack machine named `{name}` ({existing}). Create it with "
                 f"`orbctl create debian {name}`, or set `orbstack_image` in its inventory "
@@ -718,6 +726,15 @@ class _LocalDestination:
                     os.remove(leftover)
                 except OSError:
                     pass
+
+
+# OrbStack's rule for machine names (orbctl create refuses others).
+VALID_MACHINE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
+RESERVED_MACHINE_NAMES = frozenset({"default", "vm", "host", "services", "gateway", "k8s", "docker"})
+
+
+def _valid_machine_name(name: str) -> bool:
+    return bool(VALID_MACHINE_NAME.match(name)) and name not in RESERVED_MACHINE_NAMES
 
 
 def _local_file_mode(path: str) -> int:

@@ -231,6 +231,16 @@ def test_unknown_machine_names_the_existing_ones(sim):
     assert "Traceback" not in output
 
 
+def test_unknown_machine_with_an_invalid_name_is_not_offered_orbctl_create(sim):
+    existing = sim.machine("deploy")
+    result = run_pyinfra(sim.env, "@orbstack/web_1", "exec", "--", "true")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "`web_1` is not even a valid machine name" in output, output
+    assert existing in output
+    assert "orbctl create" not in output
+
+
 def test_orbctl_override_that_is_wrong_says_so(sim):
     env = dict(sim.env, PYINFRA_ORBSTACK_ORBCTL="/nope")
     result = run_pyinfra(env, f"@orbstack/{sim.machine('deploy')}", "exec", "--", "true")
