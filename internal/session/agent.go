@@ -4,20 +4,23 @@ import "strings"
 
 // agentScript runs inside the machine as `sh -c agentScript agent NONCE`,
 // started by one `orbctl run`, and runs commands sent on its stdin one at a
-// time. It is POSIX sh (dash, busybox ash, bash) plus head -c, setsid and
-// mktemp (and cat), which it checks for first.
+// time. It is POSIX sh (dash, busybox ash, bash) plus head -c, dd, setsid,
+// mktemp and cat, which it checks for first.
 //
 // Startup: it makes a private directory (mktemp -d: 0700) and prints
-// "\nNONCE ready DIR" on stdout and "\nNONCE ready" on stderr, or
+// "\nNONCE ready exact|bytewise DIR" on stdout and "\nNONCE ready" on stderr, or
 // "\nNONCE unsupported TOOL" on stdout and exits.
 //
 // Request: a header line "ID SCRIPTLEN STDINLEN" (STDINLEN "-" = no stdin),
 // SCRIPTLEN bytes of script, STDINLEN bytes of stdin, then the line "ID". The
 // trailing ID proves the request arrived whole: a truncated one (the binary
 // died mid-write) ends the agent instead of running half a script.
-// `head -c` reads exactly that many bytes from a pipe (GNU and busybox both
-// ask read(2) for no more than is left), so the stream stays in step without
-// base64 or byte-at-a-time reads.
+// Payloads are read with `head -c` where it reads exactly that many bytes
+// from a pipe (GNU asks read(2) for no more than is left), so the stream stays
+// in step without base64 or byte-at-a-time reads. busybox's head reads ahead
+// and would swallow the next request: the agent tests for that at start and
+// then falls back to `dd bs=1` (exact, slower; the binary then keeps large
+// stdin off the session), reporting which in its ready line.
 //
 // Stdin reaches the command through a pipe (cat of a private file), as with
 // a per-call orbctl run: a command may tell a file from a pipe (wc -c, for
@@ -46,20 +49,25 @@ import "strings"
 // it was). ID is a fresh random nonce per command: output cannot forge it.
 const agentScript = `n=$1
 unsupported() { printf '\n%s unsupported %s\n' "$n" "$1"; exit 0; }
-for t in head setsid mktemp cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
+for t in head dd setsid mktemp cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
+if [ "$(printf abc | { head -c 1 >/dev/null; cat; })" = bc ]; then
+  take() { head -c "$1"; }; reads=exact
+else
+  take() { dd bs=1 count="$1" 2>/dev/null; }; reads=bytewise
+fi
 d=$(mktemp -d "${TMPDIR:-/tmp}/pyinfra-orbstack.XXXXXXXX") || unsupported mktemp
 trap 'rm -rf "$d"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 exec 3>&2 2>/dev/null
-printf '\n%s ready %s\n' "$n" "$d"
+printf '\n%s ready %s %s\n' "$n" "$reads" "$d"
 printf '\n%s ready\n' "$n" >&3
 r='exec 2>&3 3>&-; echo $$ >"$0"; exec sh -c "$1"'
 while IFS=' ' read -r id ns ni; do
-  s=$(head -c "$ns"; echo x)
+  s=$(take "$ns"; echo x)
   s=${s%x}
-  if [ "$ni" != - ]; then head -c "$ni" >"$d/in" || break; fi
+  if [ "$ni" != - ]; then take "$ni" >"$d/in" || break; fi
   IFS= read -r t || break
   [ "$t" = "$id" ] || break
   : >"$d/pg"

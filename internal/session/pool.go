@@ -21,6 +21,10 @@ var ErrUnavailable = errors.New("no command session available")
 // per-call path, which streams them.
 const MaxStdin = 1 << 20
 
+// MaxStdinBytewise is MaxStdin for agents that read a byte per read(2)
+// (busybox): 64 KiB take them about 0.1 s.
+const MaxStdinBytewise = 64 << 10
+
 // MaxScript bounds the shell text of one command through a session. The agent
 // passes it as one argument, and Linux refuses an argument over 128 KiB with
 // an error only the agent would see; per-call runs report it themselves.
@@ -111,6 +115,10 @@ func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) 
 		s, err := p.take(ctx, c, key, ks)
 		if err != nil {
 			return -1, err
+		}
+		if s.bytewise && len(req.Stdin) > MaxStdinBytewise {
+			p.put(ks, s)
+			return -1, fmt.Errorf("%w: stdin larger than %d bytes for an agent that reads byte by byte", ErrUnavailable, MaxStdinBytewise)
 		}
 		code, err := s.run(ctx, req)
 		p.put(ks, s)

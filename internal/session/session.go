@@ -54,6 +54,9 @@ type session struct {
 	stdout *bufio.Reader
 	stderr *bufio.Reader
 	dir    string // the agent's private directory in the machine
+	// bytewise: the agent reads payloads a byte per read(2) (busybox), too
+	// slow for large stdin.
+	bytewise bool
 	// broken means the session must not run another command: it died, or a
 	// command was cancelled in it (its state is unknown).
 	broken bool
@@ -116,7 +119,8 @@ func start(ctx context.Context, c *orbctl.Client, key Key, readyTimeout time.Dur
 		}
 	}
 	if err == nil {
-		s.dir = strings.TrimPrefix(out.rest, "ready ")
+		mode, dir, _ := strings.Cut(strings.TrimPrefix(out.rest, "ready "), " ")
+		s.bytewise, s.dir = mode == "bytewise", dir
 		if !safeDir.MatchString(s.dir) {
 			err = fmt.Errorf("the session agent reported an odd directory %q", s.dir)
 		}

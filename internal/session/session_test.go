@@ -50,7 +50,10 @@ type result struct {
 func run(p *Pool, c *orbctl.Client, machine string, req Request) result {
 	var stdout, stderr bytes.Buffer
 	req.Stdout, req.Stderr = &stdout, &stderr
-	code, err := p.Run(context.Background(), c, Key{Machine: machine}, req)
+	// Bounded, so that a hang fails the test instead of stalling the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := p.Run(ctx, c, Key{Machine: machine}, req)
 	return result{stdout.String(), stderr.String(), code, err}
 }
 
