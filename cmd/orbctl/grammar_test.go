@@ -126,6 +126,13 @@ func TestConfig(t *testing.T) {
 		s.ok("config", "set", `machine."x.y".cpu`, "2")
 		assert.Equal(t, "2\n", s.ok("config", "get", `machine."x.y".cpu`))
 	})
+	t.Run("forward_ssh_agent defaults to on for a normal machine and keeps what is set", func(t *testing.T) {
+		s.machine("fwd")
+		assert.Equal(t, "true\n", s.ok("config", "get", "machine.fwd.forward_ssh_agent"))
+		s.ok("config", "set", "machine.fwd.forward_ssh_agent", "false")
+		assert.Equal(t, "false\n", s.ok("config", "get", "machine.fwd.forward_ssh_agent"))
+		assert.Contains(t, s.ok("info", "fwd", "-f", "json"), `"forward_ssh_agent": false`)
+	})
 }
 
 func TestSSHHelp(t *testing.T) {

@@ -82,7 +82,7 @@ func machineValue(m *state.Machine, key string) string {
 	case "isolated":
 		return strconv.FormatBool(m.Isolated)
 	case "forward_ssh_agent":
-		return strconv.FormatBool(!m.Isolated)
+		return strconv.FormatBool(m.ForwardsSSHAgent())
 	case "isolate_network":
 		return strconv.FormatBool(m.IsolateNetwork)
 	case "mounts":
@@ -251,10 +251,13 @@ func (a *App) setMachineKey(m *state.Machine, sub, key, value string) error {
 		if err != nil {
 			return bad()
 		}
-		if sub == "isolated" {
+		switch sub {
+		case "isolated":
 			m.Isolated = b
-		} else if sub == "isolate_network" {
+		case "isolate_network":
 			m.IsolateNetwork = b
+		case "forward_ssh_agent":
+			m.ForwardSSHAgent = &b
 		}
 	case "mounts":
 		m.Mounts = nil

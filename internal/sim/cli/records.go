@@ -55,7 +55,7 @@ func (a *App) record(m *state.Machine) recordJSON {
 	switch {
 	case a.Version.AtLeast(2, 1, 0):
 		// [MACHU] ADR: forward_ssh_agent is reported true on normal machines.
-		r.Config = configJSON2{Isolated: m.Isolated, IsolateNetwork: m.IsolateNetwork, ForwardSSHAgent: !m.Isolated, DefaultUsername: m.DefaultUser}
+		r.Config = configJSON2{Isolated: m.Isolated, IsolateNetwork: m.IsolateNetwork, ForwardSSHAgent: m.ForwardsSSHAgent(), DefaultUsername: m.DefaultUser}
 	case a.Version.AtLeast(0, 15, 0):
 		r.Config = configJSON{Isolated: m.Isolated, DefaultUsername: m.DefaultUser}
 	default:

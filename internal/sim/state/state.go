@@ -28,18 +28,29 @@ type Machine struct {
 	Variant     string `json:"variant"`
 	DefaultUser string `json:"default_username"`
 	// Base is the lower layer of the machine's root ("/" or a configured rootfs).
-	Base           string   `json:"base"`
-	Isolated       bool     `json:"isolated"`
-	IsolateNetwork bool     `json:"isolate_network"`
-	CPUs           int      `json:"cpus,omitempty"`
-	MemoryMiB      int      `json:"memory_mib,omitempty"`
-	DiskBytes      int64    `json:"disk_bytes,omitempty"`
-	Mounts         []string `json:"mounts,omitempty"` // HOST:GUEST bind mounts (isolated machines)
-	UserData       string   `json:"user_data,omitempty"`
+	Base           string `json:"base"`
+	Isolated       bool   `json:"isolated"`
+	IsolateNetwork bool   `json:"isolate_network"`
+	// ForwardSSHAgent is set by `config set machine.N.forward_ssh_agent`; unset,
+	// a machine forwards the agent unless it is isolated ([MACHU] ADR).
+	ForwardSSHAgent *bool    `json:"forward_ssh_agent,omitempty"`
+	CPUs            int      `json:"cpus,omitempty"`
+	MemoryMiB       int      `json:"memory_mib,omitempty"`
+	DiskBytes       int64    `json:"disk_bytes,omitempty"`
+	Mounts          []string `json:"mounts,omitempty"` // HOST:GUEST bind mounts (isolated machines)
+	UserData        string   `json:"user_data,omitempty"`
 	// Init is the machine's PID-1 process while it runs (zero when stopped).
 	Init Process `json:"init"`
 	// IPIndex is N in 198.19.249.N; kept across restarts when still free.
 	IPIndex int `json:"ip_index,omitempty"`
+}
+
+// ForwardsSSHAgent is the machine's forward_ssh_agent setting.
+func (m *Machine) ForwardsSSHAgent() bool {
+	if m.ForwardSSHAgent != nil {
+		return *m.ForwardSSHAgent
+	}
+	return !m.Isolated
 }
 
 // Process identifies a host process robustly against PID reuse.
