@@ -125,7 +125,8 @@ func describe(err error) string {
 	msg := strings.TrimPrefix(oe.Error(), "Error: ")
 	switch {
 	case errors.Is(err, orbctl.ErrOrbctlNotFound):
-		if len(oe.Searched) > 0 {
+		// A wrong override already names itself in the message.
+		if len(oe.Searched) > 0 && !strings.HasPrefix(oe.Searched[0], orbctl.EnvOverride+"=") {
 			msg += " (looked in " + strings.Join(oe.Searched, ", ") + ")"
 		}
 	case errors.Is(err, orbctl.ErrMachineNotFound):

@@ -21,3 +21,16 @@ func TestOrbctlUsageErrorIsPrefixedOnce(t *testing.T) {
 		t.Fatalf("orbctl's own message is lost: %q", first)
 	}
 }
+
+func TestWrongOrbctlOverrideIsNamedOnce(t *testing.T) {
+	t.Setenv("PYINFRA_ORBSTACK_ORBCTL", "/nonexistent/orbctl")
+
+	code, _, stderr := run(t, nil, "list")
+
+	if code == 0 {
+		t.Fatalf("list succeeded without an orbctl")
+	}
+	if n := strings.Count(stderr, "/nonexistent/orbctl"); n != 1 {
+		t.Fatalf("the wrong path should be named once, %d times in %q", n, stderr)
+	}
+}
