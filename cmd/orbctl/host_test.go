@@ -75,10 +75,10 @@ func TestHostProblems(t *testing.T) {
 	})
 	t.Run("a full disk", func(t *testing.T) {
 		s := newSim(t)
-		// A 1 MiB tmpfs as ORBSIM_HOME: room for two machines' layers.
+		// A 2 MiB tmpfs as ORBSIM_HOME: room for two machines' layers (1 MiB was too tight to be reliable).
 		home := filepath.Join(s.home, "small")
 		require.NoError(t, os.Mkdir(home, 0o700))
-		require.NoError(t, unix.Mount("orbsim-test", home, "tmpfs", 0, "size=1m"))
+		require.NoError(t, unix.Mount("orbsim-test", home, "tmpfs", 0, "size=2m"))
 		full := s.with("ORBSIM_HOME=" + home)
 		t.Cleanup(func() {
 			full.run("orbctl", "delete", "-a", "-f")
@@ -86,7 +86,7 @@ func TestHostProblems(t *testing.T) {
 		})
 		full.machine("filler")
 		full.machine("spare")
-		r := full.orbctl("run", "-m", "filler", "-u", "root", "sh", "-c", "head -c 2000000 /dev/zero > /root/big")
+		r := full.orbctl("run", "-m", "filler", "-u", "root", "sh", "-c", "head -c 4000000 /dev/zero > /root/big")
 		require.Equal(t, 1, r.Code, "the machine's own writes get ENOSPC: %+v", r)
 		inits := countInits(home)
 
