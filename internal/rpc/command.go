@@ -75,8 +75,8 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 		defer cancel()
 	}
 
-	emit := func(stream, line string) {
-		_ = conn.Notify(context.Background(), NotifyCommandOutput, CommandOutput{RequestID: id, Stream: stream, Line: line})
+	emit := func(stream, line string, partial bool) {
+		_ = conn.Notify(context.Background(), NotifyCommandOutput, CommandOutput{RequestID: id, Stream: stream, Line: line, Partial: partial})
 	}
 	stdout := &lineWriter{stream: "stdout", emit: emit}
 	stderr := &lineWriter{stream: "stderr", emit: emit}
@@ -127,12 +127,16 @@ func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunP
 const maxLine = 1 << 20
 
 // lineWriter turns a byte stream into command.output notifications, one per
-// line, without the newline.
+// line, without the newline. Both the session and the per-call path write
+// through it, so a long line is cut the same way on either.
 type lineWriter struct {
 	mu     sync.Mutex
 	stream string
 	buf    []byte
-	emit   func(stream, line string)
+	// emit sends one notification; partial marks a piece of a line longer
+	// than maxLine that more of the same line follows, so that the client
+	// can join the pieces again.
+	emit func(stream, line string, partial bool)
 }
 
 func (w *lineWriter) Write(p []byte) (int, error) {
@@ -149,13 +153,15 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 				for i := 0; i < utf8.UTFMax && cut > 0 && !utf8.RuneStart(w.buf[cut]); i++ {
 					cut--
 				}
-				w.emit(w.stream, string(w.buf[:cut]))
+				// The loop runs only while more than maxLine bytes wait, so
+				// at least one byte of this line follows the piece.
+				w.emit(w.stream, string(w.buf[:cut]), true)
 				w.buf = append(w.buf[:0], w.buf[cut:]...)
 			}
 			break
 		}
 		w.buf = append(w.buf, p[:i]...)
-		w.emit(w.stream, string(w.buf))
+		w.emit(w.stream, string(w.buf), false)
 		w.buf = w.buf[:0]
 		p = p[i+1:]
 	}
@@ -167,7 +173,7 @@ func (w *lineWriter) Flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.buf) > 0 {
-		w.emit(w.stream, string(w.buf))
+		w.emit(w.stream, string(w.buf), false)
 		w.buf = w.buf[:0]
 	}
 }

@@ -102,6 +102,9 @@ type CommandOutput struct {
 	RequestID jsonrpc2.ID `json:"request_id"`
 	Stream    string      `json:"stream"` // "stdout" or "stderr"
 	Line      string      `json:"line"`
+	// Partial marks a piece of a line longer than 1 MiB: more of the same
+	// line (same request and stream) follows in the next notification.
+	Partial bool `json:"partial,omitempty"`
 }
 
 type FilePutParams struct {

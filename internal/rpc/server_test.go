@@ -858,3 +858,46 @@ func TestShutdownEndsTheSessions(t *testing.T) {
 		t.Fatalf("after shutdown: %q agents and private directories (%v), want 0 0", out, err)
 	}
 }
+
+// A line longer than maxLine arrives in pieces; every piece but the last says
+// partial, so a client can join them into the line the command printed.
+func TestALineOverTheMaximumArrivesInMarkedPiecesBothWays(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator")
+	}
+	const long = 2*maxLine + 300000
+	command := fmt.Sprintf("head -c %d /dev/zero | tr '\\0' x; echo; echo next; head -c %d /dev/zero | tr '\\0' e >&2", long, maxLine+1)
+	for _, sessions := range []string{"", "0"} {
+		s := startServer(t, map[string]string{orbctl.EnvOverride: path, EnvSessions: sessions})
+		var res CommandRunResult
+		id, e := s.callID(MethodCommandRun, map[string]any{"machine": "web", "command": command}, &res)
+		if e != nil {
+			t.Fatalf("%s=%q: %v", EnvSessions, sessions, e)
+		}
+		// Streams are read concurrently: check the order within each.
+		pieces := map[string][]string{} // stream -> "length:partial" per notification
+		joined := map[string][]string{} // stream -> whole lines, pieces joined
+		pending := map[string]string{}
+		for _, o := range s.lines(id) {
+			pieces[o.Stream] = append(pieces[o.Stream], fmt.Sprintf("%d:%v", len(o.Line), o.Partial))
+			pending[o.Stream] += o.Line
+			if !o.Partial {
+				joined[o.Stream] = append(joined[o.Stream], pending[o.Stream])
+				delete(pending, o.Stream)
+			}
+		}
+		want := map[string]string{
+			"stdout": fmt.Sprintf("%d:true %d:true 300000:false 4:false", maxLine, maxLine),
+			"stderr": fmt.Sprintf("%d:true 1:false", maxLine),
+		}
+		for stream, w := range want {
+			if got := strings.Join(pieces[stream], " "); got != w {
+				t.Errorf("%s=%q: %s notifications (length:partial) %s, want %s", EnvSessions, sessions, stream, got, w)
+			}
+		}
+		if out := joined["stdout"]; len(out) != 2 || out[0] != strings.Repeat("x", long) || out[1] != "next" {
+			t.Errorf("%s=%q: joined stdout is %d lines, want the long line and \"next\"", EnvSessions, sessions, len(out))
+		}
+	}
+}

@@ -93,9 +93,6 @@ def test_in_memory_put_and_get_are_byte_exact_and_leave_no_spool(api_state, sudo
     assert spool is not None and os.listdir(spool) == []  # spooled copies removed
 
 
-@pytest.mark.xfail(strict=True, reason="the binary sends a line longer than 1 MiB as several command.output "
-                   "notifications with no continuation marker (internal/rpc/command.go, lineWriter), so the "
-                   "shim cannot rejoin it; @ssh and @local give one line")
 def test_a_line_longer_than_a_mebibyte_stays_one_line(api_state):
     _, hosts = api_state
     ok, output = hosts[0].run_shell_command("head -c 2500000 /dev/zero | tr '\\0' x; echo; echo next")
