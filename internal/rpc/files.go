@@ -119,11 +119,15 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	part := p.LocalPath + ".part"
-	f, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A temp name of our own next to the destination (so the rename stays on
+	// one file system): a fixed "local_path.part" could be a user's file.
+	// CreateTemp makes it 0600.
+	dir, base := filepath.Split(p.LocalPath)
+	f, err := os.CreateTemp(dir, "."+base+".*.part")
 	if err != nil {
 		return nil, ioError(p.Machine, fmt.Sprintf("cannot write the local file: %v", err))
 	}
+	part := f.Name()
 	ok := false
 	defer func() {
 		if !ok {

@@ -535,8 +535,47 @@ func TestFilePutAndGetRoundTrip(t *testing.T) {
 	if string(got) != string(content) {
 		t.Fatalf("round trip changed the bytes: %q", got)
 	}
-	if _, err := os.Stat(back + ".part"); err == nil {
-		t.Fatal(".part file left behind")
+	if files := dirNames(t, filepath.Dir(back)); strings.Join(files, " ") != "out" {
+		t.Fatalf("files next to the local copy: %q, want only out", files)
+	}
+}
+
+// dirNames lists a local directory, hidden files included.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestFileGetLeavesAUsersPartFileAlone(t *testing.T) {
+	s := withMachines(t, map[string]string{"web": "running"})
+	dir := t.TempDir()
+	local := filepath.Join(dir, "app.conf")
+	mine := []byte("the user's own file, not a transfer\n")
+	if err := os.WriteFile(local+".part", mine, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e := s.call(MethodFileGet, map[string]any{"machine": "web", "remote_path": "/etc/hostname", "local_path": local}, nil); e != nil {
+		t.Fatal(e)
+	}
+	if got, _ := os.ReadFile(local + ".part"); string(got) != string(mine) {
+		t.Fatalf("app.conf.part after the get: %q, want it untouched", got)
+	}
+	if got, _ := os.ReadFile(local); len(got) == 0 {
+		t.Fatal("app.conf is empty after the get")
+	}
+	// A failed get leaves the directory as it was, too.
+	e := s.call(MethodFileGet, map[string]any{"machine": "web", "remote_path": "/nonexistent-file", "local_path": filepath.Join(dir, "other")}, nil)
+	wantError(t, e, CodeIOError, "io_error")
+	if files := dirNames(t, dir); strings.Join(files, " ") != "app.conf app.conf.part" {
+		t.Fatalf("files after a good and a failed get: %q, want app.conf app.conf.part", files)
 	}
 }
 
@@ -588,8 +627,8 @@ func TestFileGetOfAMissingFile(t *testing.T) {
 	if !strings.Contains(e.Message, "No such file or directory") {
 		t.Fatalf("message lacks the remote error: %q", e.Message)
 	}
-	if _, err := os.Stat(local + ".part"); err == nil {
-		t.Fatal(".part file left behind")
+	if files := dirNames(t, filepath.Dir(local)); len(files) != 0 {
+		t.Fatalf("files left after a failed get: %q", files)
 	}
 }
 
