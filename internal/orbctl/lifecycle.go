@@ -2,33 +2,90 @@ package orbctl
 
 import (
 	"context"
+	"strconv"
 	"strings"
 )
 
-// CreateOptions are the arguments of `orbctl create`.
+// CreateOptions are the arguments of `orbctl create`. Every field but Image
+// and Name is optional; the zero value leaves it to orbctl. The 2.x fields
+// (Isolated to Mounts) need OrbStack 2.1 or later: an older orbctl rejects
+// them as unknown flags.
 type CreateOptions struct {
 	Image string // DISTRO[:VERSION], e.g. "debian:bookworm"
 	Name  string
 	Arch  string // "" = the host's
 	User  string // "" = orbctl's default (the Mac user)
+	// UserData is a cloud-init user-data file on the Mac (-c). orbctl reads
+	// it relative to its working directory, which is ours.
+	UserData       string
+	Isolated       bool     // no shared files with macOS
+	IsolateNetwork bool     // no network access to macOS or other machines
+	CPUs           int      // 0 = unlimited
+	Memory         string   // e.g. "2048M", "8G"; "" = unlimited
+	Disk           string   // e.g. "16G"; "" = unlimited
+	Mounts         []string // HOST:GUEST; only with Isolated
+}
+
+// createArgs is the argv of `orbctl create` for o. It refuses values that
+// orbctl would read as flags and mounts without isolation, before anything
+// runs.
+func createArgs(o CreateOptions) ([]string, error) {
+	if err := checkName("image", o.Image); err != nil {
+		return nil, err
+	}
+	if err := checkName("machine name", o.Name); err != nil {
+		return nil, err
+	}
+	args := []string{"create"}
+	for _, opt := range []struct{ flag, what, value string }{
+		{"-a", "architecture", o.Arch},
+		{"-u", "user", o.User},
+		{"-c", "user-data file", o.UserData},
+		{"--memory", "memory size", o.Memory},
+		{"--disk", "disk size", o.Disk},
+	} {
+		if opt.value == "" {
+			continue
+		}
+		if err := checkName(opt.what, opt.value); err != nil {
+			return nil, err
+		}
+		args = append(args, opt.flag, opt.value)
+	}
+	if o.CPUs < 0 {
+		return nil, badArgument(o.Name, "CPU limit must not be negative, got %d", o.CPUs)
+	}
+	if o.CPUs > 0 {
+		args = append(args, "--cpus", strconv.Itoa(o.CPUs))
+	}
+	if o.Isolated {
+		args = append(args, "--isolated")
+	}
+	if o.IsolateNetwork {
+		args = append(args, "--isolate-network")
+	}
+	if len(o.Mounts) > 0 && !o.Isolated {
+		return nil, badArgument(o.Name, "mounts need an isolated machine (OrbStack shares all of macOS with the others): add --isolated")
+	}
+	for _, m := range o.Mounts {
+		if err := checkName("mount", m); err != nil {
+			return nil, err
+		}
+		if host, guest, ok := strings.Cut(m, ":"); !ok || host == "" || guest == "" {
+			return nil, badArgument(o.Name, "mount %q must be HOST:GUEST, e.g. /Users/me/src:/src", m)
+		}
+		args = append(args, "--mount", m)
+	}
+	return append(args, o.Image, o.Name), nil
 }
 
 // Create creates and starts a machine. A duplicate name is ErrMachineExists.
 func (c *Client) Create(ctx context.Context, o CreateOptions) error {
-	if err := checkName("image", o.Image); err != nil {
+	args, err := createArgs(o)
+	if err != nil {
 		return err
 	}
-	if err := checkName("machine name", o.Name); err != nil {
-		return err
-	}
-	args := []string{"create"}
-	if o.Arch != "" {
-		args = append(args, "-a", o.Arch)
-	}
-	if o.User != "" {
-		args = append(args, "-u", o.User)
-	}
-	_, err := c.output(ctx, o.Name, append(args, o.Image, o.Name)...)
+	_, err = c.output(ctx, o.Name, args...)
 	return err
 }
 

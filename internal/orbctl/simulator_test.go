@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,5 +164,60 @@ func TestSimulatorRunAsAMissingUserSaysSo(t *testing.T) {
 	code, err := c.Run(ctx, orbctl.RunSpec{Machine: "users", User: "root", Argv: []string{"false"}})
 	if err != nil || code != 1 {
 		t.Fatalf("got %d, %v", code, err)
+	}
+}
+
+func TestSimulatorCreateWithTheTwoXFlags(t *testing.T) {
+	c := simClient(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	userData := filepath.Join(dir, "user-data")
+	if err := os.WriteFile(userData, []byte("#!/bin/sh\necho provisioned > /root/user-data-ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "shared.txt"), []byte("from the Mac\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Create(ctx, orbctl.CreateOptions{Image: "debian", Name: "boxed", UserData: userData,
+		Isolated: true, IsolateNetwork: true, CPUs: 2, Memory: "2048M", Disk: "16G", Mounts: []string{dir + ":/srv/host"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Info(ctx, "boxed")
+	if err != nil || !m.Isolated || m.State != "running" {
+		t.Fatalf("info: %+v, %v; want a running isolated machine", m, err)
+	}
+	var out bytes.Buffer
+	code, err := c.Run(ctx, orbctl.RunSpec{Machine: "boxed", User: "root", Stdout: &out, Argv: []string{"sh", "-c",
+		"test -e /mnt/mac && echo /mnt/mac is there; cat /root/user-data-ran /srv/host/shared.txt"}})
+	if err != nil || code != 0 || out.String() != "provisioned\nfrom the Mac\n" {
+		t.Fatalf("inside the machine: %q, exit %d, %v; want the user data run, the mount and no /mnt/mac", out.String(), code, err)
+	}
+	for key, want := range map[string]string{"cpu": "2", "memory_mib": "2048", "disk_bytes": fmt.Sprint(16 << 30), "isolate_network": "true"} {
+		if got, err := c.ConfigGet(ctx, "machine.boxed."+key); err != nil || got != want {
+			t.Errorf("machine.boxed.%s = %q, %v; want %s", key, got, err, want)
+		}
+	}
+}
+
+func TestCreateRefusesFlagLikeValuesAndMountsWithoutIsolation(t *testing.T) {
+	c, argv := fakeClient(t)
+	for _, o := range []orbctl.CreateOptions{
+		{Image: "debian", Name: "web", UserData: "-x"},
+		{Image: "debian", Name: "web", Memory: "--isolated"},
+		{Image: "debian", Name: "web", Disk: "-1G"},
+		{Image: "debian", Name: "web", Arch: "-u"},
+		{Image: "debian", Name: "web", User: "--set-password"},
+		{Image: "debian", Name: "web", Isolated: true, Mounts: []string{"--disk=1G"}},
+		{Image: "debian", Name: "web", Isolated: true, Mounts: []string{"/Users/me/src"}},
+		{Image: "debian", Name: "web", Mounts: []string{"/Users/me/src:/src"}},
+		{Image: "debian", Name: "web", CPUs: -1},
+	} {
+		if err := c.Create(context.Background(), o); !errors.Is(err, orbctl.ErrBadArgument) {
+			t.Errorf("Create(%+v) = %v, want a bad argument", o, err)
+		}
+	}
+	if got := argv(); len(got) != 1 || got[0] != "" {
+		t.Fatalf("orbctl was run: %q", got)
 	}
 }
