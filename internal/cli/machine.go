@@ -97,9 +97,10 @@ func startAndWait(ctx context.Context, c *orbctl.Client, name string, timeout ti
 }
 
 func newCmdMachineCreate(f *Factory) *cobra.Command {
-	var arch, user, memory, disk string
+	var arch, user, memory, disk, userData string
 	var cpus int
-	var existsOK bool
+	var isolated, isolateNetwork, existsOK bool
+	var mounts []string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create DISTRO[:VERSION] NAME",
@@ -110,36 +111,69 @@ is left alone, unless --exists-ok is given: then an existing machine (whatever
 its image) is started if needed, waited for and reported with its image, so a
 CI job can run the same line every time.
 
---cpus, --memory and --disk (OrbStack 2.x) set the machine's limits through
-"orbctl config set machine.NAME.cpu|memory_mib|disk_bytes" once it exists,
-and only those that differ, on an existing machine too.`,
+--cpus, --memory and --disk (OrbStack 2.1+) are passed to "orbctl create" for a
+new machine. On an existing machine (--exists-ok) they are set through "orbctl
+config set machine.NAME.cpu|memory_mib|disk_bytes", only those that differ.
+
+--user-data (cloud-init, run on first boot), --isolated, --isolate-network and
+--mount (OrbStack 2.1+; mounts need --isolated) apply only when the machine is
+created; an existing machine keeps what it has, and a note says so.`,
 		Example: `  pyinfra-orbstack machine create debian:bookworm web
   pyinfra-orbstack machine create --arch amd64 --user deploy ubuntu:noble ci-runner
-  pyinfra-orbstack machine create --exists-ok --cpus 2 --memory 4G debian:bookworm ci`,
+  pyinfra-orbstack machine create --exists-ok --cpus 2 --memory 4G debian:bookworm ci
+  pyinfra-orbstack machine create --isolated --mount "$PWD:/src" --user-data cloud-init.yml ubuntu sandbox`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			image, name := a[0], a[1]
-			limits, err := machineLimits(cmd, name, cpus, memory, disk)
+			limits, err := parseMachineLimits(cmd, cpus, memory, disk)
 			if err != nil {
 				return err
 			}
+			opts := orbctl.CreateOptions{Image: image, Name: name, Arch: arch, User: user,
+				Isolated: isolated, IsolateNetwork: isolateNetwork, Mounts: mounts}
+			if userData != "" {
+				if opts.UserData, err = userDataFile(userData); err != nil {
+					return &usageError{cmd: cmd, err: err}
+				}
+			}
+			if len(mounts) > 0 && !isolated {
+				return &usageError{cmd: cmd, err: errors.New("--mount needs --isolated: OrbStack mounts folders only into isolated machines (the others see all of macOS already)")}
+			}
+			limits.applyTo(&opts)
+			var newerFlags []string // flags OrbStack accepts from 2.1 on
+			for _, fl := range []string{"cpus", "memory", "disk", "isolated", "isolate-network", "mount"} {
+				if cmd.Flags().Changed(fl) {
+					newerFlags = append(newerFlags, "--"+fl)
+				}
+			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				ctx := cmd.Context()
-				if len(limits) > 0 {
-					if err := checkLimitsSupported(ctx, c); err != nil {
+				if len(newerFlags) > 0 {
+					if err := checkCreateFlagsSupported(ctx, c, newerFlags); err != nil {
 						return err
 					}
 				}
-				err := c.Create(ctx, orbctl.CreateOptions{Image: image, Name: name, Arch: arch, User: user})
+				err := c.Create(ctx, opts)
 				existed := existsOK && errors.Is(err, orbctl.ErrMachineExists)
 				if err != nil && !existed {
 					return err
 				}
-				if err := setLimits(ctx, f, c, limits); err != nil {
-					return err
-				}
 				var start func(context.Context, string) error
 				if existed {
+					// A new machine got its limits from create; an old one
+					// gets those that differ.
+					if err := setLimits(ctx, f, c, limits.settings(name)); err != nil {
+						return err
+					}
+					var kept []string
+					for _, fl := range []string{"user-data", "isolated", "isolate-network", "mount"} {
+						if cmd.Flags().Changed(fl) {
+							kept = append(kept, "--"+fl)
+						}
+					}
+					if len(kept) > 0 {
+						fmt.Fprintf(f.Err, "note: %s apply only when a machine is created; %s already exists and keeps its own\n", strings.Join(kept, ", "), name)
+					}
 					start = c.Start // create starts a new machine; an old one may be stopped
 				}
 				if err := startAndWait(ctx, c, name, timeout, start); err != nil {
@@ -161,53 +195,109 @@ and only those that differ, on an existing machine too.`,
 	cmd.Flags().StringVarP(&arch, "arch", "a", "", "CPU architecture (arm64 or amd64; default: the Mac's)")
 	cmd.Flags().StringVarP(&user, "user", "u", "", "default user to create (default: your macOS user name)")
 	cmd.Flags().BoolVar(&existsOK, "exists-ok", false, "succeed when NAME exists: start it if needed and wait")
-	cmd.Flags().IntVar(&cpus, "cpus", 0, "CPU limit (OrbStack 2.x; 0 = leave as is)")
-	cmd.Flags().StringVar(&memory, "memory", "", "memory limit, e.g. 4G or 2048M (OrbStack 2.x)")
-	cmd.Flags().StringVar(&disk, "disk", "", "disk limit, e.g. 32G (OrbStack 2.x)")
+	cmd.Flags().IntVar(&cpus, "cpus", 0, "CPU limit (OrbStack 2.1+; 0 = leave as is)")
+	cmd.Flags().StringVar(&memory, "memory", "", "memory limit, e.g. 4G or 2048M (OrbStack 2.1+)")
+	cmd.Flags().StringVar(&disk, "disk", "", "disk limit, e.g. 32G (OrbStack 2.1+)")
+	cmd.Flags().StringVarP(&userData, "user-data", "c", "", "cloud-init user-data FILE, run on first boot (new machines only)")
+	cmd.Flags().BoolVar(&isolated, "isolated", false, "share no files with macOS (OrbStack 2.1+; new machines only)")
+	cmd.Flags().BoolVar(&isolateNetwork, "isolate-network", false, "no network access to macOS and other machines (OrbStack 2.1+; new machines only)")
+	cmd.Flags().StringArrayVar(&mounts, "mount", nil, "mount a Mac folder, HOST:GUEST; repeatable; needs --isolated (OrbStack 2.1+; new machines only)")
 	addTimeoutFlag(cmd, &timeout)
 	return cmd
+}
+
+// userDataFile checks --user-data before anything is created and makes it
+// absolute (orbctl would read a relative path against its own directory).
+func userDataFile(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(abs)
+	if err != nil || !st.Mode().IsRegular() {
+		return "", fmt.Errorf("--user-data %s: not a readable file (a cloud-init user-data file, e.g. a #cloud-config YAML or a #! script)", path)
+	}
+	return abs, nil
 }
 
 // setting is one OrbStack key and the value wanted for it.
 type setting struct{ key, value string }
 
-// machineLimits turns --cpus/--memory/--disk into machine.NAME.* settings,
-// rejecting bad values before anything runs.
-func machineLimits(cmd *cobra.Command, name string, cpus int, memory, disk string) ([]setting, error) {
-	var out []setting
+// machineLimits are --cpus/--memory/--disk, checked.
+type machineLimits struct {
+	cpus                int // 0 = not given
+	memoryMiB, diskByte int64
+	hasMemory, hasDisk  bool
+}
+
+// parseMachineLimits reads --cpus/--memory/--disk, rejecting bad values before
+// anything runs.
+func parseMachineLimits(cmd *cobra.Command, cpus int, memory, disk string) (machineLimits, error) {
+	l := machineLimits{cpus: cpus}
 	if cpus < 0 {
-		return nil, &usageError{cmd: cmd, err: fmt.Errorf("--cpus must be a positive number, got %d", cpus)}
-	}
-	if cpus > 0 {
-		out = append(out, setting{machineKey(name, "cpu"), strconv.Itoa(cpus)})
+		return l, &usageError{cmd: cmd, err: fmt.Errorf("--cpus must be a positive number, got %d", cpus)}
 	}
 	if memory != "" {
 		b, err := parseSize(memory, 1<<20)
 		if err != nil {
-			return nil, &usageError{cmd: cmd, err: fmt.Errorf("--memory: %w", err)}
+			return l, &usageError{cmd: cmd, err: fmt.Errorf("--memory: %w", err)}
 		}
-		out = append(out, setting{machineKey(name, "memory_mib"), strconv.FormatInt(b>>20, 10)})
+		l.memoryMiB, l.hasMemory = b>>20, true
 	}
 	if disk != "" {
 		b, err := parseSize(disk, 1)
 		if err != nil {
-			return nil, &usageError{cmd: cmd, err: fmt.Errorf("--disk: %w", err)}
+			return l, &usageError{cmd: cmd, err: fmt.Errorf("--disk: %w", err)}
 		}
-		out = append(out, setting{machineKey(name, "disk_bytes"), strconv.FormatInt(b, 10)})
+		l.diskByte, l.hasDisk = b, true
 	}
-	return out, nil
+	return l, nil
 }
 
-// checkLimitsSupported refuses --cpus/--memory/--disk before anything is
-// created when OrbStack predates per-machine limits (2.1): orbctl would only
-// say "Unknown configuration key" once the machine exists.
-func checkLimitsSupported(ctx context.Context, c *orbctl.Client) error {
+// settings are the limits as machine.NAME.* keys, for an existing machine.
+func (l machineLimits) settings(name string) []setting {
+	var out []setting
+	if l.cpus > 0 {
+		out = append(out, setting{machineKey(name, "cpu"), strconv.Itoa(l.cpus)})
+	}
+	if l.hasMemory {
+		out = append(out, setting{machineKey(name, "memory_mib"), strconv.FormatInt(l.memoryMiB, 10)})
+	}
+	if l.hasDisk {
+		out = append(out, setting{machineKey(name, "disk_bytes"), strconv.FormatInt(l.diskByte, 10)})
+	}
+	return out
+}
+
+// applyTo passes the limits to `orbctl create`, in the units it reads: the
+// same values the settings would set.
+func (l machineLimits) applyTo(o *orbctl.CreateOptions) {
+	o.CPUs = l.cpus
+	if l.hasMemory {
+		o.Memory = strconv.FormatInt(l.memoryMiB, 10) + "M"
+	}
+	if l.hasDisk {
+		o.Disk = strconv.FormatInt(l.diskByte, 10) // plain bytes
+		if l.diskByte%(1<<20) == 0 {
+			o.Disk = strconv.FormatInt(l.diskByte>>20, 10) + "M"
+		}
+	}
+}
+
+// checkCreateFlagsSupported refuses the 2.1 create flags before anything is
+// created when OrbStack is older: orbctl would reject them as unknown flags
+// (and before 2.1 there are no per-machine limits to set afterwards).
+func checkCreateFlagsSupported(ctx context.Context, c *orbctl.Client, flags []string) error {
 	v, err := c.Version(ctx)
 	if err != nil || !versionBefore(v.Version, 2, 1) {
 		return nil // an unreadable version is orbctl's to judge
 	}
+	verb := "needs"
+	if len(flags) > 1 {
+		verb = "need"
+	}
 	return &orbctl.Error{Kind: orbctl.ErrBadArgument, Args: []string{"version"},
-		Message: fmt.Sprintf("--cpus, --memory and --disk need OrbStack 2.1 or later; this Mac runs %s: update OrbStack (orbctl update) or leave them out", v.Version)}
+		Message: fmt.Sprintf("%s %s OrbStack 2.1 or later; this Mac runs %s: update OrbStack (orbctl update) or leave them out", strings.Join(flags, ", "), verb, v.Version)}
 }
 
 // versionBefore reports whether version "X.Y.Z" is older than major.minor.

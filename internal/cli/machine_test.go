@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,19 +198,82 @@ func TestMachineCreateExistsOKOnTheSimulator(t *testing.T) {
 	}
 }
 
-func TestMachineCreateSetsLimitsOnlyWhenTheyDifferOnTheSimulator(t *testing.T) {
+func TestMachineCreateGivesANewMachineItsLimitsAndSetsAnExistingOnesThatDifferOnTheSimulator(t *testing.T) {
 	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	// New: the limits go to orbctl create, no config set afterwards.
 	code, out, errOut := run(t, nil, "machine", "create", "--cpus", "1", "--memory", "1.5G", "--disk", "8G", "debian", "lim")
-	want := "set machine.lim.cpu to 1\nset machine.lim.memory_mib to 1536\nset machine.lim.disk_bytes to 8589934592\ncreated lim\n"
-	if code != 0 || out != want {
-		t.Fatalf("exit %d, stdout %q (want %q), stderr %q", code, out, want, errOut)
+	if code != 0 || out != "created lim\n" {
+		t.Fatalf("exit %d, stdout %q (want only \"created lim\"), stderr %q", code, out, errOut)
 	}
+	for key, want := range map[string]string{"cpu": "1\n", "memory_mib": "1536\n", "disk_bytes": "8589934592\n"} {
+		if code, got, _ := run(t, nil, "config", "get", "machine.lim."+key); code != 0 || got != want {
+			t.Errorf("machine.lim.%s = %q, want %q", key, got, want)
+		}
+	}
+	// Existing: only what differs is set.
 	code, out, errOut = run(t, nil, "machine", "create", "--exists-ok", "--cpus", "2", "--memory", "1536M", "debian", "lim")
 	if code != 0 || !strings.HasPrefix(out, "set machine.lim.cpu to 2\nmachine.lim.memory_mib is already 1536\n") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if code, out, _ := run(t, nil, "config", "get", "machine.lim.cpu"); code != 0 || out != "2\n" {
 		t.Fatalf("config get: exit %d, %q", code, out)
+	}
+}
+
+// TestMachineCreateIsolatedWithMountsAndUserDataOnTheSimulator: the 2.x
+// create flags reach orbctl and make the machine a user would expect.
+func TestMachineCreateIsolatedWithMountsAndUserDataOnTheSimulator(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "user-data.sh"), []byte("#!/bin/sh\nhostname > /root/first-boot\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.txt"), []byte("source\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir) // --user-data is relative to the current directory
+	code, out, errOut := run(t, nil, "machine", "create", "--isolated", "--isolate-network", "--mount", dir+":/src",
+		"--user-data", "user-data.sh", "debian", "sandbox")
+	if code != 0 || out != "created sandbox\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = run(t, nil, "machine", "info", "--json", "sandbox")
+	var m orbctl.Machine
+	if code != 0 || json.Unmarshal([]byte(out), &m) != nil || !m.Isolated {
+		t.Fatalf("info: exit %d, %q; want isolated", code, out)
+	}
+	inside, err := exec.Command(os.Getenv(orbctl.EnvOverride), "run", "-m", "sandbox", "-u", "root", "sh", "-c",
+		"test -e /mnt/mac && echo /mnt/mac is there; cat /root/first-boot /src/app.txt").CombinedOutput()
+	if err != nil || string(inside) != "sandbox\nsource\n" {
+		t.Fatalf("inside: %q, %v; want the user data's output, the mounted file and no /mnt/mac", inside, err)
+	}
+	// Again with --exists-ok: nothing can change, and the note says so.
+	code, out, errOut = run(t, nil, "machine", "create", "--exists-ok", "--isolated", "--user-data", "user-data.sh", "debian", "sandbox")
+	if code != 0 || !strings.HasPrefix(out, "sandbox already exists") ||
+		!strings.Contains(errOut, "note: --user-data, --isolated apply only when a machine is created; sandbox already exists") {
+		t.Fatalf("exists-ok: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestMachineCreateRefusesBadCreateFlagsBeforeOrbctlRuns(t *testing.T) {
+	withFakeOrbctl(t, nil)
+	log := fakeLog(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mount", "/tmp:/tmp"}, "--mount needs --isolated"},
+		{[]string{"--user-data", "/nonexistent/cloud-init.yml"}, "--user-data /nonexistent/cloud-init.yml: not a readable file"},
+		{[]string{"--isolated", "--mount", "/tmp"}, `mount "/tmp" must be HOST:GUEST`},
+		{[]string{"--isolated", "--mount", "-x:/y"}, `must not start with '-'`},
+	} {
+		code, _, errOut := run(t, nil, append(append([]string{"machine", "create"}, tc.args...), "debian", "web")...)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stderr %q, want exit 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+	if strings.Contains(log(), "create") {
+		t.Fatalf("orbctl create was called: %q", log())
 	}
 }
 
@@ -317,12 +381,20 @@ func TestConfigGetOnOlderOrbStacksOnTheSimulator(t *testing.T) {
 func TestMachineCreateLimitsOnOrbStackBefore2_1AreRefusedBeforeCreatingOnTheSimulator(t *testing.T) {
 	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
 	t.Setenv("ORBSIM_VERSION", "1.11.3")
-	code, _, errOut := run(t, nil, "machine", "create", "--cpus", "2", "debian", "old")
-	if code != ExitUsage || !strings.Contains(errOut, "need OrbStack 2.1 or later; this Mac runs 1.11.3") {
-		t.Fatalf("exit %d, stderr %q", code, errOut)
-	}
-	if code, _, _ := run(t, nil, "machine", "info", "old"); code != ExitMachineNotFound {
-		t.Fatalf("the machine was created anyway (info exit %d)", code)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cpus", "2"}, "--cpus needs OrbStack 2.1 or later; this Mac runs 1.11.3"},
+		{[]string{"--isolated", "--memory", "1G"}, "--memory, --isolated need OrbStack 2.1 or later; this Mac runs 1.11.3"},
+	} {
+		code, _, errOut := run(t, nil, append(append([]string{"machine", "create"}, tc.args...), "debian", "old")...)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
+			t.Fatalf("%q: exit %d, stderr %q", tc.args, code, errOut)
+		}
+		if code, _, _ := run(t, nil, "machine", "info", "old"); code != ExitMachineNotFound {
+			t.Fatalf("%q: the machine was created anyway (info exit %d)", tc.args, code)
+		}
 	}
 	if code, out, errOut := run(t, nil, "machine", "create", "debian", "old"); code != 0 || out != "created old\n" {
 		t.Fatalf("without limits: exit %d, %q, %q", code, out, errOut)
