@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
@@ -48,10 +49,11 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	var res MachineConnectResult
 	m, err := c.Info(ctx, p.Machine)
 	if errors.Is(err, orbctl.ErrMachineNotFound) && p.Create != nil {
-		if p.Create.Image == "" {
-			return nil, invalidParams("create.image", "create needs an image such as \"debian:bookworm\"")
+		opts, optsErr := createOptions(p.Machine, *p.Create)
+		if optsErr != nil {
+			return nil, optsErr
 		}
-		err = c.Create(ctx, orbctl.CreateOptions{Image: p.Create.Image, Name: p.Machine, Arch: p.Create.Arch, User: p.Create.User})
+		err = c.Create(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -94,6 +96,25 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	}
 	res.Machine = m
 	return res, nil
+}
+
+// createOptions checks machine.connect's create param; what orbctl would
+// misread (a value starting with '-') the driver refuses as bad_argument.
+func createOptions(machine string, spec CreateSpec) (orbctl.CreateOptions, error) {
+	o := orbctl.CreateOptions{Image: spec.Image, Name: machine, Arch: spec.Arch, User: spec.User,
+		UserData: spec.UserData, Isolated: spec.Isolated, IsolateNetwork: spec.IsolateNetwork,
+		CPUs: spec.CPUs, Memory: spec.Memory, Disk: spec.Disk, Mounts: spec.Mounts}
+	switch {
+	case spec.Image == "":
+		return o, invalidParams("create.image", "create needs an image such as \"debian:bookworm\"")
+	case spec.UserData != "" && !filepath.IsAbs(spec.UserData):
+		return o, invalidParams("create.user_data", "create.user_data must be an absolute path, got %q", spec.UserData)
+	case spec.CPUs < 0:
+		return o, invalidParams("create.cpus", "create.cpus must not be negative, got %d", spec.CPUs)
+	case len(spec.Mounts) > 0 && !spec.Isolated:
+		return o, invalidParams("create.mounts", "create.mounts needs \"isolated\": true (OrbStack mounts folders only into isolated machines)")
+	}
+	return o, nil
 }
 
 func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }

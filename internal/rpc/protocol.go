@@ -64,10 +64,20 @@ type MachinesListResult struct {
 	Machines []orbctl.Machine `json:"machines"`
 }
 
+// CreateSpec is machine.connect's create param. Every key but image is
+// optional; the 2.x keys (user_data to mounts) were added later and are
+// passed to orbctl create only when given.
 type CreateSpec struct {
-	Image string `json:"image"`
-	Arch  string `json:"arch"`
-	User  string `json:"user"`
+	Image          string   `json:"image"`
+	Arch           string   `json:"arch"`
+	User           string   `json:"user"`
+	UserData       string   `json:"user_data"` // absolute path of a cloud-init file
+	Isolated       bool     `json:"isolated"`
+	IsolateNetwork bool     `json:"isolate_network"`
+	CPUs           int      `json:"cpus"`
+	Memory         string   `json:"memory"` // e.g. "8G"
+	Disk           string   `json:"disk"`   // e.g. "64G"
+	Mounts         []string `json:"mounts"` // HOST:GUEST, needs isolated
 }
 
 type MachineConnectParams struct {

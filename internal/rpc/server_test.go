@@ -325,6 +325,54 @@ func TestConnectCreatesAMissingMachineWhenAsked(t *testing.T) {
 	}
 }
 
+func TestConnectCreatesAnIsolatedMachineWithUserDataAndMounts(t *testing.T) {
+	s := withMachines(t, nil)
+	if !s.sim {
+		t.Skip("needs the simulator")
+	}
+	dir := t.TempDir()
+	userData := filepath.Join(dir, "user-data")
+	if err := os.WriteFile(userData, []byte("#!/bin/sh\necho ran > /root/user-data-ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.txt"), []byte("mounted\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var res MachineConnectResult
+	e := s.call(MethodMachineConnect, map[string]any{"machine": "boxed", "create": map[string]any{
+		"image": "debian", "user_data": userData, "isolated": true, "isolate_network": true,
+		"cpus": 2, "memory": "2G", "disk": "16G", "mounts": []string{dir + ":/src"}}}, &res)
+	if e != nil {
+		t.Fatal(e)
+	}
+	if !res.Created || !res.Machine.Isolated || res.Machine.State != "running" {
+		t.Fatalf("connect result %+v, want a created, isolated, running machine", res)
+	}
+	out, _ := s.sh("boxed", "root", "test -e /mnt/mac && echo /mnt/mac is there; cat /root/user-data-ran /src/app.txt")
+	if out != "ran\nmounted" {
+		t.Fatalf("inside the machine: %q, want the user data run, the mount and no /mnt/mac", out)
+	}
+}
+
+func TestConnectChecksTheCreateParam(t *testing.T) {
+	s := withFake(t, nil)
+	for param, create := range map[string]map[string]any{
+		"create.image":     {"image": ""},
+		"create.user_data": {"image": "debian", "user_data": "cloud-init.yml"},
+		"create.cpus":      {"image": "debian", "cpus": -2},
+		"create.mounts":    {"image": "debian", "mounts": []string{"/Users/me/src:/src"}},
+	} {
+		e := s.call(MethodMachineConnect, map[string]any{"machine": "fresh", "create": create}, nil)
+		if d := wantError(t, e, jsonrpc2.CodeInvalidParams, "invalid_params"); d.Param != param {
+			t.Errorf("%v: param %q, want %q (%s)", create, d.Param, param, e.Message)
+		}
+	}
+	e := s.call(MethodMachineConnect, map[string]any{"machine": "fresh", "create": map[string]any{"image": "debian", "memory": "-1G"}}, nil)
+	if wantError(t, e, CodeBadArgument, "bad_argument"); !strings.Contains(e.Message, "must not start with '-'") {
+		t.Fatalf("message %q", e.Message)
+	}
+}
+
 func TestConnectReportsAMachineThatNeverAnswers(t *testing.T) {
 	s := withFake(t, map[string]string{"web": "running"})
 	t.Setenv("FAKE_ORBCTL_RUN_FAIL", "ssh: connect: connection refused")
