@@ -721,11 +721,10 @@ class _LocalDestination:
                             target.write(chunk)
                             gevent.sleep(0)
         finally:
-            for leftover in (self.spooled, self.spooled + ".part"):
-                try:
-                    os.remove(leftover)
-                except OSError:
-                    pass
+            try:
+                os.remove(self.spooled)
+            except OSError:
+                pass
 
 
 # OrbStack's rule for machine names (orbctl create refuses others).
