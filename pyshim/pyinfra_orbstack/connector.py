@@ -89,6 +89,11 @@ class OrbStackConnectorData(TypedDict, total=False):
     orbstack_connect_timeout: int
     orbstack_image: str
     orbstack_arch: str
+    orbstack_cpus: int
+    orbstack_memory: str
+    orbstack_disk: str
+    orbstack_isolated: bool
+    orbstack_user_data: str
     orbstack_distro: str
     orbstack_version: str
     orbstack_default_user: str
@@ -120,6 +125,19 @@ connector_data_meta: dict[str, DataMeta] = {
         "The machine's CPU architecture (`arm64`/`amd64`); also the one used when "
         "`orbstack_image` creates the machine.",
         "",
+    ),
+    "orbstack_cpus": DataMeta("CPU limit of a machine `orbstack_image` creates (OrbStack 2.1+; 0: none).", 0),
+    "orbstack_memory": DataMeta(
+        "Memory limit of a machine `orbstack_image` creates, e.g. `4G` (OrbStack 2.1+).", "",
+    ),
+    "orbstack_disk": DataMeta(
+        "Disk limit of a machine `orbstack_image` creates, e.g. `32G` (OrbStack 2.1+).", "",
+    ),
+    "orbstack_isolated": DataMeta(
+        "Create the machine isolated from the Mac (no Mac mounts; OrbStack 2.1+).", False,
+    ),
+    "orbstack_user_data": DataMeta(
+        "Cloud-init user data file (a path on the Mac) for a machine `orbstack_image` creates.", "",
     ),
     "orbstack_distro": DataMeta("The machine's distro, e.g. `debian` (read-only, from OrbStack).", ""),
     "orbstack_version": DataMeta(
@@ -269,11 +287,22 @@ class OrbStackConnector(BaseConnector):
             "create": None,
         }
         if self.data["orbstack_image"]:
-            params["create"] = {
+            create: dict[str, Any] = {
                 "image": self.data["orbstack_image"],
                 "arch": self.data["orbstack_arch"] or None,
                 "user": self.data["orbstack_user"] or None,
             }
+            # Only what the inventory sets, so older binaries and OrbStacks see no new keys.
+            if self.data["orbstack_isolated"]:
+                create["isolated"] = True
+            if self.data["orbstack_cpus"]:
+                create["cpus"] = self.data["orbstack_cpus"]
+            for key in ("memory", "disk"):
+                if self.data[f"orbstack_{key}"]:
+                    create[key] = self.data[f"orbstack_{key}"]
+            if self.data["orbstack_user_data"]:
+                create["user_data"] = os.path.abspath(os.path.expanduser(self.data["orbstack_user_data"]))
+            params["create"] = create
         return params
 
     def _acquire_binary(self) -> _rpc.RPCClient:

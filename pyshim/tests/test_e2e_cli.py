@@ -464,6 +464,26 @@ def test_orbstack_image_creates_a_missing_machine(sim):
     sim.orbctl("delete", "-f", name)
 
 
+def test_inventory_creation_settings_reach_orbctl_create(sim, tmp_path):
+    name = f"t-iso-{os.getpid()}"
+    (tmp_path / "init.sh").write_text("#!/bin/sh\necho from-user-data > /etc/provisioned-by\n")
+    (tmp_path / "inventory.py").write_text(
+        f'hosts = [("@orbstack/{name}", {{"orbstack_image": "debian:bookworm", "orbstack_isolated": True,\n'
+        f'          "orbstack_cpus": 2, "orbstack_memory": "2G", "orbstack_user_data": "init.sh"}})]\n'
+    )
+    try:
+        result = run_pyinfra(sim.env, "inventory.py", "exec", "--", "cat", "/etc/provisioned-by", cwd=tmp_path)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert f"[@orbstack/{name}] from-user-data" in output, "the user data (a relative path) ran"
+        info = json.loads(sim.orbctl("info", name, "-f", "json").stdout)
+        assert info["record"]["config"]["isolated"] is True
+        assert sim.orbctl("config", "get", f"machine.{name}.cpu").stdout.strip() == "2"
+        assert sim.orbctl("config", "get", f"machine.{name}.memory_mib").stdout.strip() == "2048"
+    finally:
+        sim.orbctl("delete", "-f", name, check=False)
+
+
 def test_orbstack_start_off_refuses_a_stopped_machine(sim):
     machine = sim.machine("stopped")
     sim.orbctl("stop", machine)
