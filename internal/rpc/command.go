@@ -20,26 +20,27 @@ import (
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-// commandArgv is what runs inside the machine: `[env K=V…] sh -c COMMAND`.
-// The environment goes through env(1) inside the machine because orbctl only
-// forwards a whitelist of the caller's variables.
-func commandArgv(p CommandRunParams) ([]string, error) {
-	var argv []string
-	if len(p.Env) > 0 {
-		keys := make([]string, 0, len(p.Env))
-		for k := range p.Env {
-			if !envName.MatchString(k) {
-				return nil, invalidParams("env", "environment variable name %q is not valid (letters, digits and _, not starting with a digit)", k)
-			}
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		argv = append(argv, "env")
-		for _, k := range keys {
-			argv = append(argv, k+"="+p.Env[k])
-		}
+// commandEnv validates the command's variables and returns them as sorted
+// K=V words. They reach the machine inside the command's script, through
+// env(1) (orbctl forwards only a whitelist of the caller's variables), never
+// in an argv on the Mac.
+func commandEnv(p CommandRunParams) ([]string, error) {
+	if len(p.Env) == 0 {
+		return nil, nil
 	}
-	return append(argv, "sh", "-c", p.Command), nil
+	keys := make([]string, 0, len(p.Env))
+	for k := range p.Env {
+		if !envName.MatchString(k) {
+			return nil, invalidParams("env", "environment variable name %q is not valid (letters, digits and _, not starting with a digit)", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	env := make([]string, len(keys))
+	for i, k := range keys {
+		env[i] = k + "=" + p.Env[k]
+	}
+	return env, nil
 }
 
 func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc2.ID, p CommandRunParams) (any, error) {
@@ -52,7 +53,7 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 	if p.Timeout < 0 {
 		return nil, invalidParams("timeout", "timeout must not be negative, got %v", p.Timeout)
 	}
-	argv, err := commandArgv(p)
+	env, err := commandEnv(p)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +81,7 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 	}
 	stdout := &lineWriter{stream: "stdout", emit: emit}
 	stderr := &lineWriter{stream: "stderr", emit: emit}
-	code, err := s.runCommand(runCtx, c, p, argv, stdinData, stdout, stderr)
+	code, err := s.runCommand(runCtx, c, p, env, stdinData, stdout, stderr)
 	// Run has returned, so orbctl's output is fully read: flush the partial
 	// last lines before the reply goes out.
 	stdout.Flush()
@@ -97,30 +98,21 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 }
 
 // runCommand runs one command through a session of the pool (see
-// internal/session) when it can, else with its own `orbctl run`. The fallback
-// only happens for a command the session path did not start, so no command
-// runs twice.
-func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunParams, argv []string, stdin []byte, stdout, stderr io.Writer) (int, error) {
+// internal/session) when it can, else through a one-shot agent of its own.
+// Either way the command's text reaches the machine on orbctl's stdin, never
+// in an argv on the Mac, and a cancelled command's process group is killed
+// inside the machine. The one-shot path only runs a command the pool did not
+// start, so no command runs twice.
+func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunParams, env []string, stdin []byte, stdout, stderr io.Writer) (int, error) {
+	key := cmdsession.Key{Machine: p.Machine, User: p.User}
+	req := cmdsession.Request{Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	if s.sessions != nil {
-		var env []string
-		if len(argv) > 3 { // env K=V… sh -c COMMAND
-			env = argv[1 : len(argv)-3]
-		}
-		code, err := s.sessions.Run(ctx, c, cmdsession.Key{Machine: p.Machine, User: p.User}, cmdsession.Request{
-			Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr,
-		})
+		code, err := s.sessions.Run(ctx, c, key, req)
 		if !errors.Is(err, cmdsession.ErrUnavailable) {
 			return code, err
 		}
 	}
-	var stdinReader io.Reader
-	if stdin != nil {
-		stdinReader = bytes.NewReader(stdin)
-	}
-	return c.Run(ctx, orbctl.RunSpec{
-		Machine: p.Machine, User: p.User, Workdir: p.Workdir, Argv: argv,
-		Stdin: stdinReader, Stdout: stdout, Stderr: stderr,
-	})
+	return cmdsession.RunOnce(ctx, c, key, req)
 }
 
 // maxLine bounds one notification: a longer line is sent in pieces.

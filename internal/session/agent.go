@@ -1,15 +1,24 @@
 package session
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // agentScript runs inside the machine as `sh -c agentScript agent NONCE`,
 // started by one `orbctl run`, and runs commands sent on its stdin one at a
-// time. It is POSIX sh (dash, busybox ash, bash) plus head -c, dd, setsid,
-// mktemp and cat, which it checks for first.
+// time. Every command reaches a machine this way, through a pooled session or
+// a one-shot agent (RunOnce): a command's text (and so any password pyinfra
+// puts in it) travels on orbctl's stdin, never in an argv on the Mac. It is
+// POSIX sh (dash, busybox ash, bash) plus head -c, dd, setsid, mktemp,
+// mkfifo and cat, which it checks for first.
 //
-// Startup: it makes a private directory (mktemp -d: 0700) and prints
-// "\nNONCE ready exact|bytewise DIR" on stdout and "\nNONCE ready" on stderr, or
-// "\nNONCE unsupported TOOL" on stdout and exits.
+// Startup: it removes what dead agents and cut-short uploads of the same user
+// left behind (sweep, below), makes a private directory (mktemp -d: 0700)
+// holding "PID NONCE" in DIR/agent, and prints "\nNONCE ready exact|bytewise
+// DIR" on stdout and "\nNONCE ready" on stderr, or "\nNONCE unsupported TOOL"
+// on stdout and exits.
 //
 // Request: a header line "ID SCRIPTLEN STDINLEN" (STDINLEN "-" = no stdin),
 // SCRIPTLEN bytes of script, STDINLEN bytes of stdin, then the line "ID". The
@@ -20,21 +29,42 @@ import "strings"
 // in step without base64 or byte-at-a-time reads. busybox's head reads ahead
 // and would swallow the next request: the agent tests for that at start and
 // then falls back to `dd bs=1` (exact, slower; the binary then keeps large
-// stdin off the session), reporting which in its ready line.
+// stdin off pooled sessions), reporting which in its ready line.
 //
 // Stdin reaches the command through a pipe (cat of a private file), as with
-// a per-call orbctl run: a command may tell a file from a pipe (wc -c, for
-// one, does not read a regular file). Without stdin it gets /dev/null.
+// a plain orbctl run: a command may tell a file from a pipe (wc -c, for one,
+// does not read a regular file). Without stdin it gets /dev/null.
 //
 // Each command runs as `sh -c SCRIPT` in a new session (setsid), so its
 // process group id is its pid, which it writes to DIR/pg: a kill of that group
-// (as root, by a separate orbctl run) stops it and everything it started,
-// sudo included. It runs in the foreground, not with `&`: an asynchronous
-// command in a shell without job control would start with SIGINT and SIGQUIT
-// ignored, which a command started by orbctl does not. It starts in the
-// agent's directory, which orbctl made the user's home (-w ""), and the agent
-// never changes directory, so one command's `cd` cannot leak into the next;
-// nor can its variables, since each command is a child process.
+// (as root, by a separate orbctl run: killScript) stops it and everything it
+// started, sudo included. It runs in the foreground, not with `&`: an
+// asynchronous command in a shell without job control would start with SIGINT
+// and SIGQUIT ignored, which a command started by orbctl does not. It starts
+// in the agent's directory, which orbctl made the user's home (-w ""), and the
+// agent never changes directory, so one command's `cd` cannot leak into the
+// next; nor can its variables, since each command is a child process.
+//
+// While a command runs nothing else may arrive on the agent's stdin, so a
+// dd, the agent's own child, waits there for one byte (the agent keeps its
+// stdin as fd 4 for it) and passes what it gets to a watcher (its own process
+// group) through the FIFO DIR/w. End-of-file there means the binary is gone
+// (killed, crashed, or its orbctl was): dd exits, the watcher wakes, marks
+// DIR/dying and kills the command's group itself (TERM, KILL after 2 s). It
+// runs as the agent's user, who cannot signal a process of the group that
+// became root through sudo, so it kills through `sudo -n kill` where that
+// works (OrbStack's default user has passwordless sudo) and as itself
+// otherwise; a user without passwordless sudo leaves such root processes
+// running until they end (sudo relays the TERM only to its own child, and
+// dies of the KILL). When the command ends normally the agent kills the idle watcher
+// first (so that dd's end cannot wake it), then dd, and waits for dd: a
+// SIGKILLed reader may still take bytes that arrive before it is scheduled, so
+// the agent says the command ended (and the binary sends the next request)
+// only once dd is reaped.
+//
+// The agent traps SIGPIPE (a trap, unlike an ignored signal, is not passed on
+// to commands): writing its markers to a binary that is gone must end it
+// through its EXIT trap, which removes its directory.
 //
 // The agent's own stderr is /dev/null and the session's stderr is its fd 3,
 // which each command makes its stderr itself: the shell reports a child killed
@@ -49,21 +79,28 @@ import "strings"
 // it was). ID is a fresh random nonce per command: output cannot forge it.
 const agentScript = `n=$1
 unsupported() { printf '\n%s unsupported %s\n' "$n" "$1"; exit 0; }
-for t in head dd setsid mktemp cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
+for t in head dd setsid mktemp mkfifo cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
 if [ "$(printf abc | { head -c 1 >/dev/null; cat; })" = bc ]; then
   take() { head -c "$1"; }; reads=exact
 else
   take() { dd bs=1 count="$1" 2>/dev/null; }; reads=bytewise
 fi
+` + sweepScript + `
 d=$(mktemp -d "${TMPDIR:-/tmp}/pyinfra-orbstack.XXXXXXXX") || unsupported mktemp
 trap 'rm -rf "$d"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
-exec 3>&2 2>/dev/null
+trap 'exit 141' PIPE
+printf '%s %s\n' "$$" "$n" >"$d/agent"
+exec 3>&2 2>/dev/null 4<&0
 printf '\n%s ready %s %s\n' "$n" "$reads" "$d"
 printf '\n%s ready\n' "$n" >&3
-r='exec 2>&3 3>&-; echo $$ >"$0"; exec sh -c "$1"'
+r='exec 2>&3 3>&- 4<&-; echo $$ >"$0"; exec sh -c "$1"'
+mkfifo "$d/w" || unsupported mkfifo
+w='read -r x <"$0/w"; : >"$0/dying"; read -r g <"$0/pg" && [ -n "$g" ] || exit 0
+k() { { command -v sudo && sudo -n kill -s "$1" -- "-$g"; } || kill -s "$1" -- "-$g"; } >/dev/null 2>&1
+k TERM; i=0; while [ $i -lt 20 ] && k 0; do sleep 0.1; i=$((i+1)); done; k KILL'
 while IFS=' ' read -r id ns ni; do
   s=$(take "$ns"; echo x)
   s=${s%x}
@@ -71,6 +108,11 @@ while IFS=' ' read -r id ns ni; do
   IFS= read -r t || break
   [ "$t" = "$id" ] || break
   : >"$d/pg"
+  rm -f "$d/dying"
+  setsid sh -c "$w" "$d" </dev/null >/dev/null 2>&1 3>&- 4<&- &
+  wp=$!
+  dd bs=1 count=1 <&4 4<&- >"$d/w" 2>/dev/null 3>&- &
+  dp=$!
   printf '%s start\n' "$id"
   if [ "$ni" = - ]; then
     setsid sh -c "$r" "$d/pg" "$s" </dev/null
@@ -80,26 +122,69 @@ while IFS=' ' read -r id ns ni; do
     st=$?
     : >"$d/in"
   fi
+  if [ ! -e "$d/dying" ]; then kill -s KILL -- "$wp"; kill -s KILL -- "-$wp"; fi
+  kill -s KILL -- "$dp"; wait "$dp"; wait "$wp"
   printf '%s out %s\n' "$id" "$st"
   printf '%s err\n' "$id" >&3
 done
 `
 
-// killScript signals the process group of the command a session is running,
-// as root from a separate orbctl run. It waits briefly for the pg file in case
-// the command is only just starting.
-func killScript(dir, signal string) string {
+// sweepScript is the part of the agent's startup that removes, for the user
+// it runs as, what earlier runs could not: private directories of agents that
+// are gone (killed with their machine, or by SIGKILL) and temporary files of
+// uploads that were cut short (the machine stopped mid-transfer; see
+// putScript in internal/rpc, which records each one in the journal). An entry
+// is stale only when the process it names no longer runs with the nonce it
+// recorded (so a reused PID does not keep it, and a live transfer or agent of
+// another run is never touched), and only files of the shapes we create, owned
+// by this user, are removed. Without /proc it does nothing.
+const sweepScript = `alive() { [ -r "/proc/$1/cmdline" ] && case "$(tr '\000' ' ' <"/proc/$1/cmdline" 2>/dev/null)" in *" $2 "*|*" $2") true ;; *) false ;; esac; }
+if [ -d /proc/self ] && command -v tr >/dev/null 2>&1; then
+  for o in "${TMPDIR:-/tmp}"/pyinfra-orbstack.*/agent; do
+    [ -f "$o" ] && [ -O "$o" ] || continue
+    read -r p m <"$o" 2>/dev/null || continue
+    alive "$p" "$m" || rm -rf -- "${o%/agent}"
+  done
+  j=` + JournalDir + `
+  if [ -d "$j" ] && [ ! -L "$j" ] && [ -O "$j" ]; then
+    for e in "$j"/*; do
+      [ -f "$e" ] || continue
+      read -r p m f <"$e" 2>/dev/null || { rm -f -- "$e"; continue; }
+      alive "$p" "$m" && continue
+      case "${f##*/}" in .pyinfra-orbstack.??????) [ -f "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] && rm -f -- "$f" ;; esac
+      rm -f -- "$e"
+    done
+  fi
+fi 2>/dev/null`
+
+// JournalDir is where uploads note their temporary files until they are
+// renamed into place, per user, as shell text: a persistent directory (a
+// machine's /tmp is a tmpfs that a stop empties, the temp file beside the
+// destination is not), made 0700 by its owner.
+const JournalDir = `"/var/tmp/pyinfra-orbstack-$(id -u)"`
+
+// killScript stops the process group of the command a session is running, as
+// root from a separate orbctl run (the command may have become root through
+// sudo): SIGTERM, then SIGKILL after grace if any process of the group is
+// still there. It checks the group, not the leader: a leader that dies of the
+// TERM while another member ignores it (`trap ” TERM; sleep 100` under
+// pyinfra's `sh -c`) must not end the kill. It waits briefly for the pg file
+// in case the command is only just starting.
+func killScript(dir string, grace time.Duration) string {
 	f := quote(dir + "/pg")
+	tenths := int(grace / (100 * time.Millisecond))
 	return `f=` + f + `; i=0
 while [ ! -s "$f" ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-read -r pg <"$f" 2>/dev/null && [ -n "$pg" ] && kill -s ` + signal + ` -- "-$pg" 2>/dev/null
+read -r pg <"$f" 2>/dev/null && [ -n "$pg" ] || exit 0
+kill -s TERM -- "-$pg" 2>/dev/null || exit 0
+i=0; while [ $i -lt ` + strconv.Itoa(tenths) + ` ] && kill -s 0 -- "-$pg" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -s KILL -- "-$pg" 2>/dev/null
 exit 0`
 }
 
 // commandScript is what the agent runs as `sh -c SCRIPT` for one command: the
 // command itself when it needs neither a working directory nor variables,
-// otherwise a cd and/or env(1) in front of `sh -c COMMAND`, as the per-call
-// path's `orbctl run -w DIR env K=V… sh -c COMMAND` does. A directory that
+// otherwise a cd and/or env(1) in front of `sh -c COMMAND`. A directory that
 // cannot be entered falls back to /, as orbctl's -w does.
 func commandScript(command, workdir string, env []string) string {
 	if workdir == "" && len(env) == 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,10 +24,11 @@ const MaxStdin = 1 << 20
 // (busybox): 64 KiB take them about 0.1 s.
 const MaxStdinBytewise = 64 << 10
 
-// MaxScript bounds the shell text of one command through a session. The agent
-// passes it as one argument, and Linux refuses an argument over 128 KiB with
-// an error only the agent would see; per-call runs report it themselves.
-const MaxScript = 96 << 10
+// MaxScript bounds the shell text of one command. The agent hands it to
+// `sh -c` as one argument, and Linux refuses an argument of 128 KiB or more
+// (MAX_ARG_STRLEN, counting its NUL); so does the login shell of a plain
+// `orbctl run … sh -c COMMAND`, so no way of running a command takes more.
+const MaxScript = 128<<10 - 1
 
 // PerKey bounds the sessions of one (machine, user): concurrent commands
 // beyond it wait for a free session.
@@ -95,9 +95,8 @@ func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) 
 	if len(req.Stdin) > MaxStdin {
 		return -1, fmt.Errorf("%w: stdin larger than %d bytes", ErrUnavailable, MaxStdin)
 	}
-	if script := commandScript(req.Command, req.Workdir, req.Env); len(script) > MaxScript || strings.IndexByte(script, 0) >= 0 {
-		// A NUL cannot be in an argument either; the per-call path says so.
-		return -1, fmt.Errorf("%w: a command over %d bytes or with a NUL byte", ErrUnavailable, MaxScript)
+	if err := Check(req); err != nil {
+		return -1, err
 	}
 	ks, err := p.state(key)
 	if err != nil {

@@ -308,27 +308,23 @@ func (s *session) kill(ctx context.Context, outDone, errDone chan endResult) {
 		}
 		return true
 	}
-	killCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// One orbctl run as root: TERM to the group, KILL after KillDelay to
+	// whatever of the group is left (killScript). Bounded, so that a machine
+	// that stopped answering cannot hold the cancellation up.
+	killCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.client.KillDelay+10*time.Second)
 	defer cancel()
-	s.signal(killCtx, "TERM")
-	if !ended(s.client.KillDelay) {
-		s.signal(killCtx, "KILL")
-		if !ended(time.Second) {
-			s.proc.Kill()
-		}
+	_, _ = s.client.Run(killCtx, orbctl.RunSpec{Machine: s.key.Machine, User: "root",
+		Argv: []string{"sh", "-c", killScript(s.dir, s.client.KillDelay)}})
+	// The group is gone, so the agent reports the end at once; a session that
+	// does not (the kill could not run: the machine is gone) is ended here.
+	if !ended(2 * time.Second) {
+		s.proc.Kill()
 	}
 	// Otherwise the agent is idle again: the pool closes the session (broken)
 	// gently, so that the agent removes its directory.
 	// Kill closed the pipes: the readers return now. They write to the
 	// caller's writers, so they must be done before run returns.
 	ended(time.Hour)
-}
-
-// signal sends sig to the running command's process group, as root: the
-// command may have become root through sudo.
-func (s *session) signal(ctx context.Context, sig string) {
-	_, _ = s.client.Run(ctx, orbctl.RunSpec{Machine: s.key.Machine, User: "root",
-		Argv: []string{"sh", "-c", killScript(s.dir, sig)}})
 }
 
 // readUntil copies r to w until marker, and returns the rest of the marker's

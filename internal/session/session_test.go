@@ -178,6 +178,7 @@ func TestOneSessionServesSequentialCommandsAndCloseEndsIt(t *testing.T) {
 		mu.Unlock()
 	}
 	p := NewPool()
+	p.Logf = t.Logf
 	for i := 0; i < 5; i++ {
 		if r := run(p, c, "web", Request{Command: "echo hi"}); r.stdout != "hi\n" {
 			t.Fatalf("command %d: %+v", i, r)
@@ -370,17 +371,172 @@ func TestLargeStdinIsLeftToThePerCallPath(t *testing.T) {
 	}
 }
 
-func TestHugeCommandsAreLeftToThePerCallPath(t *testing.T) {
+func TestCommandsNoMachineCanRunAreRefusedSayingWhy(t *testing.T) {
 	c := simulator(t, "web")
 	p := newPool(t)
 	for _, cmd := range []string{"echo " + strings.Repeat("x", MaxScript), "echo a\x00b"} {
-		if r := run(p, c, "web", Request{Command: cmd}); !errors.Is(r.err, ErrUnavailable) {
-			t.Fatalf("%.20q: got %+v", cmd, r)
+		for name, runIt := range map[string]func() result{
+			"pool": func() result { return run(p, c, "web", Request{Command: cmd}) },
+			"once": func() result { return runOnce(c, "web", Request{Command: cmd}) },
+		} {
+			r := runIt()
+			var oe *orbctl.Error
+			if !errors.Is(r.err, orbctl.ErrBadArgument) || !errors.As(r.err, &oe) || oe.Machine != "web" && name == "once" {
+				t.Fatalf("%s %.20q: got %+v, want a bad-argument error", name, cmd, r)
+			}
 		}
 	}
-	// Just under the bound, it runs in the session.
-	cmd := "echo " + strings.Repeat("x", MaxScript-10)
-	if r := run(p, c, "web", Request{Command: cmd}); r.err != nil || len(r.stdout) != MaxScript-10+1 {
-		t.Fatalf("a %d-byte command: %v, %d bytes out", len(cmd), r.err, len(r.stdout))
+	// At the bound, it runs, in a session and one-shot alike.
+	cmd := "echo " + strings.Repeat("x", MaxScript-5)
+	if r := run(p, c, "web", Request{Command: cmd}); r.err != nil || len(r.stdout) != MaxScript-5+1 {
+		t.Fatalf("a %d-byte command in a session: %v, %d bytes out", len(cmd), r.err, len(r.stdout))
+	}
+	if r := runOnce(c, "web", Request{Command: cmd}); r.err != nil || len(r.stdout) != MaxScript-5+1 {
+		t.Fatalf("a %d-byte command one-shot: %v, %d bytes out", len(cmd), r.err, len(r.stdout))
+	}
+}
+
+// runOnce runs command in machine (default user) through a one-shot agent.
+func runOnce(c *orbctl.Client, machine string, req Request) result {
+	var stdout, stderr bytes.Buffer
+	req.Stdout, req.Stderr = &stdout, &stderr
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := RunOnce(ctx, c, Key{Machine: machine}, req)
+	return result{stdout.String(), stderr.String(), code, err}
+}
+
+func TestRunOnceIsByteForByteAPerCallRun(t *testing.T) {
+	c := simulator(t, "web")
+	for _, req := range []Request{
+		{Command: "printf 'a\\nno newline'; printf 'e\\n\\n' >&2; exit 5"},
+		{Command: "cat; echo", Stdin: []byte("in\nput")},
+		{Command: "wc -c", Stdin: make([]byte, 3*MaxStdin)}, // over what a pooled session takes
+		{Command: `printf '%s|%s' "$K" "$(pwd)"`, Env: []string{"K=v w"}, Workdir: "/"},
+		{Command: "pwd; echo $0"},
+	} {
+		got, want := runOnce(c, "web", req), perCall(c, "web", req)
+		if got.err != nil || got.stdout != want.stdout || got.stderr != want.stderr || got.code != want.code {
+			t.Errorf("%q: one-shot %+v, per-call %+v", req.Command, got, want)
+		}
+	}
+	if n, dirs := agents(t, c, "web"); n != 0 || dirs != 0 {
+		t.Fatalf("%d agents and %d private directories left after one-shot runs", n, dirs)
+	}
+}
+
+func TestRunOnceReportsAMissingMachineOrUserAsThePerCallPathDid(t *testing.T) {
+	c := simulator(t, "web")
+	if r := runOnce(c, "nosuch", Request{Command: "true"}); !errors.Is(r.err, orbctl.ErrMachineNotFound) {
+		t.Fatalf("missing machine: %+v", r)
+	}
+	var stdout bytes.Buffer
+	_, err := RunOnce(context.Background(), c, Key{Machine: "web", User: "nosuchuser"}, Request{Command: "true", Stdout: &stdout})
+	if !errors.Is(err, orbctl.ErrBadArgument) || !strings.Contains(err.Error(), "nosuchuser") {
+		t.Fatalf("missing user: %v", err)
+	}
+}
+
+// pyinfra runs every command as `sh -c '…'`: a leader that dies of SIGTERM
+// while the rest of its group ignores it must not end the kill.
+func TestCancelKillsGroupMembersThatIgnoreSIGTERM(t *testing.T) {
+	c := simulator(t, "web")
+	for name, runIt := range map[string]func(context.Context, Request) (int, error){
+		"session": func(ctx context.Context, req Request) (int, error) {
+			return newPool(t).Run(ctx, c, Key{Machine: "web"}, req)
+		},
+		"once": func(ctx context.Context, req Request) (int, error) {
+			return RunOnce(ctx, c, Key{Machine: "web"}, req)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			marker := fmt.Sprintf("%d.%d", 900+len(name), time.Now().UnixNano()%1000)
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_, err := runIt(ctx, Request{Command: "sh -c \"trap '' TERM; sleep " + marker + "\""})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("got %v", err)
+			}
+			if r := asRoot(c, "web", "ps -eo args | grep -c '^sleep "+marker+"'"); strings.TrimSpace(r.stdout) != "0" {
+				t.Fatalf("the command ignoring SIGTERM survived its cancellation: %+v", r)
+			}
+		})
+	}
+}
+
+// When the binary dies its end of the agent's stdin closes: the agent's
+// watcher then kills the running command, and the agent removes its directory.
+func TestTheCommandDiesWithTheBinary(t *testing.T) {
+	c := simulator(t, "web")
+	for _, user := range []string{"", "tester"} {
+		t.Run("user="+user, func(t *testing.T) {
+			key := Key{Machine: "web", User: user}
+			s, err := start(context.Background(), c, key, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.proc.Kill()
+			marker := fmt.Sprintf("%d.%d", 800+len(user), time.Now().UnixNano()%1000)
+			cmd := "sh -c \"trap '' TERM; sleep " + marker + "\""
+			if user != "" {
+				cmd = "sudo -n " + cmd // root, reached through sudo
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.run(context.Background(), Request{Command: cmd})
+				done <- err
+			}()
+			count := func() string {
+				return strings.TrimSpace(asRoot(c, "web", "ps -eo args | grep -c '^sleep "+marker+"'").stdout)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for count() != "1" {
+				if time.Now().After(deadline) {
+					t.Fatal("the command did not start")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			s.proc.Stdin.Close() // what the kernel does when the binary is killed
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the command did not end after its agent's stdin closed")
+			}
+			if n := count(); n != "0" {
+				t.Fatalf("%s processes of the command survived the binary", n)
+			}
+			if r := asRoot(c, "web", "test -e "+quote(s.dir)); r.code == 0 {
+				t.Fatalf("the agent's directory %s is still there", s.dir)
+			}
+		})
+	}
+}
+
+// A directory of an agent that was killed outright (its machine stopped, or
+// SIGKILL) is removed by the next agent of that user; a live agent's is not.
+func TestTheNextAgentRemovesWhatDeadAgentsLeft(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	live := strings.TrimSpace(run(p, c, "web", Request{Command: "cat $(ls -d /tmp/pyinfra-orbstack.*/agent)"}).stdout)
+	dead := strings.TrimSpace(run(p, c, "web", Request{Command: "d=$(mktemp -d /tmp/pyinfra-orbstack.XXXXXXXX); echo 999999 pyinfra-orbstack-0123 > $d/agent; echo $d"}).stdout)
+	other := strings.TrimSpace(asRoot(c, "web", "d=$(mktemp -d /tmp/pyinfra-orbstack.XXXXXXXX); echo 999999 pyinfra-orbstack-0123 > $d/agent; echo $d").stdout)
+	if live == "" || dead == "" || other == "" {
+		t.Fatalf("setting up: live %q dead %q other %q", live, dead, other)
+	}
+	if r := runOnce(c, "web", Request{Command: "true"}); r.err != nil {
+		t.Fatal(r.err)
+	}
+	r := asRoot(c, "web", "ls -d /tmp/pyinfra-orbstack.*")
+	if strings.Contains(r.stdout, dead+"\n") {
+		t.Errorf("the dead agent's directory %s was left: %q", dead, r.stdout)
+	}
+	if !strings.Contains(r.stdout, other+"\n") {
+		t.Errorf("another user's directory %s was removed: %q", other, r.stdout)
+	}
+	if n, _ := agents(t, c, "web"); n != 1 {
+		t.Errorf("%d agents running, want the pooled one", n)
+	}
+	if r := run(p, c, "web", Request{Command: "echo still"}); r.err != nil || r.stdout != "still\n" {
+		t.Errorf("the live session after a sweep: %+v", r)
 	}
 }

@@ -38,7 +38,7 @@ func TestTheAgentRunsUnderOtherShells(t *testing.T) {
 			}
 			wrap("sh", shell...)
 			if shell[0] == "busybox" {
-				for _, tool := range []string{"head", "dd", "setsid", "mktemp", "cat"} {
+				for _, tool := range []string{"head", "dd", "setsid", "mktemp", "mkfifo", "cat", "tr"} {
 					wrap(tool, "busybox", tool)
 				}
 			}
