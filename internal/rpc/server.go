@@ -82,7 +82,7 @@ func NewServer(opts Options) *Server {
 // children signalled) and waited for before it returns.
 func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
-	conn := jsonrpc2.NewConn(ctx, jsonrpc2.NewBufferedStream(stream, jsonrpc2.VSCodeObjectCodec{}), s,
+	conn := jsonrpc2.NewConn(ctx, newFrameStream(stream, s.opts.Logger.Printf), s,
 		jsonrpc2.SetLogger(s.opts.Logger))
 	select {
 	case <-conn.DisconnectNotify():
