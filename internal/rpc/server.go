@@ -200,10 +200,16 @@ func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc
 		if err := decode(req, &p); err != nil {
 			return nil, err
 		}
+		if err := checkTimeout(p.Timeout); err != nil {
+			return nil, err
+		}
 		return s.machineConnect(ctx, p)
 	case MethodCommandRun:
 		var p CommandRunParams
 		if err := decode(req, &p); err != nil {
+			return nil, err
+		}
+		if err := checkTimeout(p.Timeout); err != nil {
 			return nil, err
 		}
 		return s.commandRun(ctx, conn, req.ID, p)
