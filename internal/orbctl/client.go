@@ -103,13 +103,18 @@ func badArgument(machine, format string, a ...any) error {
 }
 
 // checkName rejects values that orbctl would read as flags (or that would make
-// it act on every machine).
+// it act on every machine). The error names the machine only when the value
+// is one: a bad user or path is not a machine.
 func checkName(what, v string) error {
+	machine := ""
+	if strings.HasSuffix(what, "machine name") {
+		machine = v
+	}
 	if v == "" {
-		return badArgument(v, "%s must not be empty", what)
+		return badArgument(machine, "%s must not be empty", what)
 	}
 	if strings.HasPrefix(v, "-") {
-		return badArgument(v, "%s %q must not start with '-'", what, v)
+		return badArgument(machine, "%s %q must not start with '-'", what, v)
 	}
 	return nil
 }
@@ -185,6 +190,7 @@ func RunArgs(spec RunSpec) ([]string, error) {
 	args := []string{"run", "-m", spec.Machine}
 	if spec.User != "" {
 		if err := checkName("user", spec.User); err != nil {
+			err.(*Error).Machine = spec.Machine
 			return nil, err
 		}
 		args = append(args, "-u", spec.User)

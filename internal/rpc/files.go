@@ -3,27 +3,52 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
-// putScript runs inside the machine with the file on stdin. The destination
-// ($1) and mode ($2) are arguments, never interpolated into the script. It
-// writes a private temp file next to the destination, gives it the existing
-// destination's mode and owner (or the umask's default), applies the requested
-// mode and renames it into place, so the destination is replaced whole or not
-// at all; the trap removes the temp file on any failure.
+// putScript runs inside the machine as `sh -c putScript pyinfra-orbstack-put
+// NONCE DEST MODE SIZE` with the file's SIZE bytes on stdin. The destination
+// and mode are arguments, never interpolated into the script. It writes a
+// private temp file next to the destination, checks that all SIZE bytes
+// arrived (stdin ends early when the binary dies or the transfer is cut: then
+// the destination is left as it was), gives it the existing destination's
+// mode and owner (or the umask's default), applies the requested mode and
+// renames it into place, so the destination is replaced whole or not at all.
+// The traps remove the temp file on any failure the script lives through; for
+// those it does not (the machine stopped mid-transfer), it notes the temp file
+// in the user's journal (session.JournalDir) as "PID NONCE PATH" until the
+// rename, and the next session agent of that user removes it once PID no
+// longer runs with NONCE (internal/session, sweepScript).
 const putScript = `set -e
-dest=$1 mode=$2
+n=$1 dest=$2 mode=$3 size=$4
 if [ -d "$dest" ]; then echo "$dest: is a directory" >&2; exit 1; fi
 tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
-trap 'rm -f -- "$tmp"' EXIT
+e= j=` + cmdsession.JournalDir + `
+if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then
+  e=$j/$n
+  printf '%s %s %s\n' "$$" "$n" "$tmp" >"$e" 2>/dev/null || e=
+fi
+trap 'rm -f -- "$tmp"; [ -z "$e" ] || rm -f -- "$e"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 141' PIPE
 cat > "$tmp"
+got=$(($(wc -c <"$tmp")))
+if [ "$got" -ne "$size" ]; then
+  echo "the upload was cut short ($got of $size bytes arrived); $dest was left as it was" >&2; exit 1
+fi
 if [ -e "$dest" ]; then
   chmod "$(stat -L -c %a -- "$dest")" -- "$tmp"
   chown "$(stat -L -c %u:%g -- "$dest")" -- "$tmp" 2>/dev/null || true
@@ -33,10 +58,15 @@ fi
 if [ -n "$mode" ]; then chmod "$mode" -- "$tmp"; fi
 mv -f -- "$tmp" "$dest"
 trap - EXIT
+[ -z "$e" ] || rm -f -- "$e"
 `
 
 // getScript streams the remote file to stdout.
 const getScript = `exec cat -- "$1"`
+
+// maxSizelessFile bounds what file.put reads into memory from a local file
+// that reports size 0 (/proc files do), to learn its real size.
+const maxSizelessFile = 64 << 20
 
 var octalMode = regexp.MustCompile(`^[0-7]{3,4}$`)
 
@@ -59,6 +89,9 @@ func remoteFailure(machine, what string, code int, stderr string) error {
 	msg := strings.TrimSpace(stderr)
 	if msg == "" {
 		msg = fmt.Sprintf("exit status %d", code)
+	}
+	if code > 128 && code < 160 { // killed by a signal, as a shell reports it
+		msg += fmt.Sprintf(" (killed by signal %d: was machine %s stopped, restarted or deleted?)", code-128, machine)
 	}
 	return ioError(machine, fmt.Sprintf("%s on %s failed: %s", what, machine, msg))
 }
@@ -89,12 +122,28 @@ func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
 	if err != nil || !fi.Mode().IsRegular() {
 		return nil, ioError(p.Machine, fmt.Sprintf("local_path %s is not a regular file", p.LocalPath))
 	}
+	// The bytes go through a pipe from this process (not orbctl reading the
+	// file itself), so that if the binary dies the machine sees the input end
+	// and putScript keeps the old destination; exactly size bytes go, so a
+	// file that changes meanwhile fails the size check instead of landing
+	// half-written.
+	size := fi.Size()
+	var body io.Reader = io.LimitReader(f, size)
+	if size == 0 { // maybe a file that does not know its size (/proc)
+		data, err := io.ReadAll(io.LimitReader(f, maxSizelessFile+1))
+		if err != nil {
+			return nil, ioError(p.Machine, fmt.Sprintf("cannot read the local file: %v", err))
+		}
+		if len(data) > maxSizelessFile {
+			return nil, ioError(p.Machine, fmt.Sprintf("local_path %s reports size 0 but holds more than %d bytes", p.LocalPath, maxSizelessFile))
+		}
+		size, body = int64(len(data)), bytes.NewReader(data)
+	}
 	var stderr bytes.Buffer
-	// An *os.File as stdin is handed to orbctl as its fd: the bytes never pass
-	// through this process.
 	code, err := c.Run(ctx, orbctl.RunSpec{
-		Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", putScript, "sh", p.RemotePath, p.Mode},
-		Stdin: f, Stderr: &stderr,
+		Machine: p.Machine, User: p.User,
+		Argv:  []string{"sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), p.RemotePath, p.Mode, strconv.FormatInt(size, 10)},
+		Stdin: body, Stderr: &stderr,
 	})
 	if err != nil {
 		return nil, err
@@ -102,8 +151,32 @@ func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
 	if code != 0 {
 		return nil, remoteFailure(p.Machine, "writing "+p.RemotePath, code, stderr.String())
 	}
-	return FileResult{Size: fi.Size()}, nil
+	return FileResult{Size: size}, nil
 }
+
+// PartPattern is the name file.get gives its temp file next to local_path
+// until it is complete, for os.CreateTemp: the pid of the binary lets a
+// client remove the parts of a binary that died mid-download, and nothing
+// else (docs/protocol.md).
+func PartPattern(base string, pid int) string {
+	return "." + base + ".pyinfra-orbstack-" + strconv.Itoa(pid) + "-*.part"
+}
+
+func newNonce() string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // documented never to fail on Linux/macOS
+	}
+	return hex.EncodeToString(b)
+}
+
+// pipedFile hides an *os.File from exec.Cmd, which would hand the file to
+// orbctl as its stdout: the bytes then come through a pipe from this process,
+// so that if the binary dies orbctl's next write fails and the download stops
+// instead of running on to the end.
+type pipedFile struct{ f *os.File }
+
+func (w pipedFile) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 	if p.Machine == "" {
@@ -123,7 +196,7 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 	// one file system): a fixed "local_path.part" could be a user's file.
 	// CreateTemp makes it 0600.
 	dir, base := filepath.Split(p.LocalPath)
-	f, err := os.CreateTemp(dir, "."+base+".*.part")
+	f, err := os.CreateTemp(dir, PartPattern(base, os.Getpid()))
 	if err != nil {
 		return nil, ioError(p.Machine, fmt.Sprintf("cannot write the local file: %v", err))
 	}
@@ -138,7 +211,7 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 	var stderr bytes.Buffer
 	code, err := c.Run(ctx, orbctl.RunSpec{
 		Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", getScript, "sh", p.RemotePath},
-		Stdout: f, Stderr: &stderr,
+		Stdout: pipedFile{f}, Stderr: &stderr,
 	})
 	if err != nil {
 		return nil, err

@@ -553,6 +553,10 @@ class OrbStackConnector(BaseConnector):
         with self._binary_for_call() as client:
             try:
                 client.call(method, params)
+            except _rpc.BinaryGoneError:
+                if method == "file.get":
+                    _remove_download_parts(local_path, client.pid)
+                raise
             except _rpc.RPCError as e:
                 # The binary's message normally names the path already.
                 message = e.message if remote_path in e.message else f"{remote_path}: {e.message}"
@@ -759,6 +763,27 @@ class _LocalDestination:
 # OrbStack's rule for machine names (orbctl create refuses others).
 VALID_MACHINE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
 RESERVED_MACHINE_NAMES = frozenset({"default", "vm", "host", "services", "gateway", "k8s", "docker"})
+
+
+def _remove_download_parts(local_path: str, pid: int) -> None:
+    """Remove what a binary that died mid-`file.get` left next to local_path.
+
+    It writes `.NAME.pyinfra-orbstack-PID-RANDOM.part` (docs/protocol.md,
+    `file.get`); the PID makes sure no other download's part, and no file of
+    the user's, is touched.
+    """
+    directory, name = os.path.split(local_path)
+    prefix, suffix = f".{name}.pyinfra-orbstack-{pid}-", ".part"
+    try:
+        entries = os.listdir(directory or ".")
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(suffix):
+            try:
+                os.remove(os.path.join(directory, entry))
+            except OSError as e:
+                logger.warning(f"could not remove the partial download {entry}: {e}")
 
 
 def _valid_machine_name(name: str) -> bool:
