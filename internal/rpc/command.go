@@ -111,6 +111,9 @@ func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunP
 		if !errors.Is(err, cmdsession.ErrUnavailable) {
 			return code, err
 		}
+		if cmdsession.Unsupported(err) {
+			return cmdsession.RunBare(ctx, c, key, req)
+		}
 	}
 	return cmdsession.RunOnce(ctx, c, key, req)
 }

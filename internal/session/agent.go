@@ -77,7 +77,7 @@ import (
 // STATUS" on stdout and "ID err" on stderr, right after the command's output
 // (not on a line of their own, so a last line without a newline is left as
 // it was). ID is a fresh random nonce per command: output cannot forge it.
-const agentScript = `n=$1
+var agentScript = `n=$1
 unsupported() { printf '\n%s unsupported %s\n' "$n" "$1"; exit 0; }
 for t in head dd setsid mktemp mkfifo cat; do command -v "$t" >/dev/null 2>&1 || unsupported "$t"; done
 if [ "$(printf abc | { head -c 1 >/dev/null; cat; })" = bc ]; then
@@ -99,8 +99,8 @@ printf '\n%s ready\n' "$n" >&3
 r='exec 2>&3 3>&- 4<&-; echo $$ >"$0"; exec sh -c "$1"'
 mkfifo "$d/w" || unsupported mkfifo
 w='read -r x <"$0/w"; : >"$0/dying"; read -r g <"$0/pg" && [ -n "$g" ] || exit 0
-k() { { command -v sudo && sudo -n kill -s "$1" -- "-$g"; } || kill -s "$1" -- "-$g"; } >/dev/null 2>&1
-k TERM; i=0; while [ $i -lt 20 ] && k 0; do sleep 0.1; i=$((i+1)); done; k KILL'
+{ command -v sudo && sudo -n sh -c "$1" kill "$g" 20; } >/dev/null 2>&1 || sh -c "$1" kill "$g" 20 >/dev/null 2>&1'
+k=` + "'" + strings.ReplaceAll(treeKillScript, "'", `'\''`) + "'" + `
 while IFS=' ' read -r id ns ni; do
   s=$(take "$ns"; echo x)
   s=${s%x}
@@ -109,7 +109,7 @@ while IFS=' ' read -r id ns ni; do
   [ "$t" = "$id" ] || break
   : >"$d/pg"
   rm -f "$d/dying"
-  setsid sh -c "$w" "$d" </dev/null >/dev/null 2>&1 3>&- 4<&- &
+  setsid sh -c "$w" "$d" "$k" </dev/null >/dev/null 2>&1 3>&- 4<&- &
   wp=$!
   dd bs=1 count=1 <&4 4<&- >"$d/w" 2>/dev/null 3>&- &
   dp=$!
@@ -163,23 +163,46 @@ fi 2>/dev/null`
 // destination is not), made 0700 by its owner.
 const JournalDir = `"/var/tmp/pyinfra-orbstack-$(id -u)"`
 
-// killScript stops the process group of the command a session is running, as
-// root from a separate orbctl run (the command may have become root through
-// sudo): SIGTERM, then SIGKILL after grace if any process of the group is
-// still there. It checks the group, not the leader: a leader that dies of the
-// TERM while another member ignores it (`trap ” TERM; sleep 100` under
-// pyinfra's `sh -c`) must not end the kill. It waits briefly for the pg file
-// in case the command is only just starting.
+// treeKillScript runs as `sh -c treeKillScript kill PGID TENTHS` and stops a
+// command: the process group PGID and every group that a descendant of one of
+// its processes made (`su -c` and `setsid` move the command into a new
+// session, out of the group that a plain group kill reaches). It sends
+// SIGTERM to them all, waits up to TENTHS tenths of a second for every one to
+// be empty (the groups, not a leader: a leader that dies of the TERM while
+// another member ignores it must not end the kill), then looks for new
+// descendants once more and sends SIGKILL. The groups are collected before
+// any signal (a dying parent orphans its children to init) and only grow.
+// It reads /proc with awk; without either it kills PGID's group alone.
+const treeKillScript = `G=$1 n=$2
+grow() {
+  [ -d /proc/self ] && command -v awk >/dev/null 2>&1 || return 0
+  G=$(for f in /proc/[0-9]*/stat; do
+    set -f; read -r l <"$f" 2>/dev/null || continue
+    p=${l%% *}; l=${l##*) }; set -- $l; echo "$p $2 $3"
+  done | awk -v seeds="$G" 'BEGIN { k = split(seeds, s, " "); for (i = 1; i <= k; i++) G[s[i]] = 1 }
+    { par[$1] = $2; grp[$1] = $3 }
+    END { do { c = 0; for (p in par) if (!(grp[p] in G) && (par[p] in grp) && (grp[par[p]] in G)) { G[grp[p]] = 1; c = 1 } } while (c)
+      for (g in G) if (g + 0 > 1) print g }')
+}
+sig() { for g in $G; do kill -s "$1" -- "-$g"; done 2>/dev/null; }
+live() { for g in $G; do kill -s 0 -- "-$g" 2>/dev/null && return 0; done; return 1; }
+grow; sig TERM
+i=0; while [ $i -lt "$n" ] && live; do sleep 0.1; i=$((i+1)); done
+grow; sig KILL
+exit 0`
+
+// killScript stops the command a session is running, as root from a separate
+// orbctl run (the command may have become root through sudo): treeKillScript
+// on its process group, with grace before the SIGKILL. It waits briefly for
+// the pg file in case the command is only just starting.
 func killScript(dir string, grace time.Duration) string {
 	f := quote(dir + "/pg")
 	tenths := int(grace / (100 * time.Millisecond))
 	return `f=` + f + `; i=0
 while [ ! -s "$f" ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
 read -r pg <"$f" 2>/dev/null && [ -n "$pg" ] || exit 0
-kill -s TERM -- "-$pg" 2>/dev/null || exit 0
-i=0; while [ $i -lt ` + strconv.Itoa(tenths) + ` ] && kill -s 0 -- "-$pg" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
-kill -s KILL -- "-$pg" 2>/dev/null
-exit 0`
+set -- "$pg" ` + strconv.Itoa(tenths) + `
+` + treeKillScript
 }
 
 // commandScript is what the agent runs as `sh -c SCRIPT` for one command: the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
@@ -34,13 +35,15 @@ func Check(req Request) error {
 // pooled session: the command's text travels on orbctl's stdin, never in an
 // argv; a cancelled command's process group is killed as root; if the binary
 // dies, the agent's watcher kills the command. A machine that lacks a tool the
-// agent needs gets an error naming it (there is no other way to run a command
-// without putting its text on the Mac's process list).
+// agent needs runs the command the bare way (RunBare).
 func RunOnce(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
 	if err := Check(req); err != nil {
 		return -1, withMachine(err, key.Machine)
 	}
 	s, err := start(ctx, c, key, DefaultReadyTimeout)
+	if errors.Is(err, errUnsupported) {
+		return RunBare(ctx, c, key, req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return -1, ctx.Err()
@@ -55,16 +58,47 @@ func RunOnce(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, 
 	return code, err
 }
 
-// diagnose explains why an agent could not start. A missing tool is said as
-// such; otherwise a plain `orbctl run … true` (a constant command: nothing to
+// Unsupported reports whether err says the machine lacks a tool the agent
+// needs (the pool remembers it per machine and user): such a machine's
+// commands go straight to RunBare.
+func Unsupported(err error) bool { return errors.Is(err, errUnsupported) }
+
+// bareScript runs as `sh -c bareScript pyinfra-orbstack-run NONCE` and needs
+// nothing but sh: it reads the command's script from stdin, a line at a time
+// with the read builtin (which never reads past a newline on a pipe), up to
+// the line NONCE, and execs it; the rest of stdin is the command's stdin. A
+// script cut short (no NONCE line) is not run.
+const bareScript = `n=$1 s=
+while IFS= read -r l; do
+  if [ "$l" = "$n" ]; then exec sh -c "$s"; fi
+  s="$s$l
+"
+done
+echo "pyinfra-orbstack: the command arrived cut short and was not run" >&2
+exit 1`
+
+// RunBare runs req in a machine that lacks the agent's tools (a minimal image
+// with sh and little else), still with its text on orbctl's stdin rather
+// than in an argv. What it cannot do without those tools: kill a cancelled
+// command's whole process group as root (orbctl's own signal forwarding is
+// all there is: SIGTERM, then SIGKILL to orbctl after the client's KillDelay),
+// or notice that the binary died while the command ran.
+func RunBare(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
+	if err := Check(req); err != nil {
+		return -1, withMachine(err, key.Machine)
+	}
+	nonce := newNonce()
+	script := commandScript(req.Command, req.Workdir, req.Env)
+	input := io.MultiReader(strings.NewReader(script+"\n"+nonce+"\n"), bytes.NewReader(req.Stdin))
+	return c.Run(ctx, orbctl.RunSpec{Machine: key.Machine, User: key.User,
+		Argv:  []string{"sh", "-c", bareScript, "pyinfra-orbstack-run", nonce},
+		Stdin: input, Stdout: req.Stdout, Stderr: req.Stderr})
+}
+
+// diagnose explains why an agent could not start: a plain `orbctl run … true` (a constant command: nothing to
 // hide) reports the reason the way orbctl and the driver classify it (missing
 // machine, missing user, OrbStack stopped).
 func diagnose(ctx context.Context, c *orbctl.Client, key Key, cause error) error {
-	if errors.Is(cause, errUnsupported) {
-		return &orbctl.Error{Kind: orbctl.ErrFailed, Machine: key.Machine, ExitCode: -1, Message: fmt.Sprintf(
-			"machine %s cannot run commands for pyinfra-orbstack: %v (install it in the machine: coreutils, util-linux or busybox)",
-			key.Machine, cause)}
-	}
 	var stderr bytes.Buffer
 	code, err := c.Run(ctx, orbctl.RunSpec{Machine: key.Machine, User: key.User, Argv: []string{"true"}, Stderr: &stderr})
 	if err != nil {

@@ -81,7 +81,7 @@ func (p *Pool) state(key Key) (*keyState, error) {
 		p.keys[key] = ks
 	}
 	if ks.unsupported != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, ks.unsupported)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ks.unsupported)
 	}
 	return ks, nil
 }
@@ -156,7 +156,7 @@ func (p *Pool) take(ctx context.Context, c *orbctl.Client, key Key, ks *keyState
 		p.mu.Unlock()
 	}
 	p.logf("no command session for machine %s: %v; running commands one orbctl call each", key.Machine, err)
-	return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // put returns s to the idle list, or ends it when it must not be reused.

@@ -356,8 +356,21 @@ func TestAMachineWithoutTheAgentsToolsFallsBack(t *testing.T) {
 	}
 	p := newPool(t)
 	for i := 0; i < 2; i++ {
-		if r := run(p, c, "web", Request{Command: "true"}); !errors.Is(r.err, ErrUnavailable) || !strings.Contains(r.err.Error(), "setsid") {
+		r := run(p, c, "web", Request{Command: "true"})
+		if !errors.Is(r.err, ErrUnavailable) || !Unsupported(r.err) || !strings.Contains(r.err.Error(), "setsid") {
 			t.Fatalf("got %+v, want ErrUnavailable naming setsid", r)
+		}
+	}
+	// One-shot, such a machine runs commands the bare way, byte for byte.
+	for _, req := range []Request{
+		{Command: "printf 'a\\nno newline'; printf 'e\\n' >&2; exit 5"},
+		{Command: "cat; echo", Stdin: []byte("in\nput")},
+		{Command: `printf '%s|%s' "$K" "$(pwd)"`, Env: []string{"K=v w"}, Workdir: "/"},
+		{Command: "echo one\necho two\n\necho 'a  b\\c'"},
+	} {
+		got, want := runOnce(c, "web", req), perCall(c, "web", req)
+		if got.err != nil || got.stdout != want.stdout || got.stderr != want.stderr || got.code != want.code {
+			t.Errorf("%q: bare %+v, per-call %+v", req.Command, got, want)
 		}
 	}
 }
