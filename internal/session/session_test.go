@@ -479,6 +479,25 @@ func TestCancelKillsGroupMembersThatIgnoreSIGTERM(t *testing.T) {
 
 // When the binary dies its end of the agent's stdin closes: the agent's
 // watcher then kills the running command, and the agent removes its directory.
+// `su -c` moves its command into a session of its own, out of the group.
+func TestCancelReachesWhatSuMovedIntoANewSession(t *testing.T) {
+	c := simulator(t, "web")
+	if r := asRoot(c, "web", "command -v su && id tester"); r.code != 0 {
+		t.Skip("no su or no user tester in the machine")
+	}
+	marker := fmt.Sprintf("7%d.%d", time.Now().UnixNano()%100, time.Now().UnixNano()%1000)
+	ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+	defer cancel()
+	_, err := RunOnce(ctx, c, Key{Machine: "web", User: "root"},
+		Request{Command: "su -s /bin/sh tester -c \"trap '' TERM; sleep " + marker + "\""})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if r := asRoot(c, "web", "ps -eo args | grep -c '^sleep "+marker+"'"); strings.TrimSpace(r.stdout) != "0" {
+		t.Fatalf("the command su ran survived its cancellation: %+v", r)
+	}
+}
+
 func TestTheCommandDiesWithTheBinary(t *testing.T) {
 	c := simulator(t, "web")
 	for _, user := range []string{"", "tester"} {
