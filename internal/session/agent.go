@@ -25,7 +25,7 @@ import (
 // trailing ID proves the request arrived whole: a truncated one (the binary
 // died mid-write) ends the agent instead of running half a script.
 // Payloads are read with `head -c` where it reads exactly that many bytes
-// from a pipe (GNU asks read(2) for no more than is left), so the stream stays
+// from a pipe (here the FIFO) (GNU asks read(2) for no more than is left), so the stream stays
 // in step without base64 or byte-at-a-time reads. busybox's head reads ahead
 // and would swallow the next request: the agent tests for that at start and
 // then falls back to `dd bs=1` (exact, slower; the binary then keeps large
@@ -45,22 +45,17 @@ import (
 // agent never changes directory, so one command's `cd` cannot leak into the
 // next; nor can its variables, since each command is a child process.
 //
-// While a command runs nothing else may arrive on the agent's stdin, so a
-// dd, the agent's own child, waits there for one byte (the agent keeps its
-// stdin as fd 4 for it) and passes what it gets to a watcher (its own process
-// group) through the FIFO DIR/w. End-of-file there means the binary is gone
-// (killed, crashed, or its orbctl was): dd exits, the watcher wakes, marks
-// DIR/dying and kills the command's group itself (TERM, KILL after 2 s). It
-// runs as the agent's user, who cannot signal a process of the group that
-// became root through sudo, so it kills through `sudo -n kill` where that
-// works (OrbStack's default user has passwordless sudo) and as itself
-// otherwise; a user without passwordless sudo leaves such root processes
-// running until they end (sudo relays the TERM only to its own child, and
-// dies of the KILL). When the command ends normally the agent kills the idle watcher
-// first (so that dd's end cannot wake it), then dd, and waits for dd: a
-// SIGKILLed reader may still take bytes that arrive before it is scheduled, so
-// the agent says the command ended (and the binary sends the next request)
-// only once dd is reaped.
+// The agent does not read its stdin itself: a watcher (`sh -c … 
+// pyinfra-orbstack-watch DIR`), started once, cats it into the FIFO DIR/q,
+// which the agent reads requests from. When the binary is gone (killed,
+// crashed, or its orbctl was) the cat sees end-of-file and exits, and the
+// watcher then kills the command running at that moment (DIR/pg is emptied whenever none runs): treeKillScript, TERM and
+// KILL after 2 s, through `sudo -n` where that works (OrbStack's default user
+// has passwordless sudo, and the agent's user cannot signal what became root
+// through sudo) and as the user otherwise; a user without passwordless sudo
+// leaves such root processes running until they end. The agent then reads
+// end-of-file from the FIFO and exits. A normal close is the same end-of-file
+// with no command running: nothing is killed. Costs nothing per command.
 //
 // The agent traps SIGPIPE (a trap, unlike an ignored signal, is not passed on
 // to commands): writing its markers to a binary that is gone must end it
@@ -93,26 +88,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 141' PIPE
 printf '%s %s\n' "$$" "$n" >"$d/agent"
-exec 3>&2 2>/dev/null 4<&0
+mkfifo "$d/q" || unsupported mkfifo
+k=` + "'" + strings.ReplaceAll(treeKillScript, "'", `'\''`) + "'" + `
+w='cat >"$1/q"; read -r g <"$1/pg" && [ -n "$g" ] || exit 0
+{ command -v sudo && sudo -n sh -c "$2" kill "$g" 20; } || sh -c "$2" kill "$g" 20'
+exec 4<&0
+sh -c "$w" pyinfra-orbstack-watch "$d" "$k" <&4 4<&- >/dev/null 2>&1 &
+exec 3>&2 2>/dev/null 4<&- <"$d/q"
 printf '\n%s ready %s %s\n' "$n" "$reads" "$d"
 printf '\n%s ready\n' "$n" >&3
-r='exec 2>&3 3>&- 4<&-; echo $$ >"$0"; exec sh -c "$1"'
-mkfifo "$d/w" || unsupported mkfifo
-w='read -r x <"$0/w"; : >"$0/dying"; read -r g <"$0/pg" && [ -n "$g" ] || exit 0
-{ command -v sudo && sudo -n sh -c "$1" kill "$g" 20; } >/dev/null 2>&1 || sh -c "$1" kill "$g" 20 >/dev/null 2>&1'
-k=` + "'" + strings.ReplaceAll(treeKillScript, "'", `'\''`) + "'" + `
+r='exec 2>&3 3>&-; echo $$ >"$0"; exec sh -c "$1"'
 while IFS=' ' read -r id ns ni; do
   s=$(take "$ns"; echo x)
   s=${s%x}
   if [ "$ni" != - ]; then take "$ni" >"$d/in" || break; fi
   IFS= read -r t || break
   [ "$t" = "$id" ] || break
-  : >"$d/pg"
-  rm -f "$d/dying"
-  setsid sh -c "$w" "$d" "$k" </dev/null >/dev/null 2>&1 3>&- 4<&- &
-  wp=$!
-  dd bs=1 count=1 <&4 4<&- >"$d/w" 2>/dev/null 3>&- &
-  dp=$!
   printf '%s start\n' "$id"
   if [ "$ni" = - ]; then
     setsid sh -c "$r" "$d/pg" "$s" </dev/null
@@ -122,8 +113,7 @@ while IFS=' ' read -r id ns ni; do
     st=$?
     : >"$d/in"
   fi
-  if [ ! -e "$d/dying" ]; then kill -s KILL -- "$wp"; kill -s KILL -- "-$wp"; fi
-  kill -s KILL -- "$dp"; wait "$dp"; wait "$wp"
+  : >"$d/pg"
   printf '%s out %s\n' "$id" "$st"
   printf '%s err\n' "$id" >&3
 done
@@ -169,8 +159,8 @@ const JournalDir = `"/var/tmp/pyinfra-orbstack-$(id -u)"`
 // session, out of the group that a plain group kill reaches). It sends
 // SIGTERM to them all, waits up to TENTHS tenths of a second for every one to
 // be empty (the groups, not a leader: a leader that dies of the TERM while
-// another member ignores it must not end the kill), then looks for new
-// descendants once more and sends SIGKILL. The groups are collected before
+// another member ignores it must not end the kill), and if one is not, looks
+// for new descendants once more and sends SIGKILL. The groups are collected before
 // any signal (a dying parent orphans its children to init) and only grow.
 // It reads /proc with awk; without either it kills PGID's group alone.
 const treeKillScript = `G=$1 n=$2
@@ -188,7 +178,7 @@ sig() { for g in $G; do kill -s "$1" -- "-$g"; done 2>/dev/null; }
 live() { for g in $G; do kill -s 0 -- "-$g" 2>/dev/null && return 0; done; return 1; }
 grow; sig TERM
 i=0; while [ $i -lt "$n" ] && live; do sleep 0.1; i=$((i+1)); done
-grow; sig KILL
+if live; then grow; sig KILL; fi
 exit 0`
 
 // killScript stops the command a session is running, as root from a separate
