@@ -45,7 +45,7 @@ import (
 // agent never changes directory, so one command's `cd` cannot leak into the
 // next; nor can its variables, since each command is a child process.
 //
-// The agent does not read its stdin itself: a watcher (`sh -c … 
+// The agent does not read its stdin itself: a watcher (`sh -c …
 // pyinfra-orbstack-watch DIR`), started once, cats it into the FIFO DIR/q,
 // which the agent reads requests from. When the binary is gone (killed,
 // crashed, or its orbctl was) the cat sees end-of-file and exits, and the
