@@ -106,16 +106,11 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunParams, env []string, stdin []byte, stdout, stderr io.Writer) (int, error) {
 	key := cmdsession.Key{Machine: p.Machine, User: p.User}
 	req := cmdsession.Request{Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr}
-	if s.sessions != nil {
-		code, err := s.sessions.Run(ctx, c, key, req)
-		if !errors.Is(err, cmdsession.ErrUnavailable) {
-			return code, err
-		}
-		if cmdsession.Unsupported(err) {
-			return cmdsession.RunBare(ctx, c, key, req)
-		}
+	code, err := s.sessions.Run(ctx, c, key, req)
+	if !errors.Is(err, cmdsession.ErrUnavailable) {
+		return code, err
 	}
-	return cmdsession.RunOnce(ctx, c, key, req)
+	return s.sessions.RunOnce(ctx, c, key, req)
 }
 
 // maxLine bounds one notification: a longer line is sent in pieces.

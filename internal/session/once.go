@@ -35,13 +35,25 @@ func Check(req Request) error {
 // pooled session: the command's text travels on orbctl's stdin, never in an
 // argv; a cancelled command's process group is killed as root; if the binary
 // dies, the agent's watcher kills the command. A machine that lacks a tool the
-// agent needs runs the command the bare way (RunBare).
-func RunOnce(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
+// agent needs (remembered per machine and user, as for sessions) runs the
+// command the bare way (RunBare). The agent ends in the background, so the
+// reply does not wait for it; Close waits for it.
+func (p *Pool) RunOnce(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
 	if err := Check(req); err != nil {
 		return -1, withMachine(err, key.Machine)
 	}
-	s, err := start(ctx, c, key, DefaultReadyTimeout)
+	ks, err := p.state(key)
+	if Unsupported(err) {
+		return RunBare(ctx, c, key, req)
+	}
+	if err != nil { // closed: the server is shutting down
+		return -1, err
+	}
+	s, err := start(ctx, c, key, p.ReadyTimeout)
 	if errors.Is(err, errUnsupported) {
+		p.mu.Lock()
+		ks.unsupported = err
+		p.mu.Unlock()
 		return RunBare(ctx, c, key, req)
 	}
 	if err != nil {
@@ -50,8 +62,8 @@ func RunOnce(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, 
 		}
 		return -1, diagnose(ctx, c, key, err)
 	}
-	defer s.close()
 	code, err := s.run(ctx, req)
+	p.closeAsync(s)
 	if errors.Is(err, errNotDelivered) {
 		return -1, s.endedError(err)
 	}

@@ -45,6 +45,10 @@ type Pool struct {
 	// command).
 	Logf         func(format string, args ...any)
 	ReadyTimeout time.Duration
+	// Pooled keeps sessions for reuse (the default). Without it Run always
+	// says ErrUnavailable and every command takes RunOnce
+	// (PYINFRA_ORBSTACK_SESSIONS=0).
+	Pooled bool
 
 	mu      sync.Mutex
 	keys    map[Key]*keyState
@@ -60,7 +64,7 @@ type keyState struct {
 
 // NewPool returns an empty pool.
 func NewPool() *Pool {
-	return &Pool{keys: map[Key]*keyState{}, ReadyTimeout: DefaultReadyTimeout}
+	return &Pool{keys: map[Key]*keyState{}, ReadyTimeout: DefaultReadyTimeout, Pooled: true}
 }
 
 func (p *Pool) logf(format string, args ...any) {
@@ -92,6 +96,9 @@ func (p *Pool) state(key Key) (*keyState, error) {
 // command was killed in the machine), or an *orbctl.Error when the session
 // died under it. A command is never run twice.
 func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) (int, error) {
+	if !p.Pooled {
+		return -1, fmt.Errorf("%w: sessions are off", ErrUnavailable)
+	}
 	if len(req.Stdin) > MaxStdin {
 		return -1, fmt.Errorf("%w: stdin larger than %d bytes", ErrUnavailable, MaxStdin)
 	}
