@@ -33,11 +33,34 @@ deps: ## install system packages the simulator's machines need (sudo, ping)
 	./.ci/deps
 
 .PHONY: test
-test: deps build venv test-go test-py lint-workflows wheel ## all tests
+test: deps build venv test-go test-fuzz test-py lint-workflows wheel ## all tests
 
 .PHONY: test-go
 test-go: build
 	$(GO) test -count=1 ./...
+
+# Fuzz targets of the protocol decoder: frames, messages and each method's
+# params (internal/rpc/fuzz_test.go; seeds in internal/rpc/testdata/fuzz/).
+# An input that fails is written there too: fix the bug and commit it.
+FUZZTIME       ?= 60s
+FUZZTIME_SHORT ?= 2s
+FUZZ_PKG       := ./internal/rpc
+FUZZ_TARGETS    = $(shell grep -ho '^func Fuzz[A-Za-z0-9_]*' internal/rpc/*_test.go | cut -c6-)
+
+define run-fuzz
+	set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(1))"; \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(1) $(FUZZ_PKG); \
+	done
+endef
+
+.PHONY: fuzz
+fuzz: ## fuzz every target for FUZZTIME (default 60s) each
+	$(call run-fuzz,$(FUZZTIME))
+
+.PHONY: test-fuzz
+test-fuzz: ## every fuzz target briefly (FUZZTIME_SHORT, default 2s each): part of make test
+	$(call run-fuzz,$(FUZZTIME_SHORT))
 
 .PHONY: test-py
 test-py: build venv
