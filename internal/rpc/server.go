@@ -77,8 +77,9 @@ func NewServer(opts Options) *Server {
 	return s
 }
 
-// Serve speaks the protocol on stream until the client closes it, calls
-// shutdown, or ctx ends. In-flight requests are cancelled (their orbctl
+// Serve speaks the protocol on stream until the client closes it (EOF: the
+// client is gone), calls shutdown, sends a frame there is no reading past
+// (framing.go), or ctx ends. In-flight requests are cancelled (their orbctl
 // children signalled) and waited for before it returns.
 func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
