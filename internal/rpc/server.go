@@ -46,7 +46,7 @@ type Server struct {
 
 	machineLocks sync.Map // machine name → chan struct{} (a lock), serialises connect
 
-	sessions *cmdsession.Pool // nil when PYINFRA_ORBSTACK_SESSIONS=0
+	sessions *cmdsession.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
 }
 
 // EnvSessions turns command sessions off when "0" (docs/architecture.md,
@@ -70,10 +70,9 @@ func NewServer(opts Options) *Server {
 		opts.Client = orbctl.New
 	}
 	s := &Server{opts: opts, inflight: map[jsonrpc2.ID]*request{}}
-	if opts.Getenv(EnvSessions) != "0" {
-		s.sessions = cmdsession.NewPool()
-		s.sessions.Logf = opts.Logger.Printf
-	}
+	s.sessions = cmdsession.NewPool()
+	s.sessions.Logf = opts.Logger.Printf
+	s.sessions.Pooled = opts.Getenv(EnvSessions) != "0"
 	return s
 }
 
@@ -95,9 +94,7 @@ func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.mu.Unlock()
 	s.stop(errCancelled)
 	s.handlers.Wait()
-	if s.sessions != nil {
-		s.sessions.Close()
-	}
+	s.sessions.Close()
 	return nil
 }
 
