@@ -58,6 +58,9 @@ type InitializeResult struct {
 	BinaryVersion   string       `json:"binary_version"`
 	Capabilities    []string     `json:"capabilities"`
 	Orbctl          OrbctlStatus `json:"orbctl"`
+	// MaxFrame is the largest frame body the binary reads (added later:
+	// a client that does not see it may assume the same 16 MiB).
+	MaxFrame int `json:"max_frame"`
 }
 
 type MachinesListResult struct {

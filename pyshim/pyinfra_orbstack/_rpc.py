@@ -76,6 +76,17 @@ EXIT_INTERRUPTED = 130
 EXIT_STATUS_WAIT_SECONDS = 0.5
 
 
+class RequestRefused(ValueError):
+    """A request the client will not send: it cannot reach the binary intact.
+
+    Raised before anything is written, for this call only: a frame over the
+    binary's `max_frame` (the binary would close the connection under every
+    call in flight), or text that is not valid Unicode (a lone surrogate, as
+    from a file name decoded with surrogateescape: the binary would replace it
+    with U+FFFD and run something else than what was asked).
+    """
+
+
 class BinaryGoneError(ConnectionError):
     """The binary exited or its pipe broke; every pending and later call fails with this.
 
@@ -101,6 +112,8 @@ class RPCClient:
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._gone: BinaryGoneError | None = None
         self._closing = False
+        # The binary's frame limit, from `initialize` (None: not known yet).
+        self.max_frame: int | None = None
 
         # Raises OSError (FileNotFoundError, PermissionError) if argv[0] cannot run.
         self._proc = Popen(self.argv, stdin=PIPE, stdout=PIPE, stderr=PIPE)
@@ -135,6 +148,7 @@ class RPCClient:
             raise self._gone
 
         request_id = next(self._ids)
+        frame = self._frame({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         result = gevent.event.AsyncResult()
         # Registered before sending: a fast reply must find its waiter.
         self._pending[request_id] = result
@@ -142,7 +156,7 @@ class RPCClient:
             self._sinks[request_id] = on_output
 
         try:
-            self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            self._write(frame)
             try:
                 return result.get(timeout=timeout)
             except gevent.Timeout:
@@ -182,10 +196,27 @@ class RPCClient:
 
     # -- internals
 
+    def _frame(self, message: dict) -> bytes:
+        try:
+            body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise RequestRefused(
+                f"{message.get('method')}: its parameters hold text that is not valid Unicode "
+                f"({e.object[e.start:e.end]!r}, as from a file name in another encoding); "
+                f"it would not reach the machine as it is",
+            ) from None
+        if self.max_frame is not None and len(body) > self.max_frame:
+            raise RequestRefused(
+                f"{message.get('method')}: the request is {len(body)} bytes, over the "
+                f"{self.max_frame} bytes the pyinfra-orbstack binary accepts in one message "
+                f"(a large _stdin, most likely: upload it with files.put and redirect from the file)",
+            )
+        return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
     def _send(self, message: dict) -> None:
-        # ASCII-only JSON, so the byte length equals the string length.
-        body = json.dumps(message, separators=(",", ":")).encode("ascii")
-        frame = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        self._write(self._frame(message))
+
+    def _write(self, frame: bytes) -> None:
         # A gevent file write can yield mid-frame; the lock keeps frames whole.
         with self._write_lock:
             if self._gone is not None:
@@ -257,6 +288,11 @@ class RPCClient:
                     logger.exception("output handler failed")
             return
 
+        if message.get("id") is None and message.get("error") is not None:
+            # The binary could not read one of our frames (a bug on our side:
+            # the shim only sends frames it built).
+            logger.error("the pyinfra-orbstack binary refused a message: %s", message["error"].get("message"))
+            return
         result = self._pending.get(message.get("id"))
         if result is None:  # a reply to a call that already timed out
             return

@@ -88,6 +88,8 @@ class SharedBinary:
             client.close()
             raise ProtocolMismatchError(mismatch_message(argv[0], binary_protocol))
         self.initialize_result = result
+        # An older binary does not say: it had no limit.
+        client.max_frame = result.get("max_frame")
         return client
 
 

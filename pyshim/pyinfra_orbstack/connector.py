@@ -464,6 +464,8 @@ class OrbStackConnector(BaseConnector):
                 # Ctrl-C reached the binary and this command with pyinfra: report
                 # the command as interrupted (128+SIGINT), as @local reports its own.
                 return 128 + signal.SIGINT, CommandOutput(lines)
+            except _rpc.RequestRefused as e:
+                raise OrbStackOperationError(f"`{self.machine_name}`: {e}") from None
             except _rpc.RPCError as e:
                 if e.code == _rpc.TIMEOUT:
                     raise TimeoutError(
@@ -557,6 +559,8 @@ class OrbStackConnector(BaseConnector):
                 if method == "file.get":
                     _remove_download_parts(local_path, client.pid)
                 raise
+            except _rpc.RequestRefused as e:
+                raise OSError(str(e)) from None
             except _rpc.RPCError as e:
                 # The binary's message normally names the path already.
                 message = e.message if remote_path in e.message else f"{remote_path}: {e.message}"

@@ -98,3 +98,28 @@ def test_a_line_longer_than_a_mebibyte_stays_one_line(api_state):
     ok, output = hosts[0].run_shell_command("head -c 2500000 /dev/zero | tr '\\0' x; echo; echo next")
     assert ok
     assert [len(line) for line in output.stdout_lines] == [2500000, 4]
+
+
+def test_stdin_too_large_for_one_message_fails_that_command_only(api_state):
+    # Over the binary's frame limit the binary would close the connection under
+    # every host's calls; the shim refuses it first, saying what to do.
+    state, hosts = api_state
+    client = _shared.for_state(state).client
+    assert client.max_frame == 16 << 20
+    with pytest.raises(OSError, match=r"over the 16777216 bytes .*files\.put"):
+        hosts[0].run_shell_command("wc -c", _stdin=b"x" * (13 << 20))
+    assert client.alive
+    ok, output = hosts[1].run_shell_command("wc -c", _stdin=b"y" * (1 << 20))
+    assert ok and output.stdout == str((1 << 20) + 1)  # pyinfra adds the last newline
+
+
+def test_text_that_is_not_unicode_is_refused_not_altered(api_state):
+    # A lone surrogate (a file name decoded with surrogateescape) would reach
+    # the machine as U+FFFD: a different command than the one asked for.
+    state, hosts = api_state
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")
+    with pytest.raises(OSError, match="not valid Unicode"):
+        hosts[0].run_shell_command(f"touch /tmp/{name}")
+    assert _shared.for_state(state).client.alive
+    ok, output = hosts[0].run_shell_command("ls /tmp | grep -c caf || true")
+    assert ok and output.stdout == "0"
