@@ -544,7 +544,7 @@ def process_tree(root: int) -> list[int]:
 def wait_until_midway(run: PyinfraRun, is_transfer: Callable[[str], bool], total: int,
                       timeout: float = 60) -> int:
     """Waits until a process under pyinfra has the transferred file open in its first
-    half (the rest leaves a fault time to land before the transfer could finish);
+    eighth (the rest leaves a fault time to land before the transfer could finish);
     returns the offset.
 
     Read from the processes' file descriptors (`is_transfer` gets each one's target),
@@ -567,7 +567,7 @@ def wait_until_midway(run: PyinfraRun, is_transfer: Callable[[str], bool], total
                     continue
                 if is_transfer(target):
                     offset = fd_offset(pid, fd)
-                    if offset is not None and 0 < offset < total // 2:
+                    if offset is not None and 0 < offset < total // 8:
                         return offset
         time.sleep(0.001)
     raise AssertionError(f"no transfer under way within {timeout:.0f} s:\n{run.output}")
@@ -708,13 +708,20 @@ def test_machine_stopped_mid_put_keeps_the_old_file(sim, tmp_path, own_machine, 
     prepare_destination(sim, machine)
     put_deploy(tmp_path, big_file)
     tmpdir = mac_tmp(tmp_path)
-    with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
-        wait_until_midway(run, reads_file(big_file), BIG_BYTES)
-        sim.orbctl("stop", machine)
-        output = run.wait(timeout=60)
-        assert run.returncode != 0, output
-        problems = unclear_error(output, machine, STOPPED) + host_leftover_problems(run)
-    sim.orbctl("start", machine)
+    for attempt in range(3):
+        with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+            wait_until_midway(run, reads_file(big_file), BIG_BYTES)
+            sim.orbctl("stop", machine)
+            output = run.wait(timeout=60)
+            problems = unclear_error(output, machine, STOPPED) + host_leftover_problems(run)
+        sim.orbctl("start", machine)
+        if run.returncode != 0:
+            break
+        # The upload finished before the stop landed (a loaded box): not the
+        # fault under test. Put the old content back and try again.
+        prepare_destination(sim, machine)
+    else:
+        raise AssertionError(f"the stop never landed before the upload finished:\n{output}")
     problems += destination_problems(sim, machine)
     run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
     problems += leftovers_in_destination_dir(sim, machine)
