@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/runtime"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"github.com/stretchr/testify/require"
 )
 
@@ -54,7 +54,7 @@ type sim struct {
 // isolation is unavailable (not root, no overlayfs, ...).
 func newSim(t *testing.T) *sim {
 	t.Helper()
-	if err := runtime.Preflight(); err != nil {
+	if err := vm.Preflight(); err != nil {
 		if os.Geteuid() == 0 {
 			// As root (CI) isolation must work: a skip would hide a broken setup.
 			t.Fatalf("isolation unavailable even as root: %v", err)
@@ -69,7 +69,7 @@ func newBareSim(t *testing.T) *sim {
 	home := t.TempDir()
 	s := &sim{t: t, home: home, dir: home, env: []string{"ORBSIM_HOME=" + home, "ORBSIM_MAC_USER=dev"}}
 	t.Cleanup(func() {
-		if runtime.Preflight() == nil {
+		if vm.Preflight() == nil {
 			if r := s.run("orbctl", "delete", "-a", "-f"); r.Code != 0 {
 				t.Errorf("cleanup: orbctl delete -a -f: %+v", r)
 			}

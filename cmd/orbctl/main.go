@@ -5,7 +5,7 @@ package main
 import (
 	"os"
 
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/cli"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/orbctlcmd"
 )
 
-func main() { os.Exit(cli.Main(os.Args)) }
+func main() { os.Exit(orbctlcmd.Main(os.Args)) }

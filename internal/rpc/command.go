@@ -15,7 +15,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
-	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -104,10 +104,10 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 // inside the machine. The one-shot path only runs a command the pool did not
 // start, so no command runs twice.
 func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunParams, env []string, stdin []byte, stdout, stderr io.Writer) (int, error) {
-	key := cmdsession.Key{Machine: p.Machine, User: p.User}
-	req := cmdsession.Request{Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	key := session.Key{Machine: p.Machine, User: p.User}
+	req := session.Request{Command: p.Command, Workdir: p.Workdir, Env: env, Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	code, err := s.sessions.Run(ctx, c, key, req)
-	if !errors.Is(err, cmdsession.ErrUnavailable) {
+	if !errors.Is(err, session.ErrUnavailable) {
 		return code, err
 	}
 	return s.sessions.RunOnce(ctx, c, key, req)

@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
-	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 // putScript runs inside the machine as `sh -c putScript pyinfra-orbstack-put
@@ -34,7 +34,7 @@ const putScript = `set -e
 n=$1 dest=$2 mode=$3 size=$4
 if [ -d "$dest" ]; then echo "$dest: is a directory" >&2; exit 1; fi
 tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
-e= j=` + cmdsession.JournalDir + `
+e= j=` + session.JournalDir + `
 if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then
   e=$j/$n
   printf '%s %s %s\n' "$$" "$n" "$tmp" >"$e" 2>/dev/null || e=

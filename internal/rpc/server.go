@@ -16,7 +16,7 @@ import (
 	"github.com/sourcegraph/jsonrpc2"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
-	cmdsession "github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 // Options configure a Server.
@@ -46,7 +46,7 @@ type Server struct {
 
 	machineLocks sync.Map // machine name → chan struct{} (a lock), serialises connect
 
-	sessions *cmdsession.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
+	sessions *session.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
 }
 
 // EnvSessions turns command sessions off when "0" (docs/architecture.md,
@@ -70,7 +70,7 @@ func NewServer(opts Options) *Server {
 		opts.Client = orbctl.New
 	}
 	s := &Server{opts: opts, inflight: map[jsonrpc2.ID]*request{}}
-	s.sessions = cmdsession.NewPool()
+	s.sessions = session.NewPool()
 	s.sessions.Logf = opts.Logger.Printf
 	s.sessions.Pooled = opts.Getenv(EnvSessions) != "0"
 	return s

@@ -25,8 +25,8 @@ import (
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
 )
 
-// session is a real jsonrpc2 client connected to a Server over a pipe.
-type session struct {
+// testConn is a real jsonrpc2 client connected to a Server over a pipe.
+type testConn struct {
 	t    *testing.T
 	conn *jsonrpc2.Conn
 	done chan struct{}
@@ -37,7 +37,7 @@ type session struct {
 	sim    bool // the orbctl is the simulator (machines are real)
 }
 
-func (s *session) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
+func (s *testConn) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	if req.Method != NotifyCommandOutput {
 		return
 	}
@@ -52,8 +52,8 @@ func (s *session) Handle(_ context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Requ
 }
 
 // startServer serves a Server on one end of a pipe, with orbctl found through
-// getenv, and returns a client session on the other end.
-func startServer(t *testing.T, env map[string]string) *session {
+// getenv, and returns a client connection on the other end.
+func startServer(t *testing.T, env map[string]string) *testConn {
 	t.Helper()
 	serverEnd, clientEnd := net.Pipe()
 	srv := NewServer(Options{
@@ -66,7 +66,7 @@ func startServer(t *testing.T, env map[string]string) *session {
 			return c
 		},
 	})
-	s := &session{t: t, done: make(chan struct{}), output: map[string][]CommandOutput{}}
+	s := &testConn{t: t, done: make(chan struct{}), output: map[string][]CommandOutput{}}
 	go func() {
 		defer close(s.done)
 		srv.Serve(context.Background(), serverEnd)
@@ -85,7 +85,7 @@ func startServer(t *testing.T, env map[string]string) *session {
 
 // withMachines serves against an orbctl with exactly these machines ("name" →
 // "running"/"stopped"): the simulator when it runs here, otherwise the fake.
-func withMachines(t *testing.T, machines map[string]string) *session {
+func withMachines(t *testing.T, machines map[string]string) *testConn {
 	path, sim := orbctltest.WithMachines(t, machines)
 	s := startServer(t, map[string]string{orbctl.EnvOverride: path, "HOME": t.TempDir()})
 	s.sim = sim
@@ -94,7 +94,7 @@ func withMachines(t *testing.T, machines map[string]string) *session {
 
 // withFake serves against the fake orbctl, for what the simulator cannot do
 // on demand.
-func withFake(t *testing.T, machines map[string]string) *session {
+func withFake(t *testing.T, machines map[string]string) *testConn {
 	path := orbctltest.Fake(t)
 	for name, state := range machines {
 		orbctltest.AddMachine(t, name, state)
@@ -102,14 +102,14 @@ func withFake(t *testing.T, machines map[string]string) *session {
 	return startServer(t, map[string]string{orbctl.EnvOverride: path, "HOME": t.TempDir()})
 }
 
-func (s *session) call(method string, params, result any) *jsonrpc2.Error {
+func (s *testConn) call(method string, params, result any) *jsonrpc2.Error {
 	s.t.Helper()
 	_, e := s.callID(method, params, result)
 	return e
 }
 
 // callID makes a call and returns its request id with the error.
-func (s *session) callID(method string, params, result any) (uint64, *jsonrpc2.Error) {
+func (s *testConn) callID(method string, params, result any) (uint64, *jsonrpc2.Error) {
 	s.t.Helper()
 	s.mu.Lock()
 	s.nextID++
@@ -130,7 +130,7 @@ func (s *session) callID(method string, params, result any) (uint64, *jsonrpc2.E
 }
 
 // sh runs a shell command in a machine and returns its stdout and exit code.
-func (s *session) sh(machine, user, command string) (string, int) {
+func (s *testConn) sh(machine, user, command string) (string, int) {
 	s.t.Helper()
 	var res CommandRunResult
 	id, e := s.callID(MethodCommandRun, map[string]any{"machine": machine, "user": user, "command": command}, &res)
@@ -146,7 +146,7 @@ func (s *session) sh(machine, user, command string) (string, int) {
 	return strings.Join(out, "\n"), res.ExitCode
 }
 
-func (s *session) lines(id uint64) []CommandOutput {
+func (s *testConn) lines(id uint64) []CommandOutput {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.output[jsonrpc2.ID{Num: id}.String()]
@@ -845,11 +845,11 @@ func TestConcurrentOutputIsRoutedToItsOwnRequest(t *testing.T) {
 }
 
 // startServerWithLog is startServer with Debug on, its log in logs.
-func startServerWithLog(t *testing.T, env map[string]string, logs *syncBuffer) *session {
+func startServerWithLog(t *testing.T, env map[string]string, logs *syncBuffer) *testConn {
 	t.Helper()
 	serverEnd, clientEnd := net.Pipe()
 	srv := NewServer(Options{Getenv: envMap(env).get, Logger: log.New(logs, "", 0), Debug: true})
-	s := &session{t: t, done: make(chan struct{}), output: map[string][]CommandOutput{}}
+	s := &testConn{t: t, done: make(chan struct{}), output: map[string][]CommandOutput{}}
 	go func() {
 		defer close(s.done)
 		srv.Serve(context.Background(), serverEnd)
@@ -886,7 +886,7 @@ func TestCommandsShareOneOrbctlRunUnlessSessionsAreOff(t *testing.T) {
 
 // notifications runs command through s and returns its output as the client
 // sees it, and its exit code.
-func (s *session) notifications(machine, command string) ([]string, int) {
+func (s *testConn) notifications(machine, command string) ([]string, int) {
 	s.t.Helper()
 	var res CommandRunResult
 	id, e := s.callID(MethodCommandRun, map[string]any{"machine": machine, "command": command}, &res)

@@ -1,7 +1,9 @@
-// Package cli holds the pyinfra-orbstack commands. Each command is built by a
+// Package command holds the pyinfra-orbstack commands. Each command is built by a
 // NewCmdX constructor from a Factory, so tests run them with their own streams,
-// environment and orbctl.
-package cli
+// environment and orbctl (the Factory's one seam: tests point Getenv's
+// PYINFRA_ORBSTACK_ORBCTL at the simulator or a fake). There is no runF hook:
+// tests run whole commands against a real orbctl-compatible world instead.
+package command
 
 import (
 	"context"
@@ -153,8 +155,8 @@ machines from scripts and CI pipelines (machine, config).`,
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{cmd: cmd, err: err} })
 	root.AddCommand(
-		NewCmdServe(f, nil),
-		NewCmdList(f, nil),
+		NewCmdServe(f),
+		NewCmdList(f),
 		NewCmdVersion(f),
 		NewCmdDoctor(f),
 		NewCmdMachine(f),

@@ -1,4 +1,4 @@
-package cli
+package orbctlcmd
 
 import (
 	"bufio"
@@ -9,8 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/distro"
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/runtime"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"github.com/spf13/cobra"
 )
 
@@ -84,10 +84,10 @@ func (a *App) listText(ms []*state.Machine) error {
 	for _, m := range ms {
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", m.Name, m.StateWord(), m.Distro, m.Version, m.Arch)
 		if withSize {
-			line += "\t" + byteCountSI(runtime.DiskSize(a.Store.MachineDir(m.ID)))
+			line += "\t" + byteCountSI(vm.DiskSize(a.Store.MachineDir(m.ID)))
 		}
 		if withIP {
-			line += "\t" + runtime.IP(m)
+			line += "\t" + vm.IP(m)
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -111,15 +111,15 @@ func NewCmdInfo(app *App) *cobra.Command {
 				if m == nil {
 					return notFound(args[0])
 				}
-				size := runtime.DiskSize(app.Store.MachineDir(m.ID))
-				ip4 := runtime.IP(m)
+				size := vm.DiskSize(app.Store.MachineDir(m.ID))
+				ip4 := vm.IP(m)
 				if format == "json" {
 					if !app.Version.AtLeast(1, 10, 0) {
 						return writeJSON(app.Stdout, app.record(m))
 					}
 					info := infoJSON{Record: app.record(m), DiskSize: &size}
 					if app.Version.AtLeast(1, 11, 3) {
-						info.IP4, info.IP6 = ip4, runtime.IP6(m)
+						info.IP4, info.IP6 = ip4, vm.IP6(m)
 					}
 					return writeJSON(app.Stdout, info)
 				}
@@ -130,7 +130,7 @@ func NewCmdInfo(app *App) *cobra.Command {
 				}
 				if app.Version.AtLeast(1, 11, 3) && ip4 != "" {
 					out += "\nIPv4: " + ip4 + "\n"
-					if ip6 := runtime.IP6(m); ip6 != "" {
+					if ip6 := vm.IP6(m); ip6 != "" {
 						out += "IPv6: " + ip6 + "\n"
 					}
 				}

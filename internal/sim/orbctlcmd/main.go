@@ -1,4 +1,4 @@
-package cli
+package orbctlcmd
 
 import (
 	"errors"
@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/runtime"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"github.com/spf13/cobra"
 )
 
@@ -109,7 +109,7 @@ func NewCmdRoot(app *App) *cobra.Command {
 			if cmd.Name() == "version" || cmd.Name() == "help" {
 				return nil
 			}
-			if err := runtime.Preflight(); err != nil {
+			if err := vm.Preflight(); err != nil {
 				return preflightError{err}
 			}
 			return app.openStore()

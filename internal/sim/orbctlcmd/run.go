@@ -1,4 +1,4 @@
-package cli
+package orbctlcmd
 
 import (
 	"fmt"
@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	goruntime "runtime"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -225,7 +225,7 @@ func (a *App) runIn(key string, keySet bool, spec guest.ExecSpec) error {
 	// nsenter cannot forward signals, so it must ignore them (the ignored
 	// disposition is inherited); we deliver them to the helper ourselves.
 	signal.Ignore(forwarded...)
-	goruntime.LockOSThread() // Pdeathsig follows the thread that forked
+	runtime.LockOSThread() // Pdeathsig follows the thread that forked
 	err = cmd.Start()
 	startedW.Close()
 	sigs := make(chan os.Signal, 8)

@@ -1,8 +1,8 @@
-package cli
+package orbctlcmd
 
 import (
 	"fmt"
-	goruntime "runtime"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,7 +41,7 @@ For example:
 // globalConfig holds the VmConfig keys (§4) with OrbStack-like defaults.
 func globalConfig() map[string]string {
 	return map[string]string{
-		"memory_mib": "8192", "cpu": strconv.Itoa(goruntime.NumCPU()), "rosetta": "true",
+		"memory_mib": "8192", "cpu": strconv.Itoa(runtime.NumCPU()), "rosetta": "true",
 		"network_proxy": "auto", "network_bridge": "true", "network.https": "true",
 		"network.subnet4": "192.168.138.0/23", "mount_hide_shared": "false", "data_dir": "",
 		"data_allow_backup": "false", "docker.set_context": "true", "docker.node_name": "orbstack",

@@ -1,4 +1,4 @@
-package cli
+package command
 
 import (
 	"io"
@@ -24,8 +24,8 @@ type ServeOptions struct {
 	Debug bool
 }
 
-// NewCmdServe builds `serve`. runF replaces the server in tests.
-func NewCmdServe(f *Factory, runF func(*cobra.Command, *ServeOptions) error) *cobra.Command {
+// NewCmdServe builds `serve`.
+func NewCmdServe(f *Factory) *cobra.Command {
 	opts := &ServeOptions{}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -38,9 +38,6 @@ pyinfra starts this command itself: run it by hand only to debug the protocol.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.In, opts.Out, opts.Err = f.In, f.Out, f.Err
-			if runF != nil {
-				return runF(cmd, opts)
-			}
 			return serveRun(cmd, f, opts)
 		},
 	}

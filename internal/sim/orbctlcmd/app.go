@@ -1,8 +1,8 @@
-// Package cli is the simulator's orbctl/orb command line: cobra commands
+// Package orbctlcmd is the simulator's orbctl/orb command line: cobra commands
 // whose Use strings, flags, output, error text, streams and exit codes follow
 // the orbctl reference (/work/shared/docs/orbctl-reference.md, cited as §N).
 // It shares no code with the connector's orbctl driver on purpose.
-package cli
+package orbctlcmd
 
 import (
 	"errors"
@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/runtime"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"golang.org/x/sys/unix"
 )
 
@@ -62,7 +62,7 @@ func ParseVersion(s string) (Version, error) {
 // the standard streams.
 type App struct {
 	Store   *state.Store
-	RT      *runtime.Runtime
+	RT      *vm.Runtime
 	Version Version
 	// VMMode is ORBSIM_ORBSTACK: "" (running), "stopped", "starting" or "broken".
 	VMMode  string
@@ -146,7 +146,7 @@ func (a *App) openStore() error {
 		return err
 	}
 	a.Store = s
-	a.RT = &runtime.Runtime{Store: s}
+	a.RT = &vm.Runtime{Store: s}
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package cli
+package command
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ type ListOptions struct {
 }
 
 // NewCmdList builds `list`.
-func NewCmdList(f *Factory, runF func(*cobra.Command, *ListOptions) error) *cobra.Command {
+func NewCmdList(f *Factory) *cobra.Command {
 	opts := &ListOptions{}
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -31,9 +31,6 @@ protocol's Machine objects.`,
   pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if runF != nil {
-				return runF(cmd, opts)
-			}
 			return listRun(cmd, f, opts)
 		},
 	}

@@ -1,7 +1,7 @@
-// Package runtime runs simulated machines: it boots a machine's init inside
+// Package vm runs simulated machines: it boots a machine's init inside
 // fresh namespaces over its overlayfs root, wires its network, enters it for
 // commands (through util-linux nsenter), and stops it.
-package runtime
+package vm
 
 import (
 	"encoding/json"
