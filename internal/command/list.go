@@ -1,7 +1,6 @@
 package command
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"text/tabwriter"
@@ -26,7 +25,8 @@ func NewCmdList(f *Factory) *cobra.Command {
 
 Each machine is a pyinfra host: @orbstack/NAME targets one, @orbstack all of them.
 Machines are sorted by name. With --json the output is an array of the
-protocol's Machine objects.`,
+protocol's Machine objects, each with "config": every key orbctl reported under
+config, whatever the OrbStack version.`,
 		Example: `  pyinfra-orbstack list
   pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
 		Args: args(cobra.NoArgs),
@@ -50,9 +50,11 @@ func listRun(cmd *cobra.Command, f *Factory, opts *ListOptions) error {
 	// orbctl lists in creation order; names are easier to scan.
 	sort.Slice(machines, func(i, j int) bool { return machines[i].Name < machines[j].Name })
 	if opts.JSON {
-		enc := json.NewEncoder(f.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(machines)
+		out := make([]machineJSON, 0, len(machines))
+		for _, m := range machines {
+			out = append(out, toJSON(m))
+		}
+		return printJSON(f, out)
 	}
 	if len(machines) == 0 {
 		fmt.Fprintln(f.Err, "No machines yet. Create one with: pyinfra-orbstack machine create debian NAME")

@@ -2,13 +2,10 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +13,6 @@ import (
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
 )
-
-// DefaultReadyTimeout bounds the wait for a machine to answer commands.
-const DefaultReadyTimeout = 2 * time.Minute
 
 // NewCmdMachine builds `machine` and its lifecycle subcommands.
 func NewCmdMachine(f *Factory) *cobra.Command {
@@ -49,6 +43,8 @@ found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
 		newCmdMachineExport(f),
 		newCmdMachineImport(f),
 		newCmdMachineInfo(f),
+		newCmdMachineSettings(f),
+		newCmdMachineDefault(f),
 	)
 	return cmd
 }
@@ -63,7 +59,7 @@ func withOrbctl(f *Factory, fn func(c *orbctl.Client) error) error {
 }
 
 func addTimeoutFlag(cmd *cobra.Command, timeout *time.Duration) {
-	cmd.Flags().DurationVar(timeout, "timeout", DefaultReadyTimeout, "how long starting and answering commands may take")
+	cmd.Flags().DurationVar(timeout, "timeout", orbctl.DefaultReadyTimeout, "how long starting and answering commands may take")
 	// Checked before anything runs: found after a create, it would leave a
 	// machine behind and fail anyway.
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -72,28 +68,6 @@ func addTimeoutFlag(cmd *cobra.Command, timeout *time.Duration) {
 		}
 		return nil
 	}
-}
-
-// startAndWait runs step (start, restart; nil for none) and waits until the
-// machine answers commands, all within timeout.
-func startAndWait(ctx context.Context, c *orbctl.Client, name string, timeout time.Duration, step func(context.Context, string) error) error {
-	if timeout <= 0 {
-		return &usageError{err: fmt.Errorf("--timeout must be positive, got %s", timeout)}
-	}
-	deadline := time.Now().Add(timeout)
-	if step != nil {
-		stepCtx, cancel := context.WithDeadline(ctx, deadline)
-		err := step(stepCtx, name)
-		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return &orbctl.Error{Kind: orbctl.ErrNotReady, Machine: name,
-				Message: fmt.Sprintf("machine %s did not start within %s", name, timeout)}
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return c.WaitReady(ctx, name, time.Until(deadline))
 }
 
 func newCmdMachineCreate(f *Factory) *cobra.Command {
@@ -125,9 +99,9 @@ created; an existing machine keeps what it has, and a note says so.`,
 		Args: args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			image, name := a[0], a[1]
-			limits, err := parseMachineLimits(cmd, cpus, memory, disk)
+			limits, err := orbctl.ParseLimits(cpus, memory, disk)
 			if err != nil {
-				return err
+				return &usageError{cmd: cmd, err: errors.New("--" + err.Error())}
 			}
 			opts := orbctl.CreateOptions{Image: image, Name: name, Arch: arch, User: user,
 				Isolated: isolated, IsolateNetwork: isolateNetwork, Mounts: mounts}
@@ -136,23 +110,12 @@ created; an existing machine keeps what it has, and a note says so.`,
 					return &usageError{cmd: cmd, err: err}
 				}
 			}
-			if len(mounts) > 0 && !isolated {
-				return &usageError{cmd: cmd, err: errors.New("--mount needs --isolated: OrbStack mounts folders only into isolated machines (the others see all of macOS already)")}
-			}
-			limits.applyTo(&opts)
-			var newerFlags []string // flags OrbStack accepts from 2.1 on
-			for _, fl := range []string{"cpus", "memory", "disk", "isolated", "isolate-network", "mount"} {
-				if cmd.Flags().Changed(fl) {
-					newerFlags = append(newerFlags, "--"+fl)
-				}
+			limits.ApplyTo(&opts)
+			if err := orbctl.CheckCreate(opts); err != nil {
+				return &usageError{cmd: cmd, err: err}
 			}
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				ctx := cmd.Context()
-				if len(newerFlags) > 0 {
-					if err := checkCreateFlagsSupported(ctx, c, newerFlags); err != nil {
-						return err
-					}
-				}
 				err := c.Create(ctx, opts)
 				existed := existsOK && errors.Is(err, orbctl.ErrMachineExists)
 				if err != nil && !existed {
@@ -162,7 +125,8 @@ created; an existing machine keeps what it has, and a note says so.`,
 				if existed {
 					// A new machine got its limits from create; an old one
 					// gets those that differ.
-					if err := setLimits(ctx, f, c, limits.settings(name)); err != nil {
+					limits.Mounts = nil // fixed at creation: reported in the note below
+					if err := setLimits(ctx, f, c, limits.Settings(name)); err != nil {
 						return err
 					}
 					var kept []string
@@ -176,7 +140,7 @@ created; an existing machine keeps what it has, and a note says so.`,
 					}
 					start = c.Start // create starts a new machine; an old one may be stopped
 				}
-				if err := startAndWait(ctx, c, name, timeout, start); err != nil {
+				if err := c.StartAndWait(ctx, name, timeout, start); err != nil {
 					return err
 				}
 				if !existed {
@@ -220,143 +184,38 @@ func userDataFile(path string) (string, error) {
 	return abs, nil
 }
 
-// setting is one OrbStack key and the value wanted for it.
-type setting struct{ key, value string }
-
-// machineLimits are --cpus/--memory/--disk, checked.
-type machineLimits struct {
-	cpus                int // 0 = not given
-	memoryMiB, diskByte int64
-	hasMemory, hasDisk  bool
-}
-
-// parseMachineLimits reads --cpus/--memory/--disk, rejecting bad values before
-// anything runs.
-func parseMachineLimits(cmd *cobra.Command, cpus int, memory, disk string) (machineLimits, error) {
-	l := machineLimits{cpus: cpus}
-	if cpus < 0 {
-		return l, &usageError{cmd: cmd, err: fmt.Errorf("--cpus must be a positive number, got %d", cpus)}
-	}
-	if memory != "" {
-		b, err := parseSize(memory, 1<<20)
-		if err != nil {
-			return l, &usageError{cmd: cmd, err: fmt.Errorf("--memory: %w", err)}
-		}
-		l.memoryMiB, l.hasMemory = b>>20, true
-	}
-	if disk != "" {
-		b, err := parseSize(disk, 1)
-		if err != nil {
-			return l, &usageError{cmd: cmd, err: fmt.Errorf("--disk: %w", err)}
-		}
-		l.diskByte, l.hasDisk = b, true
-	}
-	return l, nil
-}
-
-// settings are the limits as machine.NAME.* keys, for an existing machine.
-func (l machineLimits) settings(name string) []setting {
-	var out []setting
-	if l.cpus > 0 {
-		out = append(out, setting{machineKey(name, "cpu"), strconv.Itoa(l.cpus)})
-	}
-	if l.hasMemory {
-		out = append(out, setting{machineKey(name, "memory_mib"), strconv.FormatInt(l.memoryMiB, 10)})
-	}
-	if l.hasDisk {
-		out = append(out, setting{machineKey(name, "disk_bytes"), strconv.FormatInt(l.diskByte, 10)})
-	}
-	return out
-}
-
-// applyTo passes the limits to `orbctl create`, in the units it reads: the
-// same values the settings would set.
-func (l machineLimits) applyTo(o *orbctl.CreateOptions) {
-	o.CPUs = l.cpus
-	if l.hasMemory {
-		o.Memory = strconv.FormatInt(l.memoryMiB, 10) + "M"
-	}
-	if l.hasDisk {
-		o.Disk = strconv.FormatInt(l.diskByte, 10) // plain bytes
-		if l.diskByte%(1<<20) == 0 {
-			o.Disk = strconv.FormatInt(l.diskByte>>20, 10) + "M"
-		}
-	}
-}
-
-// checkCreateFlagsSupported refuses the 2.1 create flags before anything is
-// created when OrbStack is older: orbctl would reject them as unknown flags
-// (and before 2.1 there are no per-machine limits to set afterwards).
-func checkCreateFlagsSupported(ctx context.Context, c *orbctl.Client, flags []string) error {
-	v, err := c.Version(ctx)
-	if err != nil || !versionBefore(v.Version, 2, 1) {
-		return nil // an unreadable version is orbctl's to judge
-	}
-	verb := "needs"
-	if len(flags) > 1 {
-		verb = "need"
-	}
-	return &orbctl.Error{Kind: orbctl.ErrBadArgument, Args: []string{"version"},
-		Message: fmt.Sprintf("%s %s OrbStack 2.1 or later; this Mac runs %s: update OrbStack (orbctl update) or leave them out", strings.Join(flags, ", "), verb, v.Version)}
-}
-
-// versionBefore reports whether version "X.Y.Z" is older than major.minor.
-func versionBefore(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return false
-	}
-	x, err1 := strconv.Atoi(parts[0])
-	y, err2 := strconv.Atoi(parts[1])
-	if err1 != nil || err2 != nil {
-		return false
-	}
-	return x < major || (x == major && y < minor)
-}
-
 // setLimits sets the settings whose current value differs, saying so on stdout.
-func setLimits(ctx context.Context, f *Factory, c *orbctl.Client, settings []setting) error {
+func setLimits(ctx context.Context, f *Factory, c *orbctl.Client, settings []orbctl.Setting) error {
+	if len(settings) > 0 {
+		// Before 2.1 there are no per-machine limits to set.
+		if err := c.RequireOrbStack21(ctx, limitFlags(settings)); err != nil {
+			return err
+		}
+	}
 	for _, s := range settings {
-		if err := setIfDifferent(ctx, f, c, s.key, s.value); err != nil {
+		if err := setIfDifferent(ctx, f, c, s.Key, s.Value); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// machineKey is orbctl's per-machine key; a name with dots is quoted, as
-// orbctl expects: machine."a.b".cpu.
-func machineKey(name, key string) string {
-	if strings.Contains(name, ".") {
-		name = strconv.Quote(name)
+// limitFlags names settings by the create flags that set them, for messages.
+func limitFlags(settings []orbctl.Setting) []string {
+	flags := make([]string, 0, len(settings))
+	for _, s := range settings {
+		switch {
+		case strings.HasSuffix(s.Key, ".cpu"):
+			flags = append(flags, "--cpus")
+		case strings.HasSuffix(s.Key, ".memory_mib"):
+			flags = append(flags, "--memory")
+		case strings.HasSuffix(s.Key, ".disk_bytes"):
+			flags = append(flags, "--disk")
+		case strings.HasSuffix(s.Key, ".mounts"):
+			flags = append(flags, "--mount")
+		}
 	}
-	return "machine." + name + "." + key
-}
-
-var sizeRE = regexp.MustCompile(`(?i)^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$`)
-
-// parseSize reads "4G", "2048M", "1.5G" or a plain number of unit bytes, in
-// binary units as OrbStack's --memory/--disk do.
-func parseSize(s string, unit int64) (int64, error) {
-	m := sizeRE.FindStringSubmatch(s)
-	if m == nil {
-		return 0, fmt.Errorf("invalid size %q: use a number with an optional K/M/G/T unit, e.g. 4G", s)
-	}
-	n, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return 0, fmt.Errorf("invalid size %q: %w", s, err)
-	}
-	switch strings.ToUpper(m[2]) {
-	case "K":
-		unit = 1 << 10
-	case "M":
-		unit = 1 << 20
-	case "G":
-		unit = 1 << 30
-	case "T":
-		unit = 1 << 40
-	}
-	return int64(n * float64(unit)), nil
+	return flags
 }
 
 func newCmdMachineDelete(f *Factory) *cobra.Command {
@@ -404,7 +263,7 @@ wait until it answers commands.`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				if err := startAndWait(cmd.Context(), c, a[0], timeout, c.Start); err != nil {
+				if err := c.StartAndWait(cmd.Context(), a[0], timeout, c.Start); err != nil {
 					return err
 				}
 				fmt.Fprintf(f.Out, "%s is running\n", a[0])
@@ -451,7 +310,7 @@ func newCmdMachineRestart(f *Factory) *cobra.Command {
 		Args:    args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
-				if err := startAndWait(cmd.Context(), c, a[0], timeout, c.Restart); err != nil {
+				if err := c.StartAndWait(cmd.Context(), a[0], timeout, c.Restart); err != nil {
 					return err
 				}
 				fmt.Fprintf(f.Out, "%s is running\n", a[0])
@@ -480,7 +339,7 @@ The source is paused while it is copied.`,
 					return err
 				}
 				if start {
-					if err := startAndWait(cmd.Context(), c, a[1], timeout, c.Start); err != nil {
+					if err := c.StartAndWait(cmd.Context(), a[1], timeout, c.Start); err != nil {
 						return err
 					}
 				}
@@ -572,7 +431,7 @@ FILE is exit status 2, before orbctl runs.`,
 					return err
 				}
 				if start {
-					if err := startAndWait(cmd.Context(), c, name, timeout, c.Start); err != nil {
+					if err := c.StartAndWait(cmd.Context(), name, timeout, c.Start); err != nil {
 						return err
 					}
 				}
@@ -588,25 +447,31 @@ FILE is exit status 2, before orbctl runs.`,
 }
 
 func newCmdMachineInfo(f *Factory) *cobra.Command {
-	var asJSON bool
+	var asJSON, missingOK bool
 	cmd := &cobra.Command{
 		Use:   "info NAME",
 		Short: "Show one machine",
 		Long: `Show one machine as the @orbstack connector sees it. With --json the output is
-the protocol's Machine object. A missing machine is exit status 3.`,
+the protocol's Machine object plus "config" (every key orbctl reported there),
+the same on every OrbStack version. A missing machine is exit status 3, and
+with --missing-ok prints "null" (with --json) or nothing, and exits 0.`,
 		Example: `  pyinfra-orbstack machine info web
   pyinfra-orbstack machine info --json web | jq -r .state`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			return withOrbctl(f, func(c *orbctl.Client) error {
 				m, err := c.Info(cmd.Context(), a[0])
+				if missingOK && errors.Is(err, orbctl.ErrMachineNotFound) {
+					if asJSON {
+						fmt.Fprintln(f.Out, "null")
+					}
+					return nil
+				}
 				if err != nil {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(f.Out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(m)
+					return printJSON(f, toJSON(m))
 				}
 				printMachines(f, []orbctl.Machine{m})
 				return nil
@@ -614,5 +479,6 @@ the protocol's Machine object. A missing machine is exit status 3.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().BoolVar(&missingOK, "missing-ok", false, "a missing machine is not an error")
 	return cmd
 }

@@ -262,7 +262,7 @@ func TestMachineCreateRefusesBadCreateFlagsBeforeOrbctlRuns(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--mount", "/tmp:/tmp"}, "--mount needs --isolated"},
+		{[]string{"--mount", "/tmp:/tmp"}, "mounts need an isolated machine"},
 		{[]string{"--user-data", "/nonexistent/cloud-init.yml"}, "--user-data /nonexistent/cloud-init.yml: not a readable file"},
 		{[]string{"--isolated", "--mount", "/tmp"}, `mount "/tmp" must be HOST:GUEST`},
 		{[]string{"--isolated", "--mount", "-x:/y"}, `must not start with '-'`},

@@ -116,6 +116,9 @@ func checkName(what, v string) error {
 	if strings.HasPrefix(v, "-") {
 		return badArgument(machine, "%s %q must not start with '-'", what, v)
 	}
+	if machine != "" && !ValidName(v) {
+		return badArgument(machine, "invalid %s '%s': %s", what, v, NameRule)
+	}
 	return nil
 }
 

@@ -28,6 +28,10 @@ type Error struct {
 	Searched []string // ErrOrbctlNotFound: where we looked
 	Message  string   // our message when orbctl said nothing useful
 	Hint     string   // what to do, when orbctl's message does not say
+	// Option is the CreateOptions or Limits field whose own rule a bad
+	// argument broke (cpus, memory, disk, mounts), so callers can name it in
+	// their own terms.
+	Option string
 }
 
 func (e *Error) Error() string {
@@ -85,8 +89,7 @@ func trimUsage(stderr string) string {
 // hint says what to do about the orbctl failures whose message does not.
 func hint(stderr string) string {
 	if strings.Contains(stderr, "invalid machine name") {
-		return "machine names are at least 2 characters: letters, digits, '-' and '.', starting with a letter or digit; " +
-			"default, vm, host, services, gateway, k8s and docker are reserved"
+		return NameRule
 	}
 	return ""
 }

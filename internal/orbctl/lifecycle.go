@@ -2,6 +2,7 @@ package orbctl
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -53,7 +54,8 @@ func createArgs(o CreateOptions) ([]string, error) {
 		args = append(args, opt.flag, opt.value)
 	}
 	if o.CPUs < 0 {
-		return nil, badArgument(o.Name, "CPU limit must not be negative, got %d", o.CPUs)
+		return nil, &Error{Kind: ErrBadArgument, Machine: o.Name, Option: "cpus",
+			Message: fmt.Sprintf("CPU limit must not be negative, got %d", o.CPUs)}
 	}
 	if o.CPUs > 0 {
 		args = append(args, "--cpus", strconv.Itoa(o.CPUs))
@@ -65,24 +67,37 @@ func createArgs(o CreateOptions) ([]string, error) {
 		args = append(args, "--isolate-network")
 	}
 	if len(o.Mounts) > 0 && !o.Isolated {
-		return nil, badArgument(o.Name, "mounts need an isolated machine (OrbStack shares all of macOS with the others): add --isolated")
+		return nil, &Error{Kind: ErrBadArgument, Machine: o.Name, Option: "mounts",
+			Message: "mounts need an isolated machine: OrbStack mounts folders only into isolated machines (the others see all of macOS already); add --isolated"}
 	}
 	for _, m := range o.Mounts {
 		if err := checkName("mount", m); err != nil {
 			return nil, err
 		}
 		if host, guest, ok := strings.Cut(m, ":"); !ok || host == "" || guest == "" {
-			return nil, badArgument(o.Name, "mount %q must be HOST:GUEST, e.g. /Users/me/src:/src", m)
+			return nil, &Error{Kind: ErrBadArgument, Machine: o.Name, Option: "mounts",
+				Message: fmt.Sprintf("mount %q must be HOST:GUEST, e.g. /Users/me/src:/src", m)}
 		}
 		args = append(args, "--mount", m)
 	}
 	return append(args, o.Image, o.Name), nil
 }
 
+// CheckCreate checks o as Create would, without running anything.
+func CheckCreate(o CreateOptions) error {
+	_, err := createArgs(o)
+	return err
+}
+
 // Create creates and starts a machine. A duplicate name is ErrMachineExists.
+// Options OrbStack gained in 2.1 are refused on an older OrbStack before
+// anything is created.
 func (c *Client) Create(ctx context.Context, o CreateOptions) error {
 	args, err := createArgs(o)
 	if err != nil {
+		return err
+	}
+	if err := c.RequireOrbStack21(ctx, o.newerFlags()); err != nil {
 		return err
 	}
 	_, err = c.output(ctx, o.Name, args...)
@@ -177,16 +192,66 @@ func (c *Client) Import(ctx context.Context, path, name string) error {
 	return err
 }
 
-// ConfigGet returns one configuration value.
+// ConfigGet returns one configuration value, on every OrbStack that has
+// `config get`: 1.11.3's ignored KEY and printed every "key: value" line, so
+// the KEY's line is picked out; before 1.11.3 there is no `config get`, which
+// is an error pointing at `config show`.
 func (c *Client) ConfigGet(ctx context.Context, key string) (string, error) {
 	if err := checkName("config key", key); err != nil {
 		return "", err
 	}
-	out, err := c.output(ctx, "", "config", "get", key)
+	args := []string{"config", "get", key}
+	raw, err := c.output(ctx, "", args...)
 	if err != nil {
+		if strings.Contains(err.Error(), `unknown command "get"`) {
+			return "", &Error{Kind: ErrFailed, Args: args,
+				Message: "this OrbStack has no \"orbctl config get\" (added in 1.11.3): read " + key + " in \"orbctl config show\""}
+		}
 		return "", err
 	}
-	return strings.TrimRight(string(out), "\r\n"), nil
+	out := strings.TrimRight(string(raw), "\r\n")
+	if !strings.Contains(out, "\n") {
+		return out, nil
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v), nil
+		}
+	}
+	return "", &Error{Kind: ErrBadArgument, Args: args,
+		Message: "Unknown configuration key: " + key + " (not in orbctl's list of settings)"}
+}
+
+// ConfigShow returns every setting `orbctl config show` lists, as strings.
+func (c *Client) ConfigShow(ctx context.Context) (map[string]string, error) {
+	out, err := c.output(ctx, "", "config", "show")
+	if err != nil {
+		return nil, err
+	}
+	settings := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) != "" {
+			settings[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return settings, nil
+}
+
+// Default returns the default machine's name, "" when there are no machines.
+func (c *Client) Default(ctx context.Context) (string, error) {
+	out, err := c.output(ctx, "", "default")
+	if err != nil {
+		if strings.Contains(strings.ToLower(err.Error()), "no machines") {
+			return "", nil
+		}
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// SetDefault makes name the default machine (the one `orb` uses).
+func (c *Client) SetDefault(ctx context.Context, name string) error {
+	return c.onMachine(ctx, "default", name)
 }
 
 // ConfigSet sets one configuration value.

@@ -21,6 +21,9 @@ type Machine struct {
 	IP4         string  `json:"ip4"`
 	IP6         string  `json:"ip6"`
 	DiskSize    *uint64 `json:"disk_size"`
+	// Config is every key orbctl reported under `config` (2.x adds
+	// isolate_network, forward_ssh_agent, ...); not part of the protocol.
+	Config map[string]any `json:"-"`
 }
 
 // record is orbctl's ContainerRecord in all its documented shapes: `isolated`
@@ -36,11 +39,8 @@ type record struct {
 		Arch    string `json:"arch"`
 		Variant string `json:"variant"`
 	} `json:"image"`
-	Config *struct {
-		Isolated        bool   `json:"isolated"`
-		DefaultUsername string `json:"default_username"`
-	} `json:"config"`
-	Isolated bool `json:"isolated"` // before v0.15
+	Config   map[string]any `json:"config"`
+	Isolated bool           `json:"isolated"` // before v0.15
 }
 
 func (r record) machine() Machine {
@@ -50,8 +50,9 @@ func (r record) machine() Machine {
 		Isolated: r.Isolated,
 	}
 	if r.Config != nil {
-		m.Isolated = r.Config.Isolated
-		m.DefaultUser = r.Config.DefaultUsername
+		m.Isolated, _ = r.Config["isolated"].(bool)
+		m.DefaultUser, _ = r.Config["default_username"].(string)
+		m.Config = r.Config
 	}
 	return m
 }

@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
 )
-
-// DefaultConnectTimeout bounds how long machine.connect waits for a machine to
-// answer commands when the client gives no timeout.
-const DefaultConnectTimeout = 120 * time.Second
 
 // lockMachine serialises connects to one machine; waiting for the lock ends
 // with ctx (a cancelled or shut-down request does not wait its turn).
@@ -37,6 +34,13 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	c, err := s.client()
 	if err != nil {
 		return nil, err
+	}
+	if !orbctl.ValidName(p.Machine) {
+		msg := fmt.Sprintf("`%s` is not even a valid machine name (%s)", p.Machine, orbctl.NameRule)
+		if names := c.Names(ctx); len(names) > 0 {
+			msg += "; existing machines: " + strings.Join(names, ", ")
+		}
+		return nil, &orbctl.Error{Kind: orbctl.ErrBadArgument, Machine: p.Machine, Message: msg}
 	}
 	// Hosts connecting to the same machine at once would otherwise race to
 	// create or start it; the second one waits and finds it running.
@@ -70,25 +74,12 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	}
 	// The timeout covers starting and becoming ready, not creating (which
 	// may download an image).
-	timeout := DefaultConnectTimeout
-	if p.Timeout > 0 {
-		timeout = seconds(p.Timeout)
-	}
-	deadline := time.Now().Add(timeout)
+	var startStep func(context.Context, string) error
 	if m.State != "running" {
-		startCtx, cancel := context.WithDeadline(ctx, deadline)
-		err := c.Start(startCtx, m.Name)
-		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return nil, &orbctl.Error{Kind: orbctl.ErrNotReady, Machine: m.Name, Args: []string{"start", m.Name},
-				Message: fmt.Sprintf("machine %s did not start within %s", m.Name, timeout)}
-		}
-		if err != nil {
-			return nil, err
-		}
+		startStep = c.Start
 		res.Started = true
 	}
-	if err := c.WaitReady(ctx, m.Name, time.Until(deadline)); err != nil {
+	if err := c.StartAndWait(ctx, m.Name, seconds(p.Timeout), startStep); err != nil {
 		return nil, err
 	}
 	if m, err = c.Info(ctx, m.Name); err != nil {
@@ -98,8 +89,10 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	return res, nil
 }
 
-// createOptions checks machine.connect's create param; what orbctl would
-// misread (a value starting with '-') the driver refuses as bad_argument.
+// createOptions checks machine.connect's create param with the driver's own
+// create rules: a rule of one option (cpus, mounts) broken is invalid_params
+// naming it; what orbctl would misread (a value starting with '-') stays the
+// driver's bad_argument.
 func createOptions(machine string, spec CreateSpec) (orbctl.CreateOptions, error) {
 	o := orbctl.CreateOptions{Image: spec.Image, Name: machine, Arch: spec.Arch, User: spec.User,
 		UserData: spec.UserData, Isolated: spec.Isolated, IsolateNetwork: spec.IsolateNetwork,
@@ -109,10 +102,12 @@ func createOptions(machine string, spec CreateSpec) (orbctl.CreateOptions, error
 		return o, invalidParams("create.image", "create needs an image such as \"debian:bookworm\"")
 	case spec.UserData != "" && !filepath.IsAbs(spec.UserData):
 		return o, invalidParams("create.user_data", "create.user_data must be an absolute path, got %q", spec.UserData)
-	case spec.CPUs < 0:
-		return o, invalidParams("create.cpus", "create.cpus must not be negative, got %d", spec.CPUs)
-	case len(spec.Mounts) > 0 && !spec.Isolated:
-		return o, invalidParams("create.mounts", "create.mounts needs \"isolated\": true (OrbStack mounts folders only into isolated machines)")
+	}
+	var oe *orbctl.Error
+	if err := orbctl.CheckCreate(o); errors.As(err, &oe) && oe.Option != "" {
+		return o, invalidParams("create."+oe.Option, "create.%s: %s", oe.Option, oe.Error())
+	} else if err != nil {
+		return o, err
 	}
 	return o, nil
 }
