@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command orbctl is the OrbStack CLI simulator (docs/simulator.md): machines
 // are real isolated Linux environments. Called as `orb`, it behaves like orb.
 package main

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package distro knows the distros, versions and machine names orbctl accepts
 // (orbctl reference §9 and §5). It only answers questions; it never touches disk.
 package distro

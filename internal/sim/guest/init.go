@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package guest is the code that runs inside a machine: the machine's PID 1
 // (InitMain) and the per-command helper that switches to the user and runs the
 // command through their login shell (ExecMain). Both are the simulator binary

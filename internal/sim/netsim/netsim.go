@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netsim gives running machines their network: one host bridge
 // (orbsim0, 198.19.249.1/24), a veth pair per machine, addresses leased from a
 // host-global registry (so machines of different ORBSIM_HOMEs never collide on

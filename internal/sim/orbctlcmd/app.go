@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package orbctlcmd is the simulator's orbctl/orb command line: cobra commands
 // whose Use strings, flags, output, error text, streams and exit codes follow
 // the orbctl reference (/work/shared/docs/orbctl-reference.md, cited as §N).

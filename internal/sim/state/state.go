@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package state is the simulator's persistent inventory: one JSON file under
 // $ORBSIM_HOME guarded by an flock, and one directory per machine. Every
 // mutation runs inside Store.Update, so concurrent orbctl invocations never

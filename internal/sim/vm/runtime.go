@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vm runs simulated machines: it boots a machine's init inside
 // fresh namespaces over its overlayfs root, wires its network, enters it for
 // commands (through util-linux nsenter), and stops it.
