@@ -14,12 +14,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestIssueDoneWhen is issue 2's acceptance list, literally: a fresh
+// TestIssueDoneWhen is issue 2's acceptance list (its machines "a" and "b"
+// are "ma" and "mb": OrbStack names have at least two characters): a fresh
 // ORBSIM_HOME, root, default user = the invoking user.
 func TestIssueDoneWhen(t *testing.T) {
 	s := newSim(t).with("ORBSIM_MAC_USER=")
-	s.ok("create", "debian", "a")
-	s.ok("create", "debian", "b")
+	s.ok("create", "debian", "ma")
+	s.ok("create", "debian", "mb")
 
 	t.Run("list -f json is an array of two records with the reference's fields and types", func(t *testing.T) {
 		var recs []map[string]any
@@ -41,8 +42,8 @@ func TestIssueDoneWhen(t *testing.T) {
 	})
 
 	t.Run("a write in a is invisible to b and to the host", func(t *testing.T) {
-		s.ok("run", "-m", "a", "sh", "-c", "echo x > /root/f")
-		assert.Equal(t, 1, s.orbctl("run", "-m", "b", "test", "-e", "/root/f").Code)
+		s.ok("run", "-m", "ma", "sh", "-c", "echo x > /root/f")
+		assert.Equal(t, 1, s.orbctl("run", "-m", "mb", "test", "-e", "/root/f").Code)
 		_, err := os.Stat("/root/f")
 		assert.True(t, os.IsNotExist(err), "host must not have /root/f")
 	})
@@ -53,7 +54,7 @@ func TestIssueDoneWhen(t *testing.T) {
 	})
 
 	t.Run("run rejects a literal --", func(t *testing.T) {
-		r := s.orbctl("run", "-m", "a", "--", "true")
+		r := s.orbctl("run", "-m", "ma", "--", "true")
 		assert.Equal(t, 1, r.Code)
 		assert.Empty(t, r.Stdout)
 		assert.Regexp(t, `^Error: unknown flag --\nUsage:\n  orbctl run \[flags\] -- \[COMMAND\] \[ARGS\]\.\.\.`, r.Stderr)
@@ -65,23 +66,23 @@ func TestIssueDoneWhen(t *testing.T) {
 		data := make([]byte, 50<<20)
 		rand.Read(data)
 		require.NoError(t, os.WriteFile(src, data, 0o600))
-		s.ok("push", "-m", "a", src, "big")
+		s.ok("push", "-m", "ma", src, "big")
 		back := filepath.Join(dir, "back")
-		s.ok("pull", "-m", "a", "big", back)
+		s.ok("pull", "-m", "ma", "big", back)
 		got, err := os.ReadFile(back)
 		require.NoError(t, err)
 		assert.Equal(t, sha256.Sum256(data), sha256.Sum256(got))
 	})
 
 	t.Run("a nohup'd process lives until the machine stops", func(t *testing.T) {
-		s.ok("run", "-m", "a", "sh", "-c", "nohup sleep 1000 >/dev/null 2>&1 &")
-		assert.Equal(t, 0, s.orbctl("run", "-m", "a", "pgrep", "-x", "sleep").Code, "still running on the next run")
-		s.ok("stop", "a")
-		assert.Equal(t, 1, s.orbctl("run", "-m", "a", "pgrep", "-x", "sleep").Code, "gone after stop (run restarted a)")
+		s.ok("run", "-m", "ma", "sh", "-c", "nohup sleep 1000 >/dev/null 2>&1 &")
+		assert.Equal(t, 0, s.orbctl("run", "-m", "ma", "pgrep", "-x", "sleep").Code, "still running on the next run")
+		s.ok("stop", "ma")
+		assert.Equal(t, 1, s.orbctl("run", "-m", "ma", "pgrep", "-x", "sleep").Code, "gone after stop (run restarted ma)")
 	})
 
 	t.Run("machines reach each other as NAME.orb.local", func(t *testing.T) {
-		s.ok("start", "a", "b")
-		s.ok("run", "-m", "a", "ping", "-c1", "-W2", "b.orb.local")
+		s.ok("start", "ma", "mb")
+		s.ok("run", "-m", "ma", "ping", "-c1", "-W2", "mb.orb.local")
 	})
 }

@@ -47,6 +47,7 @@ func TestGrammarWithoutMachines(t *testing.T) {
 		{name: "create with a bad arch", args: []string{"create", "-a", "x", "debian"}, stderrHas: []string{"Error: invalid architecture: x", "Usage:"}, code: 1},
 		{name: "create with an unknown version", args: []string{"create", "-a", "arm64", "ubuntu:bogus", "vm1"}, stderrFull: ptr("[-32098] create 'vm1': make rootfs: image not found: {ubuntu bogus arm64 default}\n"), code: 1},
 		{name: "create with an invalid name", args: []string{"create", "debian", "a_b"}, stderrFull: ptr("[-32098] create 'a_b': invalid machine name 'a_b'\n"), code: 1},
+		{name: "create with a one-character name", args: []string{"create", "debian", "a"}, stderrFull: ptr("[-32098] create 'a': invalid machine name 'a'\n"), code: 1},
 		{name: "create with a reserved name", args: []string{"create", "debian", "docker"}, stderrFull: ptr("[-32098] create 'docker': invalid machine name 'docker'\n"), code: 1},
 		{name: "create -c on a distro without cloud-init", args: []string{"create", "-c", "/dev/null", "arch"}, stderrFull: ptr("[-32098] create 'arch': cloud-init not supported for 'archlinux'\n"), code: 1},
 		{name: "create takes at most two arguments", args: []string{"create", "debian", "x", "y"}, stderrHas: []string{"Error: accepts between 1 and 2 arg(s), received 3"}, code: 1},

@@ -122,11 +122,9 @@ func Resolve(word, version, arch string, cloud bool, major int) (Image, error) {
 	return img, nil
 }
 
-// nameRE is the server's rule with one deliberate deviation: OrbStack's
-// regex (`^[a-zA-Z0-9][a-zA-Z0-9-.]+$`, reference §5) needs at least two
-// characters, but issue 2's acceptance list creates machines "a" and "b", so
-// single-character names are accepted here. See docs/simulator.md.
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-.]*$`)
+// nameRE is the server's rule (reference §5): at least two characters, the
+// first a letter or digit, then letters, digits, '-' and '.'.
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9-.]+$`)
 
 var reserved = map[string]bool{"default": true, "vm": true, "host": true, "services": true, "gateway": true, "k8s": true, "docker": true}
 

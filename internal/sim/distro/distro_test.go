@@ -40,10 +40,10 @@ func TestResolveErrors(t *testing.T) {
 }
 
 func TestValidName(t *testing.T) {
-	for _, ok := range []string{"web", "web-1", "a.b", "a", "9x"} {
+	for _, ok := range []string{"web", "web-1", "a.b", "ab", "9x"} {
 		assert.True(t, ValidName(ok), ok)
 	}
-	for _, bad := range []string{"", "-x", "a_b", "docker", "default", "k8s", "host", "with space"} {
+	for _, bad := range []string{"", "a", "9", "-x", "a_b", "docker", "default", "k8s", "host", "with space"} {
 		assert.False(t, ValidName(bad), bad)
 	}
 	assert.True(t, ValidName(strings.Repeat("n", 64)), "64 characters is the hostname limit")
