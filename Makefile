@@ -19,12 +19,15 @@ build: ## build bin/pyinfra-orbstack, bin/orbctl and bin/orb (the simulator)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/orbctl ./cmd/orbctl
 	ln -sf orbctl $(BIN)/orb
 
+# The Python linters, pinned: a new release's new rules land in a commit of their own.
+PY_LINTERS := mypy==2.4.1 ruff==0.17.6 types-gevent==26.9.0.20261006
+
 .PHONY: venv
-venv: $(VENV)/.installed ## a virtualenv with pyinfra, gevent, pytest and the shim (editable)
-$(VENV)/.installed: pyshim/pyproject.toml
+venv: $(VENV)/.installed ## a virtualenv with pyinfra, gevent, pytest, the Python linters and the shim (editable)
+$(VENV)/.installed: pyshim/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q 'pyinfra>=3.10,<4' 'gevent>=24' pytest
+	$(VPY) -m pip install -q 'pyinfra>=3.10,<4' 'gevent>=24' pytest $(PY_LINTERS)
 	$(VPY) -m pip install -q -e pyshim
 	touch $@
 
@@ -33,7 +36,7 @@ deps: ## install system packages the simulator's machines need (sudo, ping)
 	./.ci/deps
 
 .PHONY: test
-test: deps build venv test-go test-fuzz test-py lint-workflows wheel ## all tests
+test: deps build venv lint-py test-go test-fuzz test-py lint-workflows wheel ## all tests
 
 .PHONY: test-go
 test-go: build
@@ -101,9 +104,13 @@ release-snapshot: $(GORELEASER) ## a full local release (archives, checksums, wh
 	PYINFRA_ORBSTACK_WHEELS=$(CURDIR)/dist $(GO) test -count=1 -run TestBuiltWheels ./internal/wheelcheck
 
 .PHONY: lint
-lint: lint-workflows $(GORELEASER) ## actionlint, goreleaser check, go vet
+lint: lint-workflows lint-py $(GORELEASER) ## actionlint, mypy --strict and ruff, goreleaser check, go vet
 	$(GORELEASER) check
 	$(GO) vet ./...
+
+.PHONY: lint-py
+lint-py: venv ## mypy --strict and ruff on pyshim/pyinfra_orbstack (configured in pyshim/pyproject.toml; part of make test)
+	cd pyshim && ../$(VENV)/bin/mypy && ../$(VENV)/bin/ruff check pyinfra_orbstack
 
 .PHONY: lint-workflows
 lint-workflows: $(ACTIONLINT) ## check .github/workflows (cheap: part of make test)

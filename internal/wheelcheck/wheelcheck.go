@@ -26,6 +26,9 @@ import (
 // BinaryPath is where the shim looks for the Go binary inside the installed package.
 const BinaryPath = "pyinfra_orbstack/bin/pyinfra-orbstack"
 
+// TypedMarker (PEP 561) tells type checkers that the package's own hints are to be used.
+const TypedMarker = "pyinfra_orbstack/py.typed"
+
 // RequiredEntryPoints are the entry_points.txt lines a working install needs:
 // pyinfra finds the @orbstack connector by the first, users run the binary by the second.
 var RequiredEntryPoints = map[string]string{
@@ -132,6 +135,10 @@ func check(file string) (*Wheel, error) {
 	}
 	if err := checkRecord(files, distInfo+"RECORD"); err != nil {
 		return nil, err
+	}
+
+	if _, ok := files[TypedMarker]; !ok {
+		return nil, fmt.Errorf("no %s: type checkers would ignore the package's type hints", TypedMarker)
 	}
 
 	bf, ok := files[BinaryPath]

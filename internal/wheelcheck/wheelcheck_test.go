@@ -109,6 +109,7 @@ func wheelAround(binary []byte, platform string) []member {
 	}
 	return []member{
 		{"pyinfra_orbstack/__init__.py", []byte(""), 0o644},
+		{TypedMarker, []byte(""), 0o644},
 		{BinaryPath, binary, 0o755},
 		{testDistInfo + "METADATA", []byte("Metadata-Version: 2.4\nName: pyinfra-orbstack\nVersion: 1.2.3\n"), 0o644},
 		{testDistInfo + "WHEEL", []byte("Wheel-Version: 1.0\nRoot-Is-Purelib: false\n" + tags.String()), 0o644},
@@ -218,6 +219,7 @@ func TestBrokenWheelsAreRejectedWithTheReason(t *testing.T) {
 		{"binary for the other OS", macPlatform, wheelAround(bin, macPlatform), "but the tag " + strings.Split(macPlatform, ".")[0] + " needs"},
 		{"binary not executable", platform, replace(wheelAround(bin, platform), BinaryPath, func(m *member) { m.mode = 0o644 }), "want a regular file with mode 0755"},
 		{"binary missing", platform, replace(wheelAround(bin, platform), BinaryPath, func(m *member) { m.name = "" }), "no binary at " + BinaryPath},
+		{"no py.typed marker", platform, replace(wheelAround(bin, platform), TypedMarker, func(m *member) { m.name = "" }), "no " + TypedMarker},
 		{"no connector entry point", platform, replace(wheelAround(bin, platform), testDistInfo+"entry_points.txt", func(m *member) {
 			m.data = []byte("[console_scripts]\npyinfra-orbstack = pyinfra_orbstack._binary:main\n")
 		}), "entry_points.txt lacks [pyinfra.connectors] orbstack = pyinfra_orbstack.connector:OrbStackConnector"},

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from gevent.subprocess import PIPE, Popen
 from pyinfra.api.exceptions import InventoryError

@@ -16,7 +16,8 @@ import json
 import logging
 import signal
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 import gevent
 import gevent.event
@@ -40,6 +41,11 @@ PROTOCOL_MISMATCH = -32009
 NOT_READY = -32010
 CANCELLED = -32800
 
+# Extra time the binary gets past a request's own timeout (a command's, or
+# machine.connect's) to finish it (a command is killed inside the machine with
+# SIGTERM, then SIGKILL after 2 s) and reply, before the client gives up on it.
+TIMEOUT_GRACE_SECONDS = 10
+
 # How long a polite shutdown may take before the child is killed.
 SHUTDOWN_GRACE_SECONDS = 2.0
 
@@ -54,7 +60,7 @@ OutputSink = Callable[[str, str], None]
 class RPCError(Exception):
     """An error object returned by the binary (a failed request, not a dead pipe)."""
 
-    def __init__(self, code: int, message: str, data: dict | None = None):
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -93,7 +99,7 @@ class BinaryGoneError(ConnectionError):
     `interrupted` says it exited because of Ctrl-C (SIGINT), not by failing.
     """
 
-    def __init__(self, message: str, interrupted: bool = False):
+    def __init__(self, message: str, interrupted: bool = False) -> None:
         super().__init__(message)
         self.interrupted = interrupted
 
@@ -101,10 +107,10 @@ class BinaryGoneError(ConnectionError):
 class RPCClient:
     """One running `pyinfra-orbstack serve` child and the calls in flight to it."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str]) -> None:
         self.argv = list(argv)
         self._ids = itertools.count(1)
-        self._pending: dict[int, gevent.event.AsyncResult] = {}
+        self._pending: dict[int, gevent.event.AsyncResult[Any]] = {}
         self._sinks: dict[int, OutputSink] = {}
         # Pieces of lines sent split (`partial`, docs/protocol.md), per request and stream.
         self._partial: dict[tuple[int, str], list[str]] = {}
@@ -117,6 +123,10 @@ class RPCClient:
 
         # Raises OSError (FileNotFoundError, PermissionError) if argv[0] cannot run.
         self._proc = Popen(self.argv, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        assert self._proc.stdin and self._proc.stdout and self._proc.stderr  # all three are PIPE
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
+        self._stderr: IO[bytes] = self._proc.stderr
         self.pid = self._proc.pid
         self._greenlets = [
             gevent.spawn(self._read_messages),
@@ -149,7 +159,7 @@ class RPCClient:
 
         request_id = next(self._ids)
         frame = self._frame({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        result = gevent.event.AsyncResult()
+        result: gevent.event.AsyncResult[Any] = gevent.event.AsyncResult()
         # Registered before sending: a fast reply must find its waiter.
         self._pending[request_id] = result
         if on_output is not None:
@@ -196,7 +206,7 @@ class RPCClient:
 
     # -- internals
 
-    def _frame(self, message: dict) -> bytes:
+    def _frame(self, message: dict[str, Any]) -> bytes:
         try:
             body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
@@ -213,7 +223,7 @@ class RPCClient:
             )
         return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: dict[str, Any]) -> None:
         self._write(self._frame(message))
 
     def _write(self, frame: bytes) -> None:
@@ -222,8 +232,8 @@ class RPCClient:
             if self._gone is not None:
                 raise self._gone
             try:
-                self._proc.stdin.write(frame)
-                self._proc.stdin.flush()
+                self._stdin.write(frame)
+                self._stdin.flush()
             except (OSError, ValueError) as e:
                 gone = self._gone_error(f"could not write to it ({e})")
                 self._fail_all(gone)
@@ -236,7 +246,7 @@ class RPCClient:
             pass
 
     def _read_messages(self) -> None:
-        stdout = self._proc.stdout
+        stdout = self._stdout
         reason = "it closed its output"
         try:
             while True:
@@ -266,11 +276,11 @@ class RPCClient:
                 reason = f"{reason}; it exited with status {code}"
             self._fail_all(self._gone_error(reason, code))
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         if "method" in message:
             if message.get("method") == "command.output":
-                params = message.get("params") or {}
-                request_id = params.get("request_id")
+                params: dict[str, Any] = message.get("params") or {}
+                request_id: Any = params.get("request_id")
                 sink = self._sinks.get(request_id)
                 if sink is None:
                     return
@@ -293,7 +303,8 @@ class RPCClient:
             # the shim only sends frames it built).
             logger.error("the pyinfra-orbstack binary refused a message: %s", message["error"].get("message"))
             return
-        result = self._pending.get(message.get("id"))
+        reply_id: Any = message.get("id")
+        result = self._pending.get(reply_id)
         if result is None:  # a reply to a call that already timed out
             return
         error = message.get("error")
@@ -306,7 +317,7 @@ class RPCClient:
 
     def _drain_stderr(self) -> None:
         # Required: a full stderr pipe would block the binary.
-        for raw in self._proc.stderr:
+        for raw in self._stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr_tail.append(line)
             logger.debug("[pyinfra-orbstack %d] %s", self.pid, line)
@@ -320,7 +331,8 @@ class RPCClient:
 
     def _exit_status(self, wait: float) -> int | None:
         try:
-            return self._proc.wait(timeout=wait)
+            code: int = self._proc.wait(timeout=wait)
+            return code
         except Exception:  # still running (it closed stdout but lives on)
             return None
 
@@ -342,7 +354,7 @@ class RPCClient:
 
     def _close_stdin(self) -> None:
         try:
-            self._proc.stdin.close()
+            self._stdin.close()
         except Exception:
             pass
 

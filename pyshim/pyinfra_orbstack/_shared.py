@@ -11,6 +11,9 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import gevent.lock
 
@@ -33,7 +36,7 @@ class SharedBinary:
         self._lock = gevent.lock.Semaphore()
         self._client: _rpc.RPCClient | None = None
         self._users = 0
-        self.initialize_result: dict = {}
+        self.initialize_result: dict[str, Any] = {}
 
     def acquire(self) -> _rpc.RPCClient:
         """Count one more user, starting (or restarting) the binary if needed.
@@ -93,7 +96,56 @@ class SharedBinary:
         return client
 
 
-def mismatch_message(binary: str, binary_protocol) -> str:
+class HostBinary:
+    """One host's hold on the shared binary, from connect() to disconnect().
+
+    A host that already disconnected borrows the binary for a single call:
+    pyinfra runs `rm` of its sudo askpass file after disconnect().
+    """
+
+    def __init__(self, shared: SharedBinary) -> None:
+        self.shared = shared
+        self.held = False
+
+    def acquire(self) -> _rpc.RPCClient:
+        """Hold the binary (starting it if needed); connecting again reuses a live hold.
+
+        Raises what SharedBinary.acquire raises.
+        """
+        if self.held:  # connecting again (e.g. after server.reboot)
+            client = self.shared.client
+            if client is not None and client.alive:
+                return client
+            self.release()
+        client = self.shared.acquire()
+        self.held = True
+        return client
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.shared.release()
+
+    @contextmanager
+    def for_call(self) -> Iterator[_rpc.RPCClient]:
+        """The client for one call: the held one, or one borrowed for this call alone."""
+        if self.held:
+            client = self.shared.client
+            if client is None:
+                raise _rpc.BinaryGoneError("the pyinfra-orbstack binary is not running")
+            yield client
+            return
+        try:
+            client = self.shared.acquire()
+        except Exception as e:
+            raise ConnectionError(f"could not start the pyinfra-orbstack binary: {e}") from None
+        try:
+            yield client
+        finally:
+            self.shared.release()
+
+
+def mismatch_message(binary: str, binary_protocol: object) -> str:
     return (
         f"{binary} speaks protocol version {binary_protocol}, but this pyinfra-orbstack "
         f"{__version__} Python package speaks version {_rpc.PROTOCOL_VERSION}: they come from "
@@ -104,11 +156,12 @@ def mismatch_message(binary: str, binary_protocol) -> str:
 
 
 # One SharedBinary per pyinfra State; weak so a finished State frees its entry.
-_by_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_live_clients: weakref.WeakSet = weakref.WeakSet()
+_by_state: weakref.WeakKeyDictionary[object, SharedBinary] = weakref.WeakKeyDictionary()
+_live_clients: weakref.WeakSet[_rpc.RPCClient] = weakref.WeakSet()
 
 
-def for_state(state) -> SharedBinary:
+def for_state(state: object) -> SharedBinary:
+    """The SharedBinary of a pyinfra State (made on first use)."""
     shared = _by_state.get(state)
     if shared is None:
         shared = _by_state[state] = SharedBinary()

@@ -10,12 +10,9 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.exceptions import InventoryError
 from typing_extensions import get_type_hints
 
-from pyinfra_orbstack.connector import (
-    OrbStackConnector,
-    _encode_stdin,
-    _escalation_target,
-    _valid_machine_name,
-)
+from pyinfra_orbstack._commands import encode_stdin as _encode_stdin
+from pyinfra_orbstack._transfers import escalation_target as _escalation_target
+from pyinfra_orbstack.connector import OrbStackConnector
 
 
 def decoded(stdin) -> bytes:
@@ -88,11 +85,3 @@ def test_inventory_data_chooses_user_and_workdir():
 def test_a_malformed_host_name_is_an_inventory_error(name):
     with pytest.raises(InventoryError, match="@orbstack/MACHINE"):
         list(OrbStackConnector.make_names_data(name))
-
-
-@pytest.mark.parametrize("name, valid", [
-    ("web", True), ("db-1.local", True), ("a1", True), ("x", False), ("web_1", False),
-    ("-web", False), ("Bad!", False), ("docker", False), ("default", False),
-])
-def test_machine_names_follow_orbstacks_rule(name, valid):
-    assert _valid_machine_name(name) is valid

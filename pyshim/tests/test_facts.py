@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pyinfra_orbstack.facts import network
+from pyinfra_orbstack.facts import linux, network
 from pyinfra_orbstack.facts import orbstack as facts
 
 RECORD = {
@@ -239,16 +239,16 @@ def test_tcp_port_open_and_closed_with_bash_dev_tcp_only(bare_path):
     port = server.getsockname()[1]
     path = bare_path("bash", "timeout")
     try:
-        opened = fact(network.TcpPort, path, target="127.0.0.1", port=port)
+        opened = fact(linux.TcpPort, path, target="127.0.0.1", port=port)
     finally:
         server.close()
-    closed = fact(network.TcpPort, path, target="127.0.0.1", port=port)
+    closed = fact(linux.TcpPort, path, target="127.0.0.1", port=port)
     assert (opened["open"], opened["method"]) == (True, "bash")
     assert closed["open"] is False and "refused" in closed["error"].lower()
 
 
 def test_tcp_port_names_the_missing_tools(bare_path):
-    data = fact(network.TcpPort, bare_path(), target="127.0.0.1", port=1)
+    data = fact(linux.TcpPort, bare_path(), target="127.0.0.1", port=1)
     assert data["open"] is None and data["missing"] == ["nc", "bash", "python3"]
 
 
@@ -275,35 +275,35 @@ def test_http_status_with_each_client(bare_path, http_server, tool):
     if not shutil.which(tool):
         pytest.skip(f"{tool} is not installed here")
     path = bare_path(tool)
-    ok = fact(network.Http, path, url=f"{http_server}/ok")
-    teapot = fact(network.Http, path, url=f"{http_server}/teapot")
+    ok = fact(linux.Http, path, url=f"{http_server}/ok")
+    teapot = fact(linux.Http, path, url=f"{http_server}/teapot")
     assert (ok["ok"], ok["status"], ok["method"]) == (True, 204, tool)
     assert (teapot["ok"], teapot["status"]) == (False, 418)
 
 
 def test_http_names_the_missing_clients(bare_path):
-    data = fact(network.Http, bare_path(), url="http://127.0.0.1:1/")
+    data = fact(linux.Http, bare_path(), url="http://127.0.0.1:1/")
     assert data["ok"] is None and data["missing"] == ["curl", "wget", "python3"]
 
 
 def test_ping_without_ping_says_so(bare_path):
-    data = fact(network.Ping, bare_path(), target="127.0.0.1")
+    data = fact(linux.Ping, bare_path(), target="127.0.0.1")
     assert data["reachable"] is None and data["missing"] == ["ping"]
 
 
 def test_dns_a_lookup_falls_back_to_getent(bare_path):
-    data = fact(network.DnsLookup, bare_path("getent"), hostname="localhost", type="A")
+    data = fact(linux.DnsLookup, bare_path("getent"), hostname="localhost", type="A")
     assert (data["method"], data["answers"]) == ("getent", ["127.0.0.1"])
 
 
 def test_dns_mx_without_dns_tools_names_them(bare_path):
-    data = fact(network.DnsLookup, bare_path("getent", "python3"), hostname="localhost", type="MX")
+    data = fact(linux.DnsLookup, bare_path("getent", "python3"), hostname="localhost", type="MX")
     assert data["missing"] == ["dig", "host", "nslookup"] and data["answers"] == []
 
 
 def test_dns_rejects_unknown_record_types():
     with pytest.raises(ValueError, match="type must be one of A, AAAA, MX, CNAME"):
-        network.DnsLookup().command(hostname="x", type="TXT")
+        linux.DnsLookup().command(hostname="x", type="TXT")
 
 
 @pytest.mark.parametrize(
@@ -326,4 +326,4 @@ def test_dns_rejects_unknown_record_types():
     ],
 )
 def test_dns_answers_from_each_tool(method, rtype, output, answers):
-    assert network.parse_dns_answers(method, rtype, "www.example.com", output) == answers
+    assert linux.parse_dns_answers(method, rtype, "www.example.com", output) == answers

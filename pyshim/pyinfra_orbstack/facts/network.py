@@ -1,26 +1,25 @@
-"""Facts read inside an OrbStack machine (an ``@orbstack/NAME`` host): its network and
-what it can reach.
+"""The network of an OrbStack machine (an ``@orbstack/NAME`` host): ``orbstack.Network``.
 
-Minimal images often lack ``ip``, ``ping``, ``curl`` or ``dig``. Each fact tries the
-usual tool first and falls back to what every Linux has (``/proc``, ``/sys``,
-``getent``, bash's ``/dev/tcp``, ``python3`` when present). When nothing can answer, the
-fact says which tools are missing (``"missing": [...]``) instead of failing the host.
+Minimal images often lack ``ip``: the fact then reads ``/proc`` and ``/sys``.
 
-Every command prints ``key=value`` lines and exits 0, so a failed probe (an unreachable
-host) is an answer, not a failed fact.
+``Ping``, ``TcpPort``, ``Http`` and ``DnsLookup`` moved to
+``pyinfra_orbstack.facts.linux`` (they are not OrbStack-specific). The names here and
+``orbstack.Ping`` etc. are deprecated aliases, kept for the 0.x releases: they work as
+before and log a warning saying where the fact went.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import shlex
+from collections.abc import Callable
+from typing import Any
 
+from pyinfra import logger
+from pyinfra.api.util import memoize
+
+from pyinfra_orbstack.facts import linux
 from pyinfra_orbstack.facts.orbstack import OrbStackFact
-
-
-def _q(value) -> str:
-    return shlex.quote(str(value))
 
 
 def _tagged(tag: str, path: str) -> str:
@@ -75,11 +74,11 @@ class Network(OrbStackFact):
             + "true"
         )
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> dict[str, Any]:
         return parse_network(output)
 
 
-def parse_network(output: list[str]) -> dict:
+def parse_network(output: list[str]) -> dict[str, Any]:
     tagged: dict[str, list[str]] = {}
     for line in output:
         if line.startswith("@"):
@@ -87,7 +86,7 @@ def parse_network(output: list[str]) -> dict:
             tagged.setdefault(tag, []).append(rest)
 
     hostname = (tagged.get("hostname") or [""])[0].strip()
-    interfaces: dict[str, dict] = {}
+    interfaces: dict[str, dict[str, Any]] = {}
     for link in tagged.get("link", []):
         bits = link.split() + ["", "", "", ""]
         interfaces[bits[0]] = {
@@ -98,13 +97,13 @@ def parse_network(output: list[str]) -> dict:
             "ipv6": [],
         }
 
-    def iface(name: str) -> dict:
+    def iface(name: str) -> dict[str, Any]:
         return interfaces.setdefault(
             name,
             {"mac": "", "state": "", "mtu": None, "ipv4": [], "ipv6": []},
         )
 
-    routes: list[dict] = []
+    routes: list[dict[str, Any]] = []
     source = (tagged.get("source") or ["proc"])[0].strip()
     if source == "ip":
         for line in tagged.get("addr", []):
@@ -147,7 +146,7 @@ def parse_network(output: list[str]) -> dict:
     }
 
 
-def _parse_ip_route(family: int, line: str) -> dict:
+def _parse_ip_route(family: int, line: str) -> dict[str, Any]:
     bits = line.split()
     route = {"family": family, "destination": bits[0] if bits else "", "gateway": "", "interface": ""}
     for key, field in (("via", "gateway"), ("dev", "interface")):
@@ -161,7 +160,9 @@ def _hex_ipv4(value: str) -> str:
     return str(ipaddress.IPv4Address(bytes.fromhex(value)[::-1]))
 
 
-def _parse_proc(tagged: dict[str, list[str]], iface, routes: list[dict]) -> None:
+def _parse_proc(
+    tagged: dict[str, list[str]], iface: Callable[[str], dict[str, Any]], routes: list[dict[str, Any]],
+) -> None:
     subnets = []  # (network, interface) from directly connected routes
     for line in tagged.get("proute", []):
         bits = line.split()
@@ -204,302 +205,68 @@ def _parse_proc(tagged: dict[str, list[str]], iface, routes: list[dict]) -> None
     for line in tagged.get("inet6", []):
         bits = line.split()
         if len(bits) >= 6:
-            address = ipaddress.IPv6Address(bytes.fromhex(bits[0]))
-            iface(bits[5])["ipv6"].append(f"{address}/{int(bits[2], 16)}")
+            address6 = ipaddress.IPv6Address(bytes.fromhex(bits[0]))
+            iface(bits[5])["ipv6"].append(f"{address6}/{int(bits[2], 16)}")
 
     for line in tagged.get("proute6", []):
         bits = line.split()
         if len(bits) < 10 or bits[9] == "lo":
             continue
-        dest = ipaddress.IPv6Address(bytes.fromhex(bits[0]))
+        dest6 = ipaddress.IPv6Address(bytes.fromhex(bits[0]))
         prefix = int(bits[1], 16)
-        gateway = ipaddress.IPv6Address(bytes.fromhex(bits[4]))
+        gateway6 = ipaddress.IPv6Address(bytes.fromhex(bits[4]))
         routes.append(
             {
                 "family": 6,
-                "destination": "default" if prefix == 0 else f"{dest}/{prefix}",
-                "gateway": "" if gateway.is_unspecified else str(gateway),
+                "destination": "default" if prefix == 0 else f"{dest6}/{prefix}",
+                "gateway": "" if gateway6.is_unspecified else str(gateway6),
                 "interface": bits[9],
             },
         )
 
 
-def _kv(output: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Split key=value lines; 'out=' lines (the tool's own output) are kept in order."""
-    values: dict[str, str] = {}
-    out: list[str] = []
-    for line in output:
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        if key == "out":
-            out.append(value)
-        else:
-            values[key] = value
-    return values, out
 
 
-def _missing(values: dict[str, str]) -> list[str] | None:
-    return values["missing"].split(",") if values.get("missing") else None
-
-
-# Runs the probe and prints its exit status and last lines, always exiting 0.
-def _probe(method: str, command: str, keep: int = 5) -> str:
-    return (
-        f"m={method}; out=$({command} 2>&1); rc=$?; "
-        'echo "method=$m"; echo "exit=$rc"; '
-        f'printf "%s\\n" "$out" | tail -n {int(keep)} | '
-        'while IFS= read -r l; do printf "out=%s\\n" "$l"; done'
+@memoize
+def _warn_moved(name: str) -> None:
+    logger.warning(
+        f"orbstack.{name} is deprecated and will be removed in a later release: "
+        f"use pyinfra_orbstack.facts.linux.{name} (on the CLI: `fact pyinfra_orbstack.facts.linux.{name}`)",
     )
 
 
-def _has(tool: str) -> str:
-    return f"command -v {tool} >/dev/null 2>&1"
-
-
-class Ping(OrbStackFact):
-    """
-    Whether the machine can ping ``target``:
-    ``{"reachable": True, "rtt_ms": 0.04, "method": "ping", "missing": None, "error": None}``.
-
-    Without ``ping`` in the machine, ``reachable`` is ``None`` and ``missing`` is
-    ``["ping"]`` (install ``iputils-ping``, or check a port with ``orbstack.TcpPort``).
-    """
+class Ping(linux.Ping):
+    """Deprecated alias of ``pyinfra_orbstack.facts.linux.Ping``."""
 
     def command(self, target: str, count: int = 1, timeout: int = 2) -> str:
-        probe = _probe("ping", f"ping -c {int(count)} -W {int(timeout)} {_q(target)}")
-        return f"if {_has('ping')}; then {probe}; else echo missing=ping; fi"
-
-    def process(self, output: list[str]) -> dict:
-        values, out = _kv(output)
-        if _missing(values):
-            return {
-                "reachable": None,
-                "rtt_ms": None,
-                "method": None,
-                "missing": _missing(values),
-                "error": "ping is not installed in this machine",
-            }
-        ok = values.get("exit") == "0"
-        rtt = None
-        for line in out:
-            found = re.search(r"= [\d.]+/([\d.]+)/", line) or re.search(r"time=([\d.]+)", line)
-            if found:
-                rtt = float(found.group(1))
-        return {
-            "reachable": ok,
-            "rtt_ms": rtt,
-            "method": "ping",
-            "missing": None,
-            "error": None if ok else (out[-1] if out else f"ping exited {values.get('exit')}"),
-        }
+        _warn_moved("Ping")
+        return super().command(target, count, timeout)
 
 
-class TcpPort(OrbStackFact):
-    """
-    Whether the machine can open a TCP connection to ``target:port``:
-    ``{"open": True, "method": "nc", "missing": None, "error": None}``.
-
-    Tries ``nc``, then bash's ``/dev/tcp``, then ``python3``; ``missing`` names them
-    when none exists.
-    """
+class TcpPort(linux.TcpPort):
+    """Deprecated alias of ``pyinfra_orbstack.facts.linux.TcpPort``."""
 
     def command(self, target: str, port: int, timeout: int = 3) -> str:
-        # Not "host": pyinfra hides a "host" argument from fact names in its output.
-        host_q, port_q, t = _q(target), int(port), int(timeout)
-        limit = f"$(command -v timeout >/dev/null 2>&1 && echo timeout {t})"
-        python = (
-            "import socket,sys; "
-            "socket.create_connection((sys.argv[1], int(sys.argv[2])), float(sys.argv[3]))"
-        )
-        return (
-            f"if {_has('nc')}; then {_probe('nc', f'nc -z -w {t} {host_q} {port_q}')}; "
-            f"elif {_has('bash')}; then "
-            + _probe("bash", f"{limit} bash -c {_q('exec 3<>/dev/tcp/$0/$1')} {host_q} {port_q}")
-            + f"; elif {_has('python3')}; then "
-            + _probe("python3", f"python3 -c {_q(python)} {host_q} {port_q} {t}")
-            + "; else echo missing=nc,bash,python3; fi"
-        )
-
-    def process(self, output: list[str]) -> dict:
-        values, out = _kv(output)
-        if _missing(values):
-            return {
-                "open": None,
-                "method": None,
-                "missing": _missing(values),
-                "error": "no TCP client in this machine (need nc, bash or python3)",
-            }
-        ok = values.get("exit") == "0"
-        return {
-            "open": ok,
-            "method": values.get("method"),
-            "missing": None,
-            "error": None if ok else (out[-1] if out else f"exit status {values.get('exit')}"),
-        }
+        _warn_moved("TcpPort")
+        return super().command(target, port, timeout)
 
 
-class Http(OrbStackFact):
-    """
-    An HTTP(S) GET from inside the machine:
-    ``{"ok": True, "status": 200, "method": "curl", "missing": None, "error": None}``.
-
-    ``ok`` means a 2xx/3xx answer. Tries ``curl``, ``wget``, then ``python3``.
-    """
+class Http(linux.Http):
+    """Deprecated alias of ``pyinfra_orbstack.facts.linux.Http``."""
 
     def command(self, url: str, timeout: int = 5) -> str:
-        u, t = _q(url), int(timeout)
-        python = (
-            "import sys, urllib.request, urllib.error\n"
-            "try:\n"
-            "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
-            "    print(r.status)\n"
-            "except urllib.error.HTTPError as e:\n"
-            "    print(e.code)\n"
-        )
-        curl = f"curl -sS -o /dev/null -w 'status=%{{http_code}}' --max-time {t} {u}"
-        return (
-            f"if {_has('curl')}; then {_probe('curl', curl)}; "
-            f"elif {_has('wget')}; then {_probe('wget', f'wget -S -O /dev/null -T {t} {u}')}; "
-            f"elif {_has('python3')}; then {_probe('python3', f'python3 -c {_q(python)} {u} {t}')}; "
-            "else echo missing=curl,wget,python3; fi"
-        )
-
-    def process(self, output: list[str]) -> dict:
-        values, out = _kv(output)
-        if _missing(values):
-            return {
-                "ok": None,
-                "status": None,
-                "method": None,
-                "missing": _missing(values),
-                "error": "no HTTP client in this machine (need curl, wget or python3)",
-            }
-        status = None
-        for line in out:
-            found = (
-                re.search(r"status=(\d{3})", line)
-                or re.search(r"HTTP/[\d.]+ (\d{3})", line)
-                or re.fullmatch(r"\s*(\d{3})\s*", line)
-            )
-            if found:
-                status = int(found.group(1))
-        if status == 0:  # curl's %{http_code} when no answer came
-            status = None
-        ok = status is not None and 200 <= status < 400
-        error = None
-        if not ok:
-            errors = [line for line in out if not re.search(r"status=\d{3}$", line)]
-            error = errors[-1].strip() if errors else f"HTTP status {status}"
-        return {
-            "ok": ok,
-            "status": status,
-            "method": values.get("method"),
-            "missing": None,
-            "error": error,
-        }
+        _warn_moved("Http")
+        return super().command(url, timeout)
 
 
-DNS_TYPES = ("A", "AAAA", "MX", "CNAME")
-
-
-class DnsLookup(OrbStackFact):
-    """
-    A DNS lookup from inside the machine, for ``type`` A, AAAA, MX or CNAME:
-    ``{"name": "example.com", "type": "MX", "answers": [{"preference": 10,
-    "exchange": "mx.example.com"}], "method": "dig", "missing": None}``.
-
-    A/AAAA/CNAME answers are strings. Tries ``dig``, then (A/AAAA/CNAME) ``getent`` and
-    ``python3``, then ``host`` and ``nslookup``; ``missing`` lists what would be needed
-    when none can answer (MX needs ``dig``, ``host`` or ``nslookup``).
-    """
+class DnsLookup(linux.DnsLookup):
+    """Deprecated alias of ``pyinfra_orbstack.facts.linux.DnsLookup``."""
 
     def command(self, hostname: str, type: str = "A") -> str:
-        rtype = type.upper()
-        if rtype not in DNS_TYPES:
-            raise ValueError(f"orbstack.DnsLookup: type must be one of {', '.join(DNS_TYPES)}, not {type!r}")
-        n = _q(hostname)
-        steps = [("dig", f"dig +short -t {rtype} {n}")]
-        if rtype in ("A", "AAAA"):
-            database = "ahostsv4" if rtype == "A" else "ahostsv6"
-            family = "AF_INET" if rtype == "A" else "AF_INET6"
-            python = (
-                "import socket,sys\n"
-                f"for a in socket.getaddrinfo(sys.argv[1], None, socket.{family}): print(a[4][0])\n"
-            )
-            steps += [("getent", f"getent {database} {n}"), ("python3", f"python3 -c {_q(python)} {n}")]
-        elif rtype == "CNAME":
-            python = "import socket,sys\nprint('canonical', socket.gethostbyname_ex(sys.argv[1])[0])\n"
-            steps += [("getent", f"getent hosts {n}"), ("python3", f"python3 -c {_q(python)} {n}")]
-        steps += [("host", f"host -t {rtype} {n}"), ("nslookup", f"nslookup -type={rtype} {n}")]
-        chain = "; el".join(
-            f"if {_has(tool)}; then {_probe(tool, probe, keep=40)}" for tool, probe in steps
-        )
-        tools = ",".join(tool for tool, _ in steps)
-        return f"echo type={rtype}; echo name={n}; {chain}; else echo missing={tools}; fi"
-
-    def process(self, output: list[str]) -> dict:
-        values, out = _kv(output)
-        name, rtype = values.get("name", ""), values.get("type", "A")
-        result = {"name": name, "type": rtype, "answers": [], "method": values.get("method")}
-        if _missing(values):
-            result.update(missing=_missing(values), error="no DNS tool in this machine")
-            return result
-        # Probes keep only their last 5 lines; that is enough for a few records and
-        # keeps a chatty tool's output out of the fact.
-        result.update(missing=None, answers=parse_dns_answers(values["method"], rtype, name, out))
-        result["error"] = None if values.get("exit") == "0" or result["answers"] else (
-            out[-1] if out else f"{values['method']} exited {values.get('exit')}"
-        )
-        return result
+        _warn_moved("DnsLookup")
+        return super().command(hostname, type)
 
 
-def _add_address(add, rtype: str, text: str) -> None:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return  # a CNAME line in dig's A output, or nslookup's "server#53"
-    if rtype == "A" and address.version == 4:
-        add(str(address))
-    elif rtype == "AAAA" and address.version == 6 and not address.ipv4_mapped:
-        add(str(address))  # getent ahostsv6 maps IPv4-only names to ::ffff:a.b.c.d
-
-
-def parse_dns_answers(method: str, rtype: str, name: str, lines: list[str]) -> list:
-    answers: list = []
-
-    def add(value) -> None:
-        if value not in answers:
-            answers.append(value)
-
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith(";"):  # dig's ";; connection timed out" and the like
-            continue
-        if rtype == "MX":
-            found = re.search(r"(\d+)\s+(\S+?)\.?$", line)
-            if found and (method == "dig" or "mail" in line):
-                add({"preference": int(found.group(1)), "exchange": found.group(2)})
-        elif rtype == "CNAME":
-            if method == "dig":
-                add(line.rstrip("."))
-            elif method == "getent":
-                bits = line.split()
-                if len(bits) >= 2 and bits[1].rstrip(".") != name.rstrip("."):
-                    add(bits[1].rstrip("."))
-            elif method == "python3":
-                bits = line.split()
-                if len(bits) == 2 and bits[0] == "canonical" and bits[1] != name:
-                    add(bits[1])
-            else:
-                found = re.search(r"(?:is an alias for|canonical name =)\s+(\S+?)\.?$", line)
-                if found:
-                    add(found.group(1))
-        elif method in ("host", "nslookup"):
-            found = re.search(r"(?:has (?:IPv6 )?address|Address:)\s+(\S+)$", line)
-            if found:
-                _add_address(add, rtype, found.group(1))
-        else:
-            # dig +short, getent and our python3 print the address first on each line
-            _add_address(add, rtype, line.split()[0])
-    return answers
+# Set after the classes exist: FactBase names every subclass after its module.
+for _alias in (Ping, TcpPort, Http, DnsLookup):
+    _alias.name = f"orbstack.{_alias.__name__}"
