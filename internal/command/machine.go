@@ -44,6 +44,7 @@ found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
 		newCmdMachineImport(f),
 		newCmdMachineInfo(f),
 		newCmdMachineSettings(f),
+		newCmdMachineDiff(f),
 		newCmdMachineDefault(f),
 	)
 	return cmd

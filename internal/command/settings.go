@@ -123,3 +123,55 @@ nothing when there are no machines. With NAME, make it the default.`,
 		},
 	}
 }
+
+func newCmdMachineDiff(f *Factory) *cobra.Command {
+	var image, arch string
+	var isolated, isolateNetwork bool
+	cmd := &cobra.Command{
+		Use:   "diff NAME",
+		Short: "Say how an existing machine differs from a wanted image, arch and isolation",
+		Long: `Print, as a JSON array, how an existing machine differs from the wanted --image
+(DISTRO[:VERSION]), --arch, --isolated and --isolate-network, each as e.g.
+"version bullseye (want bookworm)"; [] when it matches, and for a missing machine.
+Versions are compared after OrbStack's alias resolution on both sides (debian:12
+is bookworm, ubuntu:24.04 is noble) and regardless of case; a bare distro accepts
+any version; a flag not given is not compared. These are what only recreating the
+machine can change: the pyinfra operation orbstack.machine reads this.`,
+		Example: `  pyinfra-orbstack machine diff --image debian:12 --arch amd64 web`,
+		Args:    args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			w := orbctl.Wanted{Image: image, Arch: arch}
+			if cmd.Flags().Changed("isolated") {
+				w.Isolated = &isolated
+			}
+			if cmd.Flags().Changed("isolate-network") {
+				w.IsolateNetwork = &isolateNetwork
+			}
+			if _, _, err := orbctl.ParseImage(image); image != "" && err != nil {
+				return &usageError{cmd: cmd, err: err}
+			}
+			return withOrbctl(f, func(c *orbctl.Client) error {
+				m, err := c.Info(cmd.Context(), a[0])
+				if errors.Is(err, orbctl.ErrMachineNotFound) {
+					return printJSON(f, []string{})
+				}
+				if err != nil {
+					return err
+				}
+				differences, err := orbctl.Differences(m, w)
+				if err != nil {
+					return err
+				}
+				if differences == nil {
+					differences = []string{}
+				}
+				return printJSON(f, differences)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&image, "image", "", "wanted DISTRO[:VERSION]")
+	cmd.Flags().StringVarP(&arch, "arch", "a", "", "wanted architecture")
+	cmd.Flags().BoolVar(&isolated, "isolated", false, "wanted isolation from macOS (true/false)")
+	cmd.Flags().BoolVar(&isolateNetwork, "isolate-network", false, "wanted network isolation (true/false)")
+	return cmd
+}

@@ -256,3 +256,83 @@ func (c *Client) StartAndWait(ctx context.Context, name string, timeout time.Dur
 	}
 	return c.WaitReady(ctx, name, time.Until(deadline))
 }
+
+// distroNames maps the word `orbctl create` takes to the distro orbctl reports.
+var distroNames = map[string]string{"arch": "archlinux", "void": "voidlinux", "alma": "almalinux", "rocky": "rockylinux"}
+
+// versionAliases are the version numbers orbctl resolves to codenames when it
+// creates a machine (and stores the codename).
+var versionAliases = map[string]map[string]string{
+	"ubuntu": {"20.04": "focal", "22.04": "jammy", "24.04": "noble", "24.10": "oracular", "25.04": "plucky", "25.10": "questing"},
+	"debian": {"10": "buster", "11": "bullseye", "12": "bookworm", "13": "trixie", "14": "forky"},
+	"devuan": {"4": "chimaera", "5": "daedalus"},
+}
+
+// ParseImage reads DISTRO[:VERSION] as orbctl reports it afterwards:
+// "ubuntu:24.04" is ("ubuntu", "noble"), "arch" is ("archlinux", "").
+func ParseImage(image string) (distro, version string, err error) {
+	word, version, _ := strings.Cut(image, ":")
+	if word == "" {
+		return "", "", fmt.Errorf("invalid image %q: expected DISTRO[:VERSION], e.g. debian:bookworm", image)
+	}
+	distro = word
+	if d, ok := distroNames[word]; ok {
+		distro = d
+	}
+	if v, ok := versionAliases[distro][version]; ok {
+		version = v
+	}
+	return distro, version, nil
+}
+
+// Wanted is what a machine should be, for Differences; "" and nil are not
+// compared.
+type Wanted struct {
+	Image          string // DISTRO[:VERSION]; a bare distro accepts any version
+	Arch           string
+	Isolated       *bool
+	IsolateNetwork *bool
+}
+
+// Differences says what of w an existing machine m differs in, each as
+// "distro ubuntu (want debian)". Versions match after alias resolution on
+// both sides (12 is bookworm) and regardless of case; a bare distro accepts
+// any version, since OrbStack resolves it to the latest release at creation.
+func Differences(m Machine, w Wanted) ([]string, error) {
+	var out []string
+	if w.Image != "" {
+		distro, version, err := ParseImage(w.Image)
+		if err != nil {
+			return nil, err
+		}
+		if m.Distro != "" && m.Distro != distro {
+			out = append(out, fmt.Sprintf("distro %s (want %s)", m.Distro, distro))
+		}
+		if version != "" && m.Version != "" && !sameVersion(distro, m.Version, version) {
+			out = append(out, fmt.Sprintf("version %s (want %s)", m.Version, version))
+		}
+	}
+	if w.Arch != "" && m.Arch != "" && m.Arch != w.Arch {
+		out = append(out, fmt.Sprintf("arch %s (want %s)", m.Arch, w.Arch))
+	}
+	for _, f := range []struct {
+		key    string
+		wanted *bool
+	}{{"isolated", w.Isolated}, {"isolate_network", w.IsolateNetwork}} {
+		have, known := m.Config[f.key].(bool)
+		if f.wanted != nil && known && have != *f.wanted {
+			out = append(out, fmt.Sprintf("%s %t (want %t)", f.key, have, *f.wanted))
+		}
+	}
+	return out, nil
+}
+
+func sameVersion(distro, have, want string) bool {
+	resolve := func(v string) string {
+		if r, ok := versionAliases[distro][v]; ok {
+			return r
+		}
+		return v
+	}
+	return strings.EqualFold(resolve(have), resolve(want))
+}
