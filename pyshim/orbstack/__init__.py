@@ -12,12 +12,16 @@ orbstack.machine machine=web`` the same way. This module only re-exports: facts
 
 from pyinfra_orbstack.facts.network import DnsLookup, Http, Network, Ping, TcpPort
 from pyinfra_orbstack.facts.orbstack import (
+    Binary,
     Config,
     ConfigValue,
+    ConfigValues,
     DefaultMachine,
     Logs,
     Machine,
+    MachineDifferences,
     Machines,
+    MachineSettings,
     Snapshots,
     SshConnection,
     Status,
@@ -38,7 +42,8 @@ from pyinfra_orbstack.operations.orbstack import (
 __all__ = [
     # facts on the Mac (target @local)
     "Machines", "Machine", "Status", "Version", "Config", "ConfigValue", "DefaultMachine",
-    "SshConnection", "Logs", "Snapshots",
+    "SshConnection", "Logs", "Snapshots", "Binary", "ConfigValues", "MachineSettings",
+    "MachineDifferences",
     # facts inside a machine (target @orbstack/NAME)
     "Network", "Ping", "TcpPort", "Http", "DnsLookup",
     # operations (target @local)

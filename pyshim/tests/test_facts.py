@@ -1,4 +1,6 @@
-"""orbstack.* facts: parsing what orbctl prints (every known version's shape), and the
+"""orbstack.* facts: the Mac-side facts read the binary's JSON (every OrbStack version's
+shape is the binary's to read: internal/orbctl's tests and test_facts_e2e.py), run here
+by sh with the real binary against a stand-in orbctl for the error paths; and the
 in-machine network facts run for real by sh on this Linux box, with and without the
 usual tools on the PATH.
 
@@ -17,19 +19,19 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pyinfra.context import ctx_host
 
 from pyinfra_orbstack.facts import linux, network
 from pyinfra_orbstack.facts import orbstack as facts
 
-RECORD = {
-    "id": "01K2G8TY5GM9C3CN95KCB4ZG8B",
-    "name": "web-server",
-    "image": {"distro": "ubuntu", "version": "jammy", "arch": "arm64", "variant": "default"},
-    "config": {"isolated": False, "default_username": "ubuntu"},
-    "builtin": False,
-    "state": "running",
+MACHINE = {
+    "name": "web-server", "id": "01K2G8TY5GM9C3CN95KCB4ZG8B", "state": "running",
+    "distro": "ubuntu", "version": "jammy", "arch": "arm64", "variant": "default",
+    "default_user": "ubuntu", "isolated": False, "ip4": "198.19.249.76", "ip6": "",
+    "disk_size": 962924544, "config": {"isolated": False, "default_username": "ubuntu"},
 }
 
 
@@ -37,55 +39,31 @@ def lines(text: str) -> list[str]:
     return text.splitlines()
 
 
-def test_machines_keys_records_by_name_and_flattens_them():
-    data = facts.Machines().process(lines(json.dumps([RECORD], indent=2)))
-    assert list(data) == ["web-server"]
-    assert data["web-server"]["distro"] == "ubuntu"
-    assert data["web-server"]["default_user"] == "ubuntu"
-    assert data["web-server"]["state"] == "running"
-
-
-def test_machines_before_v0_15_printed_null_for_no_machines():
-    assert facts.Machines().process(["null"]) == {}
+def test_machines_keys_the_binary_s_machines_by_name():
+    data = facts.Machines().process(lines(json.dumps([MACHINE], indent=2)))
+    assert data == {"web-server": MACHINE}
     assert facts.Machines().process(["[]"]) == {}
 
 
-def test_machine_reads_the_wrapped_info_with_addresses():
-    info = {"record": RECORD, "disk_size": 962924544, "ip4": "198.19.249.76",
-            "ip6": "fd07:b51a:cc66:0:b476:dbff:fe73:161e"}
-    data = facts.Machine().process(lines(json.dumps(info, indent=2)))
-    assert (data["ip4"], data["disk_size"], data["arch"]) == ("198.19.249.76", 962924544, "arm64")
+def test_machine_is_the_binary_s_machine_or_none():
+    assert facts.Machine().process(lines(json.dumps(MACHINE, indent=2))) == MACHINE
+    assert facts.Machine().process(["null"]) is None
 
 
-def test_machine_reads_the_bare_record_of_v1_9_and_older():
-    data = facts.Machine().process(lines(json.dumps(RECORD)))
-    assert data["name"] == "web-server" and data["disk_size"] is None and data["ip4"] == ""
+def test_version_is_orbstack_s_part_of_the_binary_s_version():
+    out = {"version": "0.1.0", "protocol": 1,
+           "orbstack": {"version": "2.2.3", "code": 2020300, "commit": "abc123 (v2.2.3)"}}
+    assert facts.Version().process(lines(json.dumps(out))) == out["orbstack"]
 
 
-def test_machine_keeps_2x_config_keys():
-    record = dict(RECORD, config={"isolated": True, "isolate_network": True,
-                                  "default_username": "u", "forward_ssh_agent": True})
-    data = facts.Machine().process(lines(json.dumps({"record": record, "disk_size": None})))
-    assert data["isolated"] is True and data["config"]["isolate_network"] is True
+def test_config_value_is_the_one_value_or_none():
+    assert facts.ConfigValue().process([json.dumps({"cpu": {"key": "cpu", "value": "8", "restart": True}})]) == "8"
+    assert facts.ConfigValue().process([json.dumps({"x": {"key": "x", "value": None, "restart": False}})]) is None
 
 
-def test_version_parses_version_code_and_commit():
-    data = facts.Version().process(["Version: 2.2.3 (2020300)", "Commit: abc123 (v2.2.3)"])
-    assert data == {"version": "2.2.3", "code": 2020300, "commit": "abc123 (v2.2.3)"}
-
-
-def test_config_show_lines_become_a_dict_of_strings():
-    data = facts.Config().process(
-        ["app.start_at_login: false", "cpu: 11", "machine.web-server.username: alice",
-         "network.subnet4: 192.168.138.0/23"],
-    )
-    assert data["cpu"] == "11" and data["machine.web-server.username"] == "alice"
-    assert data["network.subnet4"] == "192.168.138.0/23"
-
-
-def test_config_value_ignores_the_1_11_3_print_everything_bug():
-    assert facts.ConfigValue().process(["8"]) == "8"
-    assert facts.ConfigValue().process(["cpu: 8", "rosetta: true"]) is None
+def test_binary_fact_reads_the_version_line():
+    assert facts.Binary().process(["pyinfra-orbstack 0.1.0 (protocol 1)"]) == {"version": "0.1.0", "protocol": 1}
+    assert facts.Binary().process([]) is None
 
 
 def test_ssh_connection_gives_a_ready_command_for_a_machine_and_user():
@@ -103,13 +81,14 @@ def test_ssh_connection_gives_a_ready_command_for_a_machine_and_user():
     assert "Routing: deploy@web" in facts.SshConnection().command(machine="web", user="deploy")
 
 
-# The shell side of the Mac facts, run by a real sh against a stand-in orbctl that
-# behaves like the real one's error paths (the simulator covers the happy paths).
+# The shell side of the Mac facts, run by a real sh with the real binary against a
+# stand-in orbctl that behaves like the real one's error paths (the simulator covers
+# the happy paths).
 
 
-def sh(command: str, path: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=path)
-    return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+def sh(command: str, path: str, **env: str) -> subprocess.CompletedProcess:
+    full = dict(os.environ, PATH=path, **env)
+    return subprocess.run(["sh", "-c", command], env=full, capture_output=True, text=True, timeout=60)
 
 
 def fake_orbctl(tmp_path: Path, script: str) -> str:
@@ -121,18 +100,44 @@ def fake_orbctl(tmp_path: Path, script: str) -> str:
 
 def test_missing_machine_is_none_not_a_failure(tmp_path):
     path = fake_orbctl(tmp_path, "echo \"[-32098] machine not found: '$2'\" >&2; exit 1\n")
-    result = sh(facts.Machine().command(machine="nope"), path)
-    assert (result.returncode, result.stdout) == (0, "")
+    result = sh(facts.Machine().command(machine="nope"), path, PYINFRA_ORBSTACK_ORBCTL=str(tmp_path / "orbctl"))
+    assert result.returncode == 0, result.stderr
+    assert facts.Machine().process(lines(result.stdout)) is None
 
 
 def test_other_orbctl_errors_fail_the_fact_with_orbctl_s_message(tmp_path):
     path = fake_orbctl(tmp_path, "echo '[-32098] OrbStack is not running' >&2; exit 1\n")
-    result = sh(facts.Machine().command(machine="web"), path)
-    assert result.returncode == 1 and "OrbStack is not running" in result.stderr
+    result = sh(facts.Machine().command(machine="web"), path, PYINFRA_ORBSTACK_ORBCTL=str(tmp_path / "orbctl"))
+    assert result.returncode != 0 and "OrbStack is not running" in result.stderr
 
 
-def test_no_orbctl_says_where_these_facts_run(tmp_path):
-    result = sh(facts.Machines().command(), "/usr/bin:/bin")
+def on_another_host():
+    """As the facts see a host that is not @local (a Mac over @ssh, or by mistake an
+    @orbstack/NAME machine)."""
+    return ctx_host.use(SimpleNamespace(connector=object()))
+
+
+def test_no_binary_says_where_these_facts_run(tmp_path):
+    with on_another_host():
+        command = facts.Machines().command()
+    result = sh(command, "/usr/bin:/bin")
+    assert result.returncode == 127
+    assert "target @local" in result.stderr and "not an @orbstack/NAME machine" in result.stderr
+
+
+def test_a_binary_of_another_protocol_is_refused(tmp_path):
+    other = tmp_path / "pyinfra-orbstack"
+    other.write_text("#!/bin/sh\necho 'pyinfra-orbstack 9.0.0 (protocol 99)'\n")
+    other.chmod(0o755)
+    with on_another_host():
+        command = facts.Machines().command()
+        assert command.count("pyinfra-orbstack list --json") == 1, "by name, from the PATH"
+    result = sh(command, f"{tmp_path}:/usr/bin:/bin")
+    assert result.returncode == 1 and "speaks another protocol" in result.stderr
+
+
+def test_no_orbctl_says_where_the_orbctl_facts_run(tmp_path):
+    result = sh(facts.Status().command(), "/usr/bin:/bin")
     assert result.returncode == 127
     assert "target @local" in result.stderr and "not an @orbstack/NAME machine" in result.stderr
 

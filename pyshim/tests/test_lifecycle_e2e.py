@@ -98,9 +98,12 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
 
     dry = run_pyinfra(env, "--dry", "@local", "lifecycle.py", *data, cwd=workdir)
     assert dry.returncode == 0, dry.stderr
-    assert f"alpha: will run: orbctl create debian:bookworm {alpha}" in dry.stderr
-    assert f"beta: will run: orbctl create -u deploy debian:bookworm {beta}" in dry.stderr
-    assert f"beta: will run: orbctl stop {beta}" in dry.stderr
+    # The exact commands, through the packaged binary by absolute path (which waits for
+    # a new machine to answer commands).
+    binary = env.get("PYINFRA_ORBSTACK_BINARY", "pyinfra-orbstack")
+    assert f"alpha: will run: {binary} machine create debian:bookworm {alpha}" in dry.stderr
+    assert f"beta: will run: {binary} machine create -u deploy debian:bookworm {beta}" in dry.stderr
+    assert f"beta: will run: {binary} machine stop {beta}" in dry.stderr
     assert orbctl(env, "info", alpha).returncode == 1, "--dry must not create anything"
 
     first = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
@@ -286,3 +289,59 @@ def test_another_image_is_refused_until_force_recreates_the_machine(world):
     assert orbctl(env, "run", "-m", name, "-u", "root", "test", "-e", "/root/old").returncode == 1
     again = ("image=ubuntu:noble", "force=True")
     assert changed(pyinfra_json(env, *base, *again, cwd=workdir)) == [], "force only acts on a difference"
+
+
+# Every operation runs for real above; these are the checks the binary makes for them
+# (and for the connector) before anything changes.
+
+
+def on_simulator(env: dict) -> None:
+    if "ORBSIM_HOME" not in env:
+        pytest.skip("needs the simulator's ORBSIM_VERSION")
+
+
+def test_restart_runs_for_real_and_the_machine_answers_after_it(world):
+    env, workdir, names, data = world[:4]
+    pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
+    alpha = names["alpha"]
+    restart = pyinfra_json(env, "@local", "orbstack.restart", f"machine={alpha}", "timeout=90", cwd=workdir)
+    assert changed(restart), "restart always runs"
+    assert orbctl(env, "run", "-m", alpha, "true").returncode == 0
+
+
+def test_limits_on_an_orbstack_before_2_1_stop_the_deploy_while_it_prepares(world):
+    env, workdir = world[0], world[1]
+    on_simulator(env)
+    old = dict(env, ORBSIM_VERSION="1.11.3")
+    name = f"lc-old-{uuid.uuid4().hex[:6]}"
+    result = run_pyinfra(old, "@local", "orbstack.machine", f"machine={name}", "image=debian", "cpus=2",
+                         cwd=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--cpus needs OrbStack 2.1 or later; this Mac runs 1.11.3" in output, output
+    assert "unknown flag" not in output
+    assert orbctl(env, "info", name).returncode != 0, "nothing was created"
+
+
+def test_a_bad_size_or_name_stops_the_deploy_with_the_binary_s_message(world):
+    env, workdir = world[0], world[1]
+    name = f"lc-bad-{uuid.uuid4().hex[:6]}"
+    size = run_pyinfra(env, "@local", "orbstack.machine", f"machine={name}", "memory=lots", cwd=workdir)
+    assert size.returncode != 0 and "invalid size \"lots\"" in size.stdout + size.stderr
+    bad = run_pyinfra(env, "@local", "orbstack.machine", "machine=web_1", "running=False", cwd=workdir)
+    assert bad.returncode != 0 and "invalid machine name 'web_1'" in bad.stdout + bad.stderr
+    assert orbctl(env, "info", name).returncode != 0, "nothing was created"
+
+
+def test_the_connector_s_provisioning_gets_the_same_2_1_gate(world):
+    env, workdir = world[0], world[1]
+    on_simulator(env)
+    old = dict(env, ORBSIM_VERSION="1.11.3")
+    new = f"lc-gate-{uuid.uuid4().hex[:6]}"
+    result = run_pyinfra(old, f"@orbstack/{new}", "exec", "--data", "orbstack_image=debian",
+                         "--data", "orbstack_cpus=2", "--", "true", cwd=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--cpus needs OrbStack 2.1 or later; this Mac runs 1.11.3" in output, output
+    assert "unknown flag" not in output
+    assert orbctl(env, "info", new).returncode != 0, "nothing was created"

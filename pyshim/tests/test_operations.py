@@ -1,9 +1,10 @@
 """orbstack.* operations in pyinfra's own test style: given facts, the exact commands.
 
 The facts are fakes here (this is the one place they belong): each test states what
-OrbStack looks like, calls the operation's generator (``op._inner``) and checks the
-``orbctl`` commands it yields, or that it yields none. The same operations run for
-real against the simulator in test_lifecycle_e2e.py.
+the binary's facts report, calls the operation's generator (``op._inner``) and checks
+the ``pyinfra-orbstack ...`` commands it yields, or that it yields none. What the binary
+itself decides (names, sizes, the OrbStack 2.1 gate, readiness) is tested in Go and,
+with every operation run for real against the simulator, in test_lifecycle_e2e.py.
 """
 
 from __future__ import annotations
@@ -19,14 +20,22 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
 from pyinfra_orbstack.facts.orbstack import (
-    Config,
-    ConfigValue,
+    ConfigValues,
     DefaultMachine,
     Machine,
+    MachineDifferences,
+    MachineSettings,
     Snapshots,
-    Version,
+    binary,
 )
 from pyinfra_orbstack.operations import orbstack
+
+RESTART_KEYS = {"cpu", "memory_mib", "rosetta"}  # what the binary says of these, in these tests
+
+
+def pio(*args: str) -> str:
+    """The command an operation yields: this package's binary, by absolute path."""
+    return binary(*args)
 
 
 def record(name="web", state="running", distro="debian", version="bookworm", arch="arm64",
@@ -40,19 +49,20 @@ def record(name="web", state="running", distro="debian", version="bookworm", arc
 
 
 class FakeOrbStack:
-    """What the facts report: machines by name, settings, default, snapshot dirs."""
+    """What the binary's facts report: machines by name, settings (as `config get
+    --json` and `machine settings --json` would), the default machine, snapshot dirs."""
 
     def __init__(self, machines=(), config=None, default=None, snapshots=None,
-                 stage=StateStage.Execute, unlisted_config=None, version="2.2.3"):
+                 stage=StateStage.Execute, settings=None, differences=None):
         self.machines = {m["name"]: m for m in machines}
-        self.config = dict(config or {})
-        # keys `config get` knows but `config show` does not list
-        self.unlisted_config = dict(unlisted_config or {})
+        self.config = dict(config or {})  # full key -> value
+        # machine settings: full key -> (wanted value, current value) as the binary
+        # computes them from cpus/memory/disk/mounts/user
+        self.settings = dict(settings or {})
+        # machine -> what `machine diff` says for the wanted image/arch/isolation
+        self.differences = dict(differences or {})
         self.default = default
         self.snapshots = snapshots or {}
-        major, minor, patch = map(int, version.split("."))
-        self.version = {"version": version, "code": major * 10**6 + minor * 10**4 + patch * 100,
-                        "commit": ""}
         self.noops: list[str] = []
         self.facts_read: list[tuple] = []
         self.print_prefix = "[@local] "
@@ -62,15 +72,20 @@ class FakeOrbStack:
         self.facts_read.append((cls.__name__, kwargs))
         if cls is Machine:
             return self.machines.get(kwargs["machine"])
-        if cls is Config:
-            return self.config
-        if cls is ConfigValue:
-            key = kwargs["key"]
-            return self.config.get(key, self.unlisted_config.get(key))
+        if cls is ConfigValues:
+            machine = kwargs.get("machine")
+            out = {}
+            for key in kwargs["keys"]:
+                full = f"machine.{machine}.{key}" if machine else key
+                out[key] = {"key": full, "value": self.config.get(full),
+                            "restart": not machine and key in RESTART_KEYS}
+            return out
+        if cls is MachineDifferences:
+            return self.differences.get(kwargs["machine"], [])
+        if cls is MachineSettings:
+            return [{"key": k, "value": v, "current": c} for k, (v, c) in self.settings.items()]
         if cls is DefaultMachine:
             return self.default
-        if cls is Version:
-            return self.version
         if cls is Snapshots:
             return self.snapshots.get((kwargs["directory"], kwargs["machine"]), [])
         raise AssertionError(f"unexpected fact {cls.__name__}")
@@ -93,30 +108,30 @@ def refused(op, world: FakeOrbStack | None = None, **kwargs) -> str:
     return str(error.value)
 
 
-def wait(machine: str, timeout: int = 120) -> str:
-    return orbstack.wait_ready(machine, timeout)
-
-
 # machine: create, delete, start, stop, recreate
 
 
-def test_machine_missing_is_created_then_waited_for():
+def test_machine_missing_is_created_by_the_binary_which_waits_for_it():
     world = FakeOrbStack()
     commands = run(orbstack.machine, world, machine="web", image="debian:bookworm")
-    assert commands == ["orbctl create debian:bookworm web", wait("web")]
+    assert commands == [pio("machine", "create", "debian:bookworm", "web")]
 
 
 def test_machine_without_an_image_creates_ubuntu_noble():
-    assert run(orbstack.machine, FakeOrbStack(), machine="web")[0] == "orbctl create ubuntu:noble web"
+    assert run(orbstack.machine, FakeOrbStack(), machine="web")[0] == pio(
+        "machine", "create", "ubuntu:noble", "web",
+    )
 
 
 def test_machine_without_an_image_accepts_the_existing_one():
     # Stopping a debian machine must not need its image restated.
     world = FakeOrbStack([record(distro="debian")])
-    assert run(orbstack.machine, world, machine="web", running=False) == ["orbctl stop web"]
+    assert run(orbstack.machine, world, machine="web", running=False) == [
+        pio("machine", "stop", "web"),
+    ]
 
 
-def test_machine_create_passes_every_setting_as_orbctl_flags():
+def test_machine_create_passes_every_setting_as_binary_flags():
     world = FakeOrbStack()
     commands = run(
         orbstack.machine, world, machine="web", image="ubuntu:noble", arch="amd64",
@@ -125,11 +140,15 @@ def test_machine_create_passes_every_setting_as_orbctl_flags():
         timeout=30,
     )
     assert commands == [
-        "orbctl create -a amd64 -u deploy -c '/Users/me/cloud init.yaml' --isolated "
-        "--isolate-network --cpus 2 --memory 4G --disk 32G --mount /Users/me/src:/src "
-        "ubuntu:noble web",
-        wait("web", 30),
+        pio("machine", "create", "-a", "amd64", "-u", "deploy", "-c", "/Users/me/cloud init.yaml",
+            "--isolated", "--isolate-network", "--cpus", "2", "--memory", "4G", "--disk", "32G",
+            "--mount", "/Users/me/src:/src", "--timeout", "30s", "ubuntu:noble", "web"),
     ]
+    assert ("MachineSettings", {"machine": "web", "user": "deploy", "cpus": 2, "memory": "4G",
+                                "disk": "32G", "mounts": ("/Users/me/src:/src",)}) in world.facts_read, (
+        "the binary reads the limits before anything runs: bad sizes and an OrbStack "
+        "before 2.1 stop the deploy while it prepares"
+    )
 
 
 def test_machine_that_exists_and_runs_is_a_noop():
@@ -138,50 +157,38 @@ def test_machine_that_exists_and_runs_is_a_noop():
     assert world.noops == ["machine web is running"]
 
 
-def test_machine_version_alias_matches_the_stored_codename():
-    # orbctl stores debian:12 as "bookworm": asking for 12 again changes nothing.
+def test_machine_asks_the_binary_how_it_differs_from_the_wanted_image():
+    # Alias resolution (debian:12 is bookworm) is the binary's: internal/orbctl's tests.
     world = FakeOrbStack([record()])
-    assert run(orbstack.machine, world, machine="web", image="debian:12") == []
-
-
-@pytest.mark.parametrize(
-    ("image", "stored"),
-    [("ubuntu:24.04", "noble"), ("ubuntu:noble", "noble"), ("debian:bookworm", "12"),
-     ("ubuntu:Noble", "noble")],
-)
-def test_machine_version_aliases_match_on_either_side(image, stored):
-    distro = image.partition(":")[0]
-    world = FakeOrbStack([record(distro=distro, version=stored)])
-    assert run(orbstack.machine, world, machine="web", image=image) == []
-
-
-def test_machine_bare_distro_accepts_any_version():
-    world = FakeOrbStack([record(distro="archlinux", version="current")])
-    assert run(orbstack.machine, world, machine="web", image="arch") == []
+    assert run(orbstack.machine, world, machine="web", image="debian:12", arch="arm64") == []
+    assert ("MachineDifferences", {"machine": "web", "image": "debian:12", "arch": "arm64",
+                                   "isolated": None, "isolate_network": None}) in world.facts_read
 
 
 def test_machine_stopped_is_started_and_waited_for():
     world = FakeOrbStack([record(state="stopped")])
     commands = run(orbstack.machine, world, machine="web", image="debian")
-    assert commands == ["orbctl start web", wait("web")]
+    assert commands == [pio("machine", "start", "web")]
 
 
 def test_machine_running_false_stops_only_that_machine():
     world = FakeOrbStack([record()])
     assert run(orbstack.machine, world, machine="web", image="debian", running=False) == [
-        "orbctl stop web",
+        pio("machine", "stop", "web"),
     ]
 
 
 def test_machine_created_stopped_waits_for_first_boot_then_stops():
     world = FakeOrbStack()
     commands = run(orbstack.machine, world, machine="web", image="debian", running=False)
-    assert commands == ["orbctl create debian web", wait("web"), "orbctl stop web"]
+    assert commands == [pio("machine", "create", "debian", "web"), pio("machine", "stop", "web")]
 
 
-def test_machine_absent_is_deleted_by_name_with_force():
+def test_machine_absent_is_deleted_by_name():
     world = FakeOrbStack([record()])
-    assert run(orbstack.machine, world, machine="web", present=False) == ["orbctl delete -f web"]
+    assert run(orbstack.machine, world, machine="web", present=False) == [
+        pio("machine", "delete", "web"),
+    ]
 
 
 def test_machine_absent_and_missing_is_a_noop():
@@ -191,7 +198,8 @@ def test_machine_absent_and_missing_is_a_noop():
 
 
 def test_machine_with_another_image_is_an_error_without_force():
-    world = FakeOrbStack([record(distro="ubuntu", version="noble")])
+    world = FakeOrbStack([record(distro="ubuntu", version="noble")],
+                         differences={"web": ["distro ubuntu (want debian)"]})
     message = refused(orbstack.machine, world, machine="web", image="debian:bookworm")
     assert message.startswith("machine web exists with distro ubuntu (want debian)")
     assert "pass force=True" in message
@@ -199,7 +207,8 @@ def test_machine_with_another_image_is_an_error_without_force():
 
 
 def test_machine_with_another_version_or_arch_names_each_difference():
-    world = FakeOrbStack([record(version="bullseye", arch="arm64")])
+    world = FakeOrbStack([record(version="bullseye", arch="arm64")],
+                         differences={"web": ["version bullseye (want bookworm)", "arch arm64 (want amd64)"]})
     message = refused(orbstack.machine, world, machine="web", image="debian:12", arch="amd64")
     assert message.startswith(
         "machine web exists with version bullseye (want bookworm), arch arm64 (want amd64)",
@@ -208,95 +217,79 @@ def test_machine_with_another_version_or_arch_names_each_difference():
 
 def test_an_error_found_while_executing_fails_with_the_message_not_a_traceback():
     # With -y pyinfra skips preparing; the refusal then is a command that fails.
-    world = FakeOrbStack([record(distro="ubuntu", version="noble")])
+    world = FakeOrbStack([record(distro="ubuntu", version="noble")],
+                         differences={"web": ["distro ubuntu (want debian)"]})
     [command] = run(orbstack.machine, world, machine="web", image="debian:bookworm")
     assert command.startswith("echo 'orbstack: machine web exists with distro ubuntu")
     assert command.endswith(" >&2; exit 1")
 
 
 def test_machine_with_another_arch_is_recreated_with_force():
-    world = FakeOrbStack([record(arch="arm64")])
+    world = FakeOrbStack([record(arch="arm64")], differences={"web": ["arch arm64 (want amd64)"]})
     commands = run(orbstack.machine, world, machine="web", image="debian", arch="amd64", force=True)
     assert commands == [
-        "orbctl delete -f web",
-        "orbctl create -a amd64 debian web",
-        wait("web"),
+        pio("machine", "delete", "web"),
+        pio("machine", "create", "-a", "amd64", "debian", "web"),
     ]
 
 
 def test_machine_isolation_cannot_change_in_place():
-    world = FakeOrbStack([record(isolated=False)])
+    world = FakeOrbStack([record(isolated=False)], differences={"web": ["isolated false (want true)"]})
     message = refused(orbstack.machine, world, machine="web", image="debian", isolated=True)
     assert "isolated false (want true)" in message
 
 
 def test_machine_limits_of_an_existing_machine_are_set_only_when_different():
-    world = FakeOrbStack(
-        [record()],
-        config={"machine.web.cpu": "2", "machine.web.memory_mib": "2048"},
-    )
+    world = FakeOrbStack([record()], settings={
+        "machine.web.cpu": ("2", "2"),
+        "machine.web.memory_mib": ("4096", "2048"),
+        "machine.web.disk_bytes": ("17179869184", None),
+    })
     commands = run(orbstack.machine, world, machine="web", image="debian", cpus=2, memory="4G",
                    disk="16G")
     assert commands == [
-        "orbctl config set machine.web.memory_mib 4096",
-        "orbctl config set machine.web.disk_bytes 17179869184",
+        pio("config", "set", "machine.web.memory_mib", "4096"),
+        pio("config", "set", "machine.web.disk_bytes", "17179869184"),
     ]
+    assert ("MachineSettings", {"machine": "web", "user": None, "cpus": 2, "memory": "4G",
+                                "disk": "16G", "mounts": None}) in world.facts_read
 
 
 def test_machine_mounts_of_an_existing_machine_are_set_only_when_different():
-    world = FakeOrbStack([record(isolated=True)], config={"machine.web.mounts": "/src:/src"})
-    assert run(orbstack.machine, world, machine="web", mounts=["/src:/src"]) == []
-    assert run(orbstack.machine, world, machine="web", mounts=["/src:/src", "/data:/data"]) == [
-        "orbctl config set machine.web.mounts /src:/src,/data:/data",
+    same = FakeOrbStack([record(isolated=True)], settings={"machine.web.mounts": ("/src:/src", "/src:/src")})
+    assert run(orbstack.machine, same, machine="web", mounts=["/src:/src"]) == []
+    other = FakeOrbStack([record(isolated=True)],
+                         settings={"machine.web.mounts": ("/src:/src,/data:/data", "/src:/src")})
+    assert run(orbstack.machine, other, machine="web", mounts=["/src:/src", "/data:/data"]) == [
+        pio("config", "set", "machine.web.mounts", "/src:/src,/data:/data"),
     ]
-
-
-@pytest.mark.parametrize(
-    ("setting", "value"),
-    [("cpus", 2), ("memory", "2G"), ("disk", "8G"), ("isolated", True), ("mounts", ["/a:/a"])],
-)
-def test_machine_2_1_settings_on_an_older_orbstack_are_refused_before_anything_runs(setting, value):
-    world = FakeOrbStack(version="1.11.3")
-    message = refused(orbstack.machine, world, machine="web", image="debian", **{setting: value})
-    assert message == (
-        f"{setting} needs OrbStack 2.1 or later; this Mac runs OrbStack 1.11.3. "
-        "Update OrbStack (orbctl update) or leave it out"
-    )
 
 
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
-    [("memory", "lots", "invalid size 'lots'"), ("disk", "8X", "invalid size '8X'"),
-     ("cpus", 0, "cpus must be a positive int"), ("cpus", "2", "cpus must be a positive int")],
+    [("cpus", 0, "cpus must be a positive int"), ("cpus", "2", "cpus must be a positive int")],
 )
-def test_machine_bad_limits_are_refused_before_anything_runs(setting, value, message):
-    # Also when creating, where the values go to orbctl create as flags.
+def test_machine_bad_cpus_are_refused_before_anything_runs(setting, value, message):
     assert message in refused(orbstack.machine, FakeOrbStack(), machine="web", **{setting: value})
 
 
-def test_machine_on_an_older_orbstack_works_without_2_1_settings():
-    world = FakeOrbStack(version="1.11.3")
+def test_machine_without_limits_reads_no_settings():
+    world = FakeOrbStack()
     assert run(orbstack.machine, world, machine="web", image="debian", isolated=False) == [
-        "orbctl create debian web", wait("web"),
+        pio("machine", "create", "debian", "web"),
     ]
-    assert ("Version", {}) not in world.facts_read, "no version check when nothing needs it"
+    assert not [f for f in world.facts_read if f[0] == "MachineSettings"]
 
 
 def test_machine_default_user_change_sets_the_machine_username():
-    world = FakeOrbStack([record(user="alice")])
+    world = FakeOrbStack([record(user="alice")],
+                         settings={"machine.web.username": ("deploy", "alice")})
     assert run(orbstack.machine, world, machine="web", image="debian", user="deploy") == [
-        "orbctl config set machine.web.username deploy",
+        pio("config", "set", "machine.web.username", "deploy"),
     ]
 
 
-@pytest.mark.parametrize("bad", ["", "a", "-web", "web_1", "docker", "web; rm -rf /"])
-def test_machine_rejects_names_orbctl_would_reject(bad):
-    # Above all the empty name: `orbctl stop` with no name stops all of OrbStack.
-    message = refused(orbstack.machine, machine=bad, running=False)
-    assert message.startswith(f"invalid machine name {bad!r}")
-
-
-@pytest.mark.parametrize("bad", [0, -5, "soon", None])
+@pytest.mark.parametrize("bad", [0, -5, "soon", True])
 def test_a_bad_timeout_is_refused_before_anything_runs(bad):
     world = FakeOrbStack([record()])  # even when there is nothing to wait for
     assert "timeout must be a positive number of seconds" in refused(
@@ -304,28 +297,12 @@ def test_a_bad_timeout_is_refused_before_anything_runs(bad):
     )
 
 
-def test_wait_ready_loop_gives_up_with_a_clear_message(tmp_path):
-    # The real loop, run by sh against an orbctl that never answers.
-    import os
-    import subprocess
-
-    orbctl = tmp_path / "orbctl"
-    orbctl.write_text("#!/bin/sh\nexit 1\n")
-    orbctl.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
-    result = subprocess.run(["sh", "-c", wait("web", 2)], env=env, capture_output=True,
-                            text=True, timeout=30)
-    assert result.returncode == 1
-    assert "machine web did not answer commands within 2s" in result.stderr
-    assert "orbctl logs web" in result.stderr
-
-
 def test_commands_are_printed_while_pyinfra_prepares(caplog):
     world = FakeOrbStack(stage=StateStage.Prepare)
     with caplog.at_level("INFO", logger="pyinfra"):
         run(orbstack.machine, world, machine="web", image="debian")
     printed = [r.getMessage() for r in caplog.records if "will run:" in r.getMessage()]
-    assert len(printed) == 2 and "orbctl create debian web" in printed[0]
+    assert len(printed) == 1 and pio("machine", "create", "debian", "web") in printed[0]
 
 
 # clone, rename, restart
@@ -334,9 +311,10 @@ def test_commands_are_printed_while_pyinfra_prepares(caplog):
 def test_clone_creates_the_copy_and_starts_it_when_asked():
     world = FakeOrbStack([record()])
     assert run(orbstack.clone, world, source="web", machine="web-copy", running=True) == [
-        "orbctl clone web web-copy",
-        "orbctl start web-copy",
-        wait("web-copy"),
+        pio("machine", "clone", "--start", "web", "web-copy"),
+    ]
+    assert run(orbstack.clone, world, source="web", machine="web-copy") == [
+        pio("machine", "clone", "web", "web-copy"),
     ]
 
 
@@ -349,7 +327,7 @@ def test_clone_that_exists_is_a_noop():
 def test_rename_runs_once_then_is_a_noop():
     world = FakeOrbStack([record(name="web")])
     assert run(orbstack.rename, world, machine="web", new_name="web-old") == [
-        "orbctl rename web web-old",
+        pio("machine", "rename", "web", "web-old"),
     ]
     world = FakeOrbStack([record(name="web-old")])
     assert run(orbstack.rename, world, machine="web", new_name="web-old") == []
@@ -364,8 +342,7 @@ def test_rename_onto_an_existing_machine_is_an_error():
 
 def test_restart_always_restarts_and_waits():
     assert run(orbstack.restart, FakeOrbStack([record()]), machine="web", timeout=60) == [
-        "orbctl restart web",
-        wait("web", 60),
+        pio("machine", "restart", "--timeout", "60s", "web"),
     ]
 
 
@@ -375,7 +352,8 @@ def test_restart_always_restarts_and_waits():
 def test_config_sets_only_the_keys_that_differ():
     world = FakeOrbStack(config={"cpu": "4", "rosetta": "true", "memory_mib": "4096"})
     commands = run(orbstack.config, world, settings={"cpu": 4, "rosetta": False, "memory_mib": 8192})
-    assert commands == ["orbctl config set rosetta false", "orbctl config set memory_mib 8192"]
+    assert commands == [pio("config", "set", "rosetta", "false"),
+                        pio("config", "set", "memory_mib", "8192")]
 
 
 def test_config_unchanged_is_a_noop():
@@ -384,20 +362,14 @@ def test_config_unchanged_is_a_noop():
     assert world.noops == ["OrbStack settings already cpu=4"]
 
 
-def test_config_per_machine_keys_and_dotted_names_are_quoted():
+def test_config_per_machine_keys_go_to_the_binary_which_names_them():
     world = FakeOrbStack(config={"machine.web.cpu": "1"})
     assert run(orbstack.config, world, machine="web", settings={"cpu": 2}) == [
-        "orbctl config set machine.web.cpu 2",
+        pio("config", "set", "--machine", "web", "cpu", "2"),
     ]
-    assert run(orbstack.config, FakeOrbStack(), machine="a.b", settings={"cpu": 2}) == [
-        """orbctl config set 'machine."a.b".cpu' 2""",
-    ]
-
-
-def test_config_reads_keys_config_show_omits_with_config_get():
-    world = FakeOrbStack(unlisted_config={"machine.web.memory_mib": "1024"})
-    assert run(orbstack.config, world, machine="web", settings={"memory_mib": 1024}) == []
-    assert ("ConfigValue", {"key": "machine.web.memory_mib"}) in world.facts_read
+    assert ("ConfigValues", {"keys": ("cpu",), "machine": "web"}) in world.facts_read
+    world = FakeOrbStack(config={"machine.web.cpu": "2"})
+    assert run(orbstack.config, world, machine="web", settings={"cpu": 2}) == []
 
 
 def test_config_warns_that_orbstack_must_restart(caplog):
@@ -424,23 +396,25 @@ def test_config_of_keys_that_apply_live_says_nothing_about_restarting(caplog):
     world = FakeOrbStack(config={"docker.node_name": "a"})
     with caplog.at_level("INFO", logger="pyinfra"):
         assert run(orbstack.config, world, settings={"docker.node_name": "b"}) == [
-            "orbctl config set docker.node_name b",
+            pio("config", "set", "docker.node_name", "b"),
         ]
     assert not [r for r in caplog.records if "must restart" in r.getMessage()]
 
 
 def test_default_machine_is_set_once():
     assert run(orbstack.default_machine, FakeOrbStack(default="db"), machine="web") == [
-        "orbctl default web",
+        pio("machine", "default", "web"),
     ]
     assert run(orbstack.default_machine, FakeOrbStack(default="web"), machine="web") == []
 
 
 def test_default_user_is_set_once():
-    assert run(orbstack.default_user, FakeOrbStack([record(user="alice")]), machine="web",
-               user="deploy") == ["orbctl config set machine.web.username deploy"]
-    assert run(orbstack.default_user, FakeOrbStack([record(user="deploy")]), machine="web",
-               user="deploy") == []
+    alice = FakeOrbStack([record(user="alice")], settings={"machine.web.username": ("deploy", "alice")})
+    assert run(orbstack.default_user, alice, machine="web", user="deploy") == [
+        pio("config", "set", "machine.web.username", "deploy"),
+    ]
+    deploy = FakeOrbStack([record(user="deploy")], settings={"machine.web.username": ("deploy", "deploy")})
+    assert run(orbstack.default_user, deploy, machine="web", user="deploy") == []
 
 
 # snapshot and restore
@@ -454,7 +428,7 @@ def snap(directory: str, machine: str, when: datetime) -> dict:
 EXPORT = (
     'f=/backups/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst; '
     'if [ -e "$f" ]; then echo "orbstack: $f already exists (one snapshot per second)" >&2; '
-    'exit 1; fi; mkdir -p /backups && orbctl export web "$f"'
+    f'exit 1; fi; mkdir -p /backups && {pio("machine", "export", "web")} "$f"'
 )
 
 
@@ -552,23 +526,21 @@ def test_snapshot_directory_with_spaces_is_quoted():
     [command] = run(orbstack.snapshot, FakeOrbStack(), machine="web",
                     directory="/Users/me/Orb Backups/")
     assert command.startswith("""f='/Users/me/Orb Backups'/web-"$(date -u +%Y%m%dT%H%M%SZ)".tar.zst; """)
-    assert command.endswith("""mkdir -p '/Users/me/Orb Backups' && orbctl export web "$f\"""")
+    assert command.endswith(f"""mkdir -p '/Users/me/Orb Backups' && {pio("machine", "export", "web")} "$f\"""")
 
 
 def test_snapshot_never_overwrites_an_archive_of_the_same_second(tmp_path):
-    # The real command, run by sh, when this second's archive name is already taken.
+    # The real command, run by sh, when this second's archive name is already taken:
+    # it stops before the binary runs.
     import os
     import subprocess
 
-    orbctl = tmp_path / "orbctl"
-    orbctl.write_text('#!/bin/sh\necho exported > "$3"\n')
-    orbctl.chmod(0o755)
     now = datetime.now(timezone.utc)
     for ahead in range(3):  # whichever second the shell's date lands on
         taken = tmp_path / f"web-{(now + timedelta(seconds=ahead)).strftime('%Y%m%dT%H%M%SZ')}.tar.zst"
         taken.write_text("older snapshot\n")
     [command] = run(orbstack.snapshot, FakeOrbStack(), machine="web", directory=str(tmp_path))
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    env = dict(os.environ, PYINFRA_ORBSTACK_ORBCTL="/nonexistent/orbctl")
     result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert "already exists (one snapshot per second)" in result.stderr
@@ -580,9 +552,7 @@ def test_restore_missing_machine_from_the_newest_snapshot_and_waits():
     snaps = [snap("/backups", "web", now - timedelta(days=d)) for d in (2, 1)]
     world = FakeOrbStack(snapshots={("/backups", "web"): snaps})
     assert run(orbstack.restore, world, machine="web", directory="/backups") == [
-        f"orbctl import -n web {snaps[-1]['path']}",
-        "orbctl start web",
-        wait("web"),
+        pio("machine", "import", "-n", "web", "--start", snaps[-1]["path"]),
     ]
 
 
@@ -596,8 +566,8 @@ def test_restore_with_force_replaces_the_machine():
     world = FakeOrbStack([record()])
     assert run(orbstack.restore, world, machine="web", archive="/b/web.tar.zst", force=True,
                running=False) == [
-        "orbctl delete -f web",
-        "orbctl import -n web /b/web.tar.zst",
+        pio("machine", "delete", "web"),
+        pio("machine", "import", "-n", "web", "/b/web.tar.zst"),
     ]
 
 

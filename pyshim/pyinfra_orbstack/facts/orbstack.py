@@ -1,8 +1,12 @@
 """Facts about OrbStack and its machines, read on the Mac that runs OrbStack.
 
-Run them against the host where ``orbctl`` lives: normally ``@local``, or the Mac
-reached over ``@ssh``. Every command is a plain ``orbctl ...`` shell string, so
-``--debug``/``-vvv`` shows exactly what ran.
+Run them against the host where OrbStack lives: normally ``@local``, or the Mac
+reached over ``@ssh``. The machine, version, configuration and default-machine facts
+ask the ``pyinfra-orbstack`` binary (``list --json``, ``machine info --json``, ...),
+which knows orbctl's grammar and every version's JSON: one shape, whatever OrbStack
+prints. On ``@local`` that is the binary this package ships, by absolute path; on a
+Mac over ``@ssh`` it is the ``pyinfra-orbstack`` on that Mac's PATH, checked to speak
+this package's protocol. ``--debug``/``-vvv`` shows exactly what ran.
 
 A fact that asks about something absent (a missing machine, an unset key) returns
 ``None`` rather than failing the host: operations read facts before earlier
@@ -16,11 +20,16 @@ import re
 import shlex
 from typing import Any
 
-from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
+from pyinfra.api.facts import FactBase
+from pyinfra.connectors.local import LocalConnector
+from pyinfra.context import ctx_host
+
+from pyinfra_orbstack import _binary
+from pyinfra_orbstack._rpc import PROTOCOL_VERSION
 
 
-class OrbStackFact(FactBase):
+class OrbStackFact(FactBase):  # type: ignore[type-arg]
     """Base of our facts: named ``orbstack.X``, the name the CLI resolves."""
 
     abstract = True
@@ -30,14 +39,66 @@ class OrbStackFact(FactBase):
         cls.name = f"orbstack.{cls.__name__}"
 
 
-# Printed to stderr (and the fact fails) when the host has no orbctl: the commonest
-# mistake is running these facts against an @orbstack machine instead of the Mac.
+BINARY = _binary.BINARY_NAME
+
+# Printed to stderr (and the fact fails) when the host has no pyinfra-orbstack: the
+# commonest mistake is running these facts against an @orbstack machine instead of
+# the Mac.
+BINARY_MISSING = (
+    f"{BINARY} not found on this host. The orbstack.* machine facts and operations run "
+    "on the Mac where OrbStack is installed: target @local (or the Mac over @ssh, with "
+    f"`pip install pyinfra-orbstack` done there and {BINARY} on the PATH of "
+    "non-interactive shells, e.g. in ~/.zshenv), not an @orbstack/NAME machine."
+)
+PROTOCOL_MISMATCH = (
+    f"the {BINARY} on this host speaks another protocol than this pyinfra-orbstack "
+    f"(protocol {PROTOCOL_VERSION}): install the same pyinfra-orbstack version on both "
+    f"sides (`{BINARY} version` shows it)"
+)
+
+# Printed when orbctl itself is missing (the facts that still run orbctl directly).
 ORBCTL_MISSING = (
     "orbctl not found on this host. The orbstack.* machine facts and operations run on "
     "the Mac where OrbStack is installed: target @local (or the Mac over @ssh), "
     "not an @orbstack/NAME machine. Over @ssh, put orbctl on the PATH of non-interactive "
     "shells (e.g. in ~/.zshenv: the directory `command -v orbctl` prints in Terminal)."
 )
+
+
+def on_local_host() -> bool:
+    """Whether the current pyinfra host is this machine (``@local``); outside a host
+    context (a fact's command built by hand), this machine."""
+    current: object = ctx_host.get()  # type: ignore[no-untyped-call]
+    connector = getattr(current, "connector", None)
+    return connector is None or isinstance(connector, LocalConnector)
+
+
+def binary(*args: str) -> str:
+    """A ``pyinfra-orbstack ARGS`` command line for the current host, every argument
+    quoted: the packaged binary by absolute path on ``@local``, the one on the PATH
+    elsewhere (a Mac over ``@ssh``)."""
+    if on_local_host():
+        try:
+            program = _binary.find_binary()
+        except _binary.BinaryNotFoundError as e:
+            return f"echo {shlex.quote(str(e))} >&2; exit 127"
+    else:
+        program = BINARY
+    return shlex.join([program, *map(str, args)])
+
+
+def binary_guard() -> str:
+    """A shell prefix that fails clearly when the host's pyinfra-orbstack is missing
+    or speaks another protocol (nothing on ``@local``, which runs the packaged one)."""
+    if on_local_host():
+        return ""
+    return (
+        f"command -v {BINARY} >/dev/null 2>&1 || "
+        f"{{ echo {shlex.quote(BINARY_MISSING)} >&2; exit 127; }}; "
+        f'case "$({BINARY} version 2>/dev/null)" in '
+        f'*"(protocol {PROTOCOL_VERSION})") ;; '
+        f"*) echo {shlex.quote(PROTOCOL_MISMATCH)} >&2; exit 1;; esac; "
+    )
 
 
 def orbctl_guard() -> str:
@@ -65,45 +126,31 @@ def tolerate(argv: list[str], *absent_markers: str) -> str:
     )
 
 
-def _json_from_lines(fact: str, output: list[str]) -> Any:
+def _json(fact: str, output: list[str]) -> Any:
     text = "\n".join(output).strip()
-    # orbctl draws no spinner when piped, but tolerate a stray line before the JSON.
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if text == "null":
-        return None
-    if not starts:
-        raise FactProcessError(f"{fact}: orbctl printed no JSON: {text[:200]!r}")
     try:
-        return json.loads(text[min(starts) :])
+        return json.loads(text) if text else None
     except ValueError as e:
-        raise FactProcessError(f"{fact}: orbctl printed invalid JSON ({e}): {text[:200]!r}")
+        raise FactProcessError(f"{fact}: {BINARY} printed invalid JSON ({e}): {text[:200]!r}") from e
 
 
-def machine_from_record(record: dict[str, Any], info: dict[str, Any] | None = None) -> dict:
-    """Flatten an orbctl ContainerRecord (and ContainerInfo extras) into one dict.
-
-    The keys match the ``Machine`` type of docs/protocol.md, plus ``config`` (every key
-    orbctl reported under ``config``, including 2.x additions such as
-    ``isolate_network``).
+class Binary(OrbStackFact):
     """
-    image = record.get("image") or {}
-    config = record.get("config") or {}
-    info = info or {}
-    return {
-        "name": record.get("name", ""),
-        "id": record.get("id", ""),
-        "state": record.get("state", ""),
-        "distro": image.get("distro", ""),
-        "version": image.get("version", ""),
-        "arch": image.get("arch", ""),
-        "variant": image.get("variant", ""),
-        "default_user": config.get("default_username", ""),
-        "isolated": bool(config.get("isolated", record.get("isolated", False))),
-        "ip4": info.get("ip4", "") or "",
-        "ip6": info.get("ip6", "") or "",
-        "disk_size": info.get("disk_size"),
-        "config": dict(config),
-    }
+    The ``pyinfra-orbstack`` binary the lifecycle operations run on this host:
+    ``{"version": "0.1.0", "protocol": 1}``, or ``None`` when it is not on the PATH (a
+    Mac over ``@ssh`` without ``pip install pyinfra-orbstack``).
+    """
+
+    def command(self) -> str:
+        if on_local_host():
+            return binary("version")
+        return f"command -v {BINARY} >/dev/null 2>&1 && {BINARY} version"
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        found = re.search(r"\S+ (\S+) \(protocol (\d+)\)", "\n".join(output))
+        if not found:
+            return None
+        return {"version": found.group(1), "protocol": int(found.group(2))}
 
 
 class Machines(OrbStackFact):
@@ -123,36 +170,122 @@ class Machines(OrbStackFact):
     """
 
     def command(self) -> str:
-        return orbctl_guard() + "orbctl list -f json"
+        return binary_guard() + binary("list", "--json")
 
     @staticmethod
-    def default() -> dict:
+    def default() -> dict[str, Any]:
         return {}
 
-    def process(self, output: list[str]) -> dict:
-        records = _json_from_lines("orbstack.Machines", output) or []  # null before v0.15
-        return {r["name"]: machine_from_record(r) for r in records if not r.get("builtin")}
+    def process(self, output: list[str]) -> dict[str, Any]:
+        machines = _json("orbstack.Machines", output) or []
+        return {m["name"]: m for m in machines}
 
 
 class Machine(OrbStackFact):
     """
-    One machine (``orbctl info NAME -f json``), or ``None`` when it does not exist.
+    One machine (``pyinfra-orbstack machine info NAME --json``), or ``None`` when it does
+    not exist.
 
     Same keys as one entry of ``orbstack.Machines``, with ``ip4``/``ip6`` (empty when
     stopped) and ``disk_size`` (bytes, or ``None`` when OrbStack does not say).
     """
 
     def command(self, machine: str) -> str:
-        return tolerate(["orbctl", "info", machine, "-f", "json"], "machine not found")
+        return binary_guard() + binary("machine", "info", "--json", "--missing-ok", machine)
 
-    def process(self, output: list[str]) -> dict | None:
-        data = _json_from_lines("orbstack.Machine", output)
-        if not data:
-            return None
-        if "record" in data:  # v1.10+: {"record": ..., "disk_size": ..., "ip4": ...}
-            return machine_from_record(data["record"], data)
-        return machine_from_record(data)  # v1.9 and older printed the bare record
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        data: dict[str, Any] | None = _json("orbstack.Machine", output)
+        return data or None
 
+
+class MachineSettings(OrbStackFact):
+    """
+    Wanted per-machine settings of an existing machine next to their current values:
+    ``[{"key": "machine.web.cpu", "value": "4", "current": "2"}]`` (``current`` is
+    ``None`` when OrbStack has none). The binary turns ``memory="4G"`` into MiB,
+    ``disk`` into bytes, ``mounts`` into OrbStack's one setting, and refuses them on an
+    OrbStack before 2.1, so ``orbstack.machine`` compares like with like.
+    """
+
+    def command(
+        self,
+        machine: str,
+        user: str | None = None,
+        cpus: int | None = None,
+        memory: int | str | None = None,
+        disk: int | str | None = None,
+        mounts: list[str] | tuple[str, ...] | None = None,
+    ) -> str:
+        args = ["machine", "settings"]
+        if user:
+            args += ["--user", user]
+        if cpus is not None:
+            args += ["--cpus", str(cpus)]
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        if disk is not None:
+            args += ["--disk", str(disk)]
+        if mounts is not None:
+            args += [f"--mount={mount}" for mount in mounts] or ["--mount="]
+        return binary_guard() + binary(*args, machine)
+
+    @staticmethod
+    def default() -> list[dict[str, Any]]:
+        return []
+
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        return list(_json("orbstack.MachineSettings", output) or [])
+
+
+class MachineDifferences(OrbStackFact):
+    """
+    How an existing machine differs from a wanted image, arch and isolation, each as
+    ``"version bullseye (want bookworm)"``: ``[]`` when it matches (or does not exist).
+    The binary compares after OrbStack's own alias resolution (``debian:12`` is
+    ``bookworm``); a bare distro accepts any version; what is not given is not compared.
+    """
+
+    def command(
+        self,
+        machine: str,
+        image: str | None = None,
+        arch: str | None = None,
+        isolated: bool | None = None,
+        isolate_network: bool | None = None,
+    ) -> str:
+        args = ["machine", "diff"]
+        if image:
+            args += ["--image", image]
+        if arch:
+            args += ["--arch", arch]
+        for flag, wanted in (("--isolated", isolated), ("--isolate-network", isolate_network)):
+            if wanted is not None:
+                args.append(f"{flag}={'true' if wanted else 'false'}")
+        return binary_guard() + binary(*args, machine)
+
+    @staticmethod
+    def default() -> list[str]:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        return [str(d) for d in _json("orbstack.MachineDifferences", output) or []]
+
+
+class Version(OrbStackFact):
+    """
+    OrbStack's version: ``{"version": "2.2.3", "code": 2020300, "commit": "..."}``, or
+    ``None`` without OrbStack.
+
+    ``code`` is major*10^6 + minor*10^4 + patch*10^2, handy for comparisons.
+    """
+
+    def command(self) -> str:
+        return binary_guard() + binary("version", "--json")
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        data = _json("orbstack.Version", output) or {}
+        orbstack: dict[str, Any] | None = data.get("orbstack")
+        return orbstack
 
 class Status(OrbStackFact):
     """
@@ -167,38 +300,6 @@ class Status(OrbStackFact):
         return "\n".join(output).strip()
 
 
-class Version(OrbStackFact):
-    """
-    OrbStack's version: ``{"version": "2.2.3", "code": 2020300, "commit": "..."}``.
-
-    ``code`` is major*10^6 + minor*10^4 + patch*10^2, handy for comparisons.
-    """
-
-    def command(self) -> str:
-        return orbctl_guard() + "orbctl version"
-
-    def process(self, output: list[str]) -> dict:
-        text = "\n".join(output)
-        version = re.search(r"Version:\s*(\S+)(?:\s*\((\d+)\))?", text)
-        commit = re.search(r"Commit:\s*(.+)", text)
-        if not version:
-            raise FactProcessError(f"orbstack.Version: unexpected orbctl version output: {text!r}")
-        return {
-            "version": version.group(1),
-            "code": int(version.group(2)) if version.group(2) else None,
-            "commit": commit.group(1).strip() if commit else "",
-        }
-
-
-def parse_config_show(output: list[str]) -> dict[str, str]:
-    config: dict[str, str] = {}
-    for line in output:
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            config[key.strip()] = value.strip()
-    return config
-
-
 class Config(OrbStackFact):
     """
     Every OrbStack setting from ``orbctl config show``, as strings keyed by name
@@ -207,35 +308,54 @@ class Config(OrbStackFact):
     """
 
     def command(self) -> str:
-        return orbctl_guard() + "orbctl config show"
+        return binary_guard() + binary("config", "show", "--json")
 
     @staticmethod
-    def default() -> dict:
+    def default() -> dict[str, str]:
         return {}
 
     def process(self, output: list[str]) -> dict[str, str]:
-        return parse_config_show(output)
+        return dict(_json("orbstack.Config", output) or {})
+
+
+class ConfigValues(OrbStackFact):
+    """
+    Settings by the key you give, global or (with ``machine``) one machine's:
+    ``{"cpu": {"key": "machine.web.cpu", "value": "2", "restart": False}}``. ``key`` is
+    the full key orbctl uses (quoted when the machine name has dots), ``value`` is
+    ``None`` when OrbStack does not know the key (or the machine does not exist yet),
+    and ``restart`` says whether a change applies only after OrbStack restarts.
+    """
+
+    def command(self, keys: list[str] | tuple[str, ...], machine: str | None = None) -> str:
+        args = ["config", "get", "--json"]
+        if machine is not None:
+            args += ["--machine", machine]
+        return binary_guard() + binary(*args, *keys)
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return dict(_json("orbstack.ConfigValues", output) or {})
 
 
 class ConfigValue(OrbStackFact):
     """
-    One setting (``orbctl config get KEY``), or ``None`` when OrbStack does not know the
-    key (or the machine it names does not exist yet, or OrbStack predates ``config get``).
+    One setting, or ``None`` when OrbStack does not know the key (or the machine it
+    names does not exist yet). On OrbStack before 1.11.3, which had no ``config get``,
+    the value comes from ``config show``.
     """
 
     def command(self, key: str) -> str:
-        return tolerate(
-            ["orbctl", "config", "get", key],
-            "not found",
-            "Unknown configuration key",
-            'unknown command "get"',  # before 1.11.3 there was no config get
-        )
+        return binary_guard() + binary("config", "get", "--json", key)
 
     def process(self, output: list[str]) -> str | None:
-        lines = [line for line in output if line.strip()]
-        if len(lines) == 1 and ":" not in lines[0]:
-            return lines[0].strip()
-        # 1.11.3's config get ignored KEY and printed every "key: value" line.
+        values = _json("orbstack.ConfigValue", output) or {}
+        for entry in values.values():
+            value: str | None = entry.get("value")
+            return value
         return None
 
 
@@ -246,7 +366,7 @@ class DefaultMachine(OrbStackFact):
     """
 
     def command(self) -> str:
-        return tolerate(["orbctl", "default"], "no machines found")
+        return binary_guard() + binary("machine", "default")
 
     def process(self, output: list[str]) -> str | None:
         return "\n".join(output).strip() or None
@@ -269,14 +389,14 @@ class SshConnection(OrbStackFact):
         # process() never sees the arguments, so the command echoes the routing user.
         return orbctl_guard() + f"orbctl ssh && echo {shlex.quote('Routing: ' + routing)}"
 
-    def process(self, output: list[str]) -> dict:
+    def process(self, output: list[str]) -> dict[str, Any]:
         text = "\n".join(output)
 
         def field(name: str, default: str) -> str:
             found = re.search(rf"^\s*{name}:[ \t]*(\S*)", text, re.MULTILINE)
             return found.group(1) if found and found.group(1) else default
 
-        details = {
+        details: dict[str, Any] = {
             "host": field("Host", "localhost"),
             "port": int(field("Port", "32222")),
             "user": field("Routing", field("User", "default")),
@@ -313,7 +433,7 @@ class Logs(OrbStackFact):
         return tolerate(argv, "machine not found")
 
     @staticmethod
-    def default() -> list:
+    def default() -> list[Any]:
         return []
 
     def process(self, output: list[str]) -> list[str]:
@@ -340,11 +460,11 @@ class Snapshots(OrbStackFact):
         )
 
     @staticmethod
-    def default() -> list:
+    def default() -> list[Any]:
         return []
 
-    def process(self, output: list[str]) -> list[dict]:
-        snapshots = []
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        snapshots: list[dict[str, Any]] = []
         for line in output:
             size, sep, path = line.partition("\t")
             if not sep:

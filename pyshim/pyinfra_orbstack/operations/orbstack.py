@@ -4,8 +4,11 @@ snapshot and restore them.
 
 These operations run on the Mac where OrbStack lives (normally ``@local``; the Mac over
 ``@ssh`` works the same, see docs/operations.md). Each one reads facts, compares them
-with what you asked for and yields only the ``orbctl ...`` shell commands needed, or
-nothing: a second run changes nothing, and ``--dry`` shows the exact commands.
+with what you asked for and yields only the ``pyinfra-orbstack machine ...`` /
+``pyinfra-orbstack config ...`` commands needed, or nothing: a second run changes
+nothing, and ``--dry`` shows the exact commands. The binary applies OrbStack's rules
+(names, sizes, version gates) and waits until a started machine answers commands, the
+same way for these operations, the ``@orbstack`` connector and its own CLI.
 
 .. code:: python
 
@@ -16,178 +19,72 @@ nothing: a second run changes nothing, and ``--dry`` shows the exact commands.
 
 from __future__ import annotations
 
-import re
 import shlex
+from collections.abc import Callable, Generator, Iterator
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from functools import wraps
+from typing import Any, ParamSpec
 
 import click
-from pyinfra import host, logger
-from pyinfra.api import OperationError, operation
+from pyinfra import logger
+from pyinfra.api.exceptions import OperationError
+from pyinfra.api.operation import operation
 from pyinfra.api.state import StateStage
+from pyinfra.context import host
 
+from pyinfra_orbstack._rpc import PROTOCOL_VERSION
 from pyinfra_orbstack.facts.orbstack import (
+    BINARY_MISSING,
+    PROTOCOL_MISMATCH,
     SNAPSHOT_STAMP_FORMAT,
     SNAPSHOT_SUFFIX,
-    Config,
-    ConfigValue,
+    Binary,
+    ConfigValues,
     DefaultMachine,
     Machine,
+    MachineDifferences,
+    MachineSettings,
     Snapshots,
-    Version,
+    binary,
+    on_local_host,
 )
 
-DEFAULT_TIMEOUT = 120  # seconds a lifecycle command may take to give a usable machine
 DEFAULT_IMAGE = "ubuntu:noble"  # what orbstack.machine creates when no image is given
 # orbstack.snapshot exports again only when its newest archive is this old (seconds):
 # a deploy re-run the same day must not pile up archives.
 DEFAULT_SNAPSHOT_MAX_AGE = 86400
 
-# orbctl's own rules for machine names (scon's validator).
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]+$")
-RESERVED_NAMES = {"default", "vm", "host", "services", "gateway", "k8s", "docker"}
-
-# The CLI word for a distro vs the name orbctl reports in image.distro.
-DISTRO_NAMES = {"arch": "archlinux", "void": "voidlinux", "alma": "almalinux", "rocky": "rockylinux"}
-# orbctl stores versions after resolving these aliases.
-VERSION_ALIASES = {
-    "ubuntu": {"20.04": "focal", "22.04": "jammy", "24.04": "noble", "24.10": "oracular",
-               "25.04": "plucky", "25.10": "questing"},
-    "debian": {"10": "buster", "11": "bullseye", "12": "bookworm", "13": "trixie", "14": "forky"},
-    "devuan": {"4": "chimaera", "5": "daedalus"},
-}
-
-# Global keys that only apply after OrbStack restarts (the VM's own settings).
-RESTART_KEYS = {
-    "cpu", "memory_mib", "rosetta", "network_proxy", "network_bridge", "network.https",
-    "network.subnet4", "mount_hide_shared", "data_dir",
-}
+def require_binary() -> None:
+    """On a Mac reached over ``@ssh``, refuse (while pyinfra prepares) a missing
+    ``pyinfra-orbstack`` or one of another protocol version. ``@local`` runs the
+    binary this package ships."""
+    if on_local_host():
+        return
+    found = host.get_fact(Binary)
+    if not found:
+        raise OperationError(BINARY_MISSING)
+    if found.get("protocol") != PROTOCOL_VERSION:
+        raise OperationError(f"{PROTOCOL_MISMATCH}; that one is {found.get('version')} "
+                             f"(protocol {found.get('protocol')})")
 
 
-def check_machine_name(machine: str, what: str = "machine") -> str:
-    """Reject names orbctl would reject, before anything runs.
-
-    An empty name is the dangerous case: ``orbctl stop`` with no name stops all of
-    OrbStack.
-    """
-    if not isinstance(machine, str) or not NAME_RE.match(machine):
-        raise OperationError(
-            f"invalid {what} name {machine!r}: OrbStack machine names are at least 2 "
-            "characters of letters, digits, '-' and '.', starting with a letter or digit",
-        )
-    if machine in RESERVED_NAMES:
-        raise OperationError(
-            f"invalid {what} name {machine!r}: OrbStack reserves "
-            + ", ".join(sorted(RESERVED_NAMES)),
-        )
-    return machine
-
-
-def orbctl(*args: str) -> str:
-    """An ``orbctl`` command line with every argument shell-quoted."""
-    return shlex.join(["orbctl", *map(str, args)])
-
-
-def wait_ready(machine: str, timeout: int = DEFAULT_TIMEOUT) -> str:
-    """A POSIX sh loop that waits until the machine answers a command.
-
-    The probe (``orbctl run -m M true``) is the only thing repeated: it is safe to
-    repeat, unlike the lifecycle command before it, which runs exactly once.
-    """
-    timeout = int(timeout)
-    message = (
-        f"orbstack: machine {machine} did not answer commands within {timeout}s "
-        f"(probe: orbctl run -m {machine} true). Check it with: orbctl logs {machine}"
-    )
-    return (
-        f"deadline=$(( $(date +%s) + {timeout} )); "
-        f"until {orbctl('run', '-m', machine, 'true')} </dev/null >/dev/null 2>&1; do "
-        'if [ "$(date +%s)" -ge "$deadline" ]; then '
-        f"echo {shlex.quote(message)} >&2; exit 1; fi; "
-        "sleep 1; done"
-    )
-
-
-def check_timeout(timeout) -> None:
+def timeout_args(timeout: float | None) -> list[str]:
+    """``--timeout Ns`` for the binary, or nothing for its default (120 s)."""
+    if timeout is None:
+        return []
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise OperationError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return ["--timeout", f"{timeout:g}s"]
 
 
-def parse_image(image: str) -> tuple[str, str | None]:
-    """``"ubuntu:24.04"`` -> ``("ubuntu", "noble")``: orbctl's distro name and version."""
-    word, _, version = image.partition(":")
-    if not word:
-        raise OperationError(f"invalid image {image!r}: expected DISTRO[:VERSION], e.g. debian:bookworm")
-    distro = DISTRO_NAMES.get(word, word)
-    if version:
-        version = VERSION_ALIASES.get(distro, {}).get(version, version)
-    return distro, version or None
-
-
-def same_version(distro: str, have: str, want: str) -> bool:
-    """Versions match after alias resolution on both sides (``12`` == ``bookworm``)."""
-    aliases = VERSION_ALIASES.get(distro, {})
-    return aliases.get(have, have).lower() == aliases.get(want, want).lower()
-
-
-def image_differences(current: dict, image: str | None, arch: str | None) -> list[str]:
-    """What differs between the machine and the wanted image/arch; ``None`` is not compared.
-
-    A bare distro (``"debian"``) accepts any version of it: OrbStack resolves it to the
-    latest release at creation time, so a machine made a year ago still matches.
-    """
-    distro, version = parse_image(image) if image else (None, None)
-    differences = []
-    if distro and current.get("distro") and current["distro"] != distro:
-        differences.append(f"distro {current['distro']} (want {distro})")
-    have_version = current.get("version")
-    if version and have_version and not same_version(distro, have_version, version):
-        differences.append(f"version {have_version} (want {version})")
-    if arch and current.get("arch") and current["arch"] != arch:
-        differences.append(f"arch {current['arch']} (want {arch})")
-    return differences
-
-
-def config_key(key: str, machine: str | None = None) -> str:
-    """The orbctl key for a setting, per machine when ``machine`` is given.
-
-    A machine name containing dots is quoted, as orbctl expects: ``machine."a.b".cpu``.
-    """
-    if machine is None:
-        return key
-    name = f'"{machine}"' if "." in machine else machine
-    return f"machine.{name}.{key}"
-
-
-def config_value(value) -> str:
+def config_value(value: object) -> str:
+    """A setting's value as OrbStack stores it: booleans as ``true``/``false``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return str(value)
-
-
-def current_setting(key: str, shown: dict[str, str]) -> str | None:
-    if key in shown:
-        return shown[key]
-    # config show may not list every key (per-machine ones in particular): ask for it.
-    return host.get_fact(ConfigValue, key=key)
-
-
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def size_in_bytes(size, default_unit: str = "") -> int:
-    """``"8G"`` -> bytes (binary units, as OrbStack's --memory/--disk read them)."""
-    if isinstance(size, int):
-        return size * SIZE_UNITS[default_unit]
-    found = SIZE_RE.match(str(size))
-    if not found:
-        raise OperationError(f"invalid size {size!r}: use a number with an optional K/M/G/T unit, e.g. 8G")
-    unit = found.group(2).upper() or default_unit
-    return int(float(found.group(1)) * SIZE_UNITS[unit])
 
 
 def _operation_title() -> str:
@@ -209,20 +106,24 @@ def plan_note(text: str) -> None:
         notes.append(text)
 
 
-def show_plan(func):
+P = ParamSpec("P")
+
+
+def show_plan(func: Callable[P, Iterator[str]]) -> Callable[P, Generator[str, None, None]]:
     """Compute all of an operation's commands first, and print them while pyinfra
     prepares (``--dry`` and the confirmation prompt), not only the first one.
 
     pyinfra itself only reports *that* an operation will change something; for
-    machine lifecycle the user wants to see exactly which orbctl commands will run.
+    machine lifecycle the user wants to see exactly which commands will run.
     """
 
     @wraps(func)
-    def planned(*args, **kwargs):
+    def planned(*args: P.args, **kwargs: P.kwargs) -> Generator[str, None, None]:
         preparing = host.state.current_stage == StateStage.Prepare
         notes: list[str] = []
         token = _plan_notes.set(notes)
         try:
+            require_binary()
             commands = list(func(*args, **kwargs))
         except OperationError as error:
             if preparing:
@@ -243,35 +144,32 @@ def show_plan(func):
     return planned
 
 
-ORBSTACK_2_1 = 2010000  # Version fact "code" of the first OrbStack with limits and isolation
-
-
-def check_orbstack_2_1(**settings) -> None:
-    """Refuse, before anything runs, settings this OrbStack does not have.
-
-    Older orbctl answers them with ``unknown flag: --cpus`` or ``Unknown configuration
-    key: machine.web.cpu``, which does not say that updating OrbStack is the fix.
-    """
-    used = [name for name, value in settings.items() if value is not None]
-    if not used:
-        return
-    version = host.get_fact(Version) or {}
-    code = version.get("code")
-    if code is not None and code < ORBSTACK_2_1:
-        raise OperationError(
-            f"{', '.join(used)} need{'s' if len(used) == 1 else ''} OrbStack 2.1 or later; "
-            f"this Mac runs OrbStack {version.get('version')}. Update OrbStack (orbctl update) "
-            f"or leave {'it' if len(used) == 1 else 'them'} out",
-        )
-
-
-def _start(machine: str, timeout: int):
-    yield orbctl("start", machine)
-    yield wait_ready(machine, timeout)
-
-
-def _is_running(current: dict) -> bool:
+def _is_running(current: dict[str, Any]) -> bool:
     return current.get("state") in ("running", "starting")
+
+
+def _settings_to_set(
+    machine: str,
+    user: str | None = None,
+    cpus: int | None = None,
+    memory: int | str | None = None,
+    disk: int | str | None = None,
+    mounts: list[str] | tuple[str, ...] | None = None,
+) -> list[str]:
+    """``config set`` commands for the wanted per-machine settings that differ. The
+    binary reads them (turning sizes into OrbStack's units, refusing limits on an
+    OrbStack before 2.1, naming the keys), so this compares like with like."""
+    if user is None and cpus is None and memory is None and disk is None and mounts is None:
+        return []
+    settings = host.get_fact(
+        MachineSettings, machine=machine, user=user, cpus=cpus, memory=memory, disk=disk,
+        mounts=tuple(mounts) if mounts is not None else None,
+    )
+    return [
+        binary("config", "set", s["key"], s["value"])
+        for s in settings
+        if s.get("current") != s["value"]
+    ]
 
 
 @operation()
@@ -291,8 +189,8 @@ def machine(
     isolated: bool | None = None,
     isolate_network: bool | None = None,
     mounts: list[str] | None = None,
-    timeout: int = DEFAULT_TIMEOUT,
-):
+    timeout: float | None = None,
+) -> Iterator[str]:
     """
     Manage an OrbStack machine: whether it exists, what it runs and whether it runs.
 
@@ -317,10 +215,11 @@ def machine(
       machine compared with ``machine.NAME.mounts`` and set when different (they apply
       when the machine next starts)
     + timeout: seconds to wait for the machine to answer commands after creating or
-      starting it; the operation fails with a clear message past it
+      starting it (default: the binary's, 120 s); the operation fails with a clear
+      message past it
 
-    Creating or starting a machine waits until it really runs commands
-    (``orbctl run -m MACHINE true``). Limits (cpus/memory/disk) and mounts of an
+    Creating or starting a machine waits until it really runs commands (the binary
+    polls ``orbctl run -m MACHINE true``). Limits (cpus/memory/disk) and mounts of an
     existing machine are compared with its ``machine.NAME.*`` settings and set when
     they differ.
 
@@ -339,33 +238,28 @@ def machine(
         orbstack.machine(name="Stop the db machine", machine="db", running=False)
         orbstack.machine(name="Remove the old machine", machine="old", present=False)
     """
-    check_timeout(timeout)
-    check_machine_name(machine)
-    for value, unit in ((memory, "M"), (disk, "")):
-        if value is not None:
-            size_in_bytes(value, unit)  # a bad size fails here, not halfway through
+    wait = timeout_args(timeout)
     if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
         raise OperationError(f"cpus must be a positive int, not {cpus!r}")
-    if present:
-        check_orbstack_2_1(
-            cpus=cpus, memory=memory, disk=disk, mounts=mounts,
-            isolated=isolated or None, isolate_network=isolate_network or None,
-        )
     current = host.get_fact(Machine, machine=machine)
 
     if not present:
         if current:
-            yield orbctl("delete", "-f", machine)
+            yield binary("machine", "delete", machine)
         else:
             host.noop(f"machine {machine} does not exist")
         return
 
+    # Read (and so checked by the binary: sizes, OrbStack 2.1) before anything runs,
+    # for a new machine too.
+    settings = _settings_to_set(machine, user, cpus, memory, disk, mounts)
+
     if current:
-        differences = image_differences(current, image, arch)  # image None: not compared
-        config = current.get("config") or {}
-        for key, wanted in (("isolated", isolated), ("isolate_network", isolate_network)):
-            if wanted is not None and key in config and bool(config[key]) != wanted:
-                differences.append(f"{key} {str(config[key]).lower()} (want {str(wanted).lower()})")
+        # What only recreating can change; an image of None is not compared.
+        differences = host.get_fact(
+            MachineDifferences, machine=machine, image=image, arch=arch, isolated=isolated,
+            isolate_network=isolate_network,
+        )
         if differences:
             if not force:
                 raise OperationError(
@@ -373,80 +267,54 @@ def machine(
                     "to delete and recreate it (its data is lost), or change the wanted "
                     "image/arch (image=None accepts whatever the machine runs)",
                 )
-            yield orbctl("delete", "-f", machine)
+            yield binary("machine", "delete", machine)
             current = None
 
     if not current:
-        argv = ["create"]
+        args = ["machine", "create"]
         for flag, value in (("-a", arch), ("-u", user), ("-c", user_data)):
             if value:
-                argv += [flag, value]
+                args += [flag, value]
         if isolated:
-            argv.append("--isolated")
+            args.append("--isolated")
         if isolate_network:
-            argv.append("--isolate-network")
-        if cpus is not None:
-            argv += ["--cpus", str(cpus)]
-        if memory is not None:
-            argv += ["--memory", f"{memory}M" if isinstance(memory, int) else str(memory)]
-        if disk is not None:
-            argv += ["--disk", str(disk)]
+            args.append("--isolate-network")
+        for flag, size in (("--cpus", cpus), ("--memory", memory), ("--disk", disk)):
+            if size is not None:
+                args += [flag, str(size)]
         for mount in mounts or []:
-            argv += ["--mount", mount]
-        argv += [image or DEFAULT_IMAGE, machine]
-        yield orbctl(*argv)
-        # create starts the machine; wait for it to answer before anything uses it.
-        yield wait_ready(machine, timeout)
+            args += ["--mount", mount]
+        # The binary waits until the new machine answers commands.
+        yield binary(*args, *wait, image or DEFAULT_IMAGE, machine)
         if not running:
-            yield orbctl("stop", machine)
+            yield binary("machine", "stop", machine)
         return
 
-    if user and current.get("default_user") != user:
-        yield orbctl("config", "set", config_key("username", machine), user)
-
-    limits = {}
-    if cpus is not None:
-        limits["cpu"] = str(cpus)
-    if memory is not None:
-        limits["memory_mib"] = str(size_in_bytes(memory, "M") >> 20)
-    if disk is not None:
-        limits["disk_bytes"] = str(size_in_bytes(disk))
-    if mounts is not None:
-        # OrbStack 2.x keeps them as one comma-separated machine.NAME.mounts setting.
-        limits["mounts"] = config_value(list(mounts))
-    if limits:
-        shown = host.get_fact(Config)
-        for key, wanted in limits.items():
-            full_key = config_key(key, machine)
-            if current_setting(full_key, shown) != wanted:
-                yield orbctl("config", "set", full_key, wanted)
+    yield from settings
 
     if running and not _is_running(current):
-        yield from _start(machine, timeout)
+        yield binary("machine", "start", *wait, machine)
     elif not running and _is_running(current):
-        yield orbctl("stop", machine)
-    elif not (user or limits):
+        yield binary("machine", "stop", machine)
+    elif not settings:
         host.noop(f"machine {machine} is {current.get('state')}")
 
 
 @operation()
 @show_plan
-def restart(machine: str, timeout: int = DEFAULT_TIMEOUT):
+def restart(machine: str, timeout: float | None = None) -> Iterator[str]:
     """
     Restart a machine and wait until it answers commands again. Always runs (like
     ``server.reboot``).
 
     + machine: the machine's name
-    + timeout: seconds to wait for it to answer commands
+    + timeout: seconds to wait for it to answer commands (default 120)
 
     .. code:: python
 
         orbstack.restart(name="Restart web after the kernel update", machine="web")
     """
-    check_timeout(timeout)
-    check_machine_name(machine)
-    yield orbctl("restart", machine)
-    yield wait_ready(machine, timeout)
+    yield binary("machine", "restart", *timeout_args(timeout), machine)
 
 
 @operation()
@@ -455,8 +323,8 @@ def clone(
     source: str,
     machine: str,
     running: bool | None = None,
-    timeout: int = DEFAULT_TIMEOUT,
-):
+    timeout: float | None = None,
+) -> Iterator[str]:
     """
     Clone ``source`` into a new machine (copy-on-write), unless ``machine`` exists.
 
@@ -471,27 +339,23 @@ def clone(
         orbstack.clone(name="A scratch copy of web", source="web", machine="web-scratch",
                        running=True)
     """
-    check_machine_name(source, "source machine")
-    check_timeout(timeout)
-    check_machine_name(machine)
+    wait = timeout_args(timeout)
     current = host.get_fact(Machine, machine=machine)
     if not current:
-        yield orbctl("clone", source, machine)
-        if running:
-            yield from _start(machine, timeout)
+        yield binary("machine", "clone", *(["--start", *wait] if running else []), source, machine)
         return
 
     if running and not _is_running(current):
-        yield from _start(machine, timeout)
+        yield binary("machine", "start", *wait, machine)
     elif running is False and _is_running(current):
-        yield orbctl("stop", machine)
+        yield binary("machine", "stop", machine)
     else:
         host.noop(f"machine {machine} already exists")
 
 
 @operation()
 @show_plan
-def rename(machine: str, new_name: str):
+def rename(machine: str, new_name: str) -> Iterator[str]:
     """
     Rename a machine (it keeps its ID and data). Nothing to do once it is renamed.
 
@@ -502,8 +366,6 @@ def rename(machine: str, new_name: str):
 
         orbstack.rename(name="web becomes web-old", machine="web", new_name="web-old")
     """
-    check_machine_name(machine)
-    check_machine_name(new_name, "new")
     if machine == new_name:
         host.noop(f"machine {machine} already has that name")
         return
@@ -519,12 +381,12 @@ def rename(machine: str, new_name: str):
         )
     # old may be missing now and created by an earlier operation of this deploy:
     # orbctl says "machine not found" if it is still missing when this runs.
-    yield orbctl("rename", machine, new_name)
+    yield binary("machine", "rename", machine, new_name)
 
 
 @operation()
 @show_plan
-def config(settings: dict, machine: str | None = None):
+def config(settings: dict[str, Any], machine: str | None = None) -> Iterator[str]:
     """
     Set OrbStack settings, global or for one machine; only keys that differ are set.
 
@@ -542,18 +404,16 @@ def config(settings: dict, machine: str | None = None):
     """
     if not isinstance(settings, dict) or not settings:
         raise OperationError("orbstack.config: settings must be a non-empty dict of {key: value}")
-    if machine is not None:
-        check_machine_name(machine)
-    shown = host.get_fact(Config)
+    current = host.get_fact(ConfigValues, keys=tuple(settings), machine=machine)
     changed, changed_restart_keys = [], []
     for key, value in settings.items():
-        full_key = config_key(key, machine)
         wanted = config_value(value)
-        if current_setting(full_key, shown) == wanted:
+        known = current.get(key) or {}
+        if known.get("value") == wanted:
             continue
         changed.append(key)
-        yield orbctl("config", "set", full_key, wanted)
-        if machine is None and key in RESTART_KEYS:
+        yield binary("config", "set", *(["--machine", machine] if machine else []), key, wanted)
+        if known.get("restart"):
             changed_restart_keys.append(key)
     if not changed:
         host.noop("OrbStack settings already " + ", ".join(f"{k}={config_value(v)}" for k, v in settings.items()))
@@ -572,7 +432,7 @@ def config(settings: dict, machine: str | None = None):
 
 @operation()
 @show_plan
-def default_machine(machine: str):
+def default_machine(machine: str) -> Iterator[str]:
     """
     Make ``machine`` the default one (used by ``orb`` and ``ssh orb``).
 
@@ -582,16 +442,15 @@ def default_machine(machine: str):
 
         orbstack.default_machine(name="web is the default", machine="web")
     """
-    check_machine_name(machine)
     if host.get_fact(DefaultMachine) == machine:
         host.noop(f"{machine} is already the default machine")
         return
-    yield orbctl("default", machine)
+    yield binary("machine", "default", machine)
 
 
 @operation()
 @show_plan
-def default_user(machine: str, user: str):
+def default_user(machine: str, user: str) -> Iterator[str]:
     """
     Set the user that commands in ``machine`` run as by default (``orb -m MACHINE``,
     ``ssh MACHINE@orb``). The user must exist in the machine.
@@ -603,15 +462,13 @@ def default_user(machine: str, user: str):
 
         orbstack.default_user(name="Log in as deploy", machine="web", user="deploy")
     """
-    check_machine_name(machine)
-    current = host.get_fact(Machine, machine=machine)
-    if current and current.get("default_user") == user:
+    commands = _settings_to_set(machine, user=user)
+    if not commands:
         host.noop(f"{user} is already {machine}'s default user")
-        return
-    yield orbctl("config", "set", config_key("username", machine), user)
+    yield from commands
 
 
-def _seconds(value) -> float:
+def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
@@ -622,7 +479,7 @@ def snapshot(
     directory: str,
     keep: int | None = None,
     max_age: int | float | timedelta | None = DEFAULT_SNAPSHOT_MAX_AGE,
-):
+) -> Iterator[str]:
     """
     Export a machine to a timestamped archive on the Mac, and prune old ones.
 
@@ -644,7 +501,6 @@ def snapshot(
         orbstack.snapshot(name="Backup before the upgrade", machine="web",
                           directory="/Users/me/orb-backups", max_age=0)
     """
-    check_machine_name(machine)
     if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
         raise OperationError(f"orbstack.snapshot: keep must be a positive int, not {keep!r}")
     if max_age is not None and (
@@ -661,7 +517,7 @@ def snapshot(
     fresh = None  # why no export is needed, if it is not
     if existing and max_age is None:
         fresh = f"{machine} already has a snapshot (max_age=None): {existing[-1]['path']}"
-    elif existing and _seconds(max_age) > 0:
+    elif existing and max_age is not None and _seconds(max_age) > 0:
         newest = existing[-1]
         taken = datetime.strptime(newest["time"], SNAPSHOT_STAMP_FORMAT).replace(tzinfo=timezone.utc)
         age = (datetime.now(timezone.utc) - taken).total_seconds()
@@ -691,7 +547,7 @@ def snapshot(
         f"f={target}; "
         'if [ -e "$f" ]; then echo "orbstack: $f already exists (one snapshot per second)" >&2; '
         "exit 1; fi; "
-        f'mkdir -p {shlex.quote(folder)} && orbctl export {shlex.quote(machine)} "$f"'
+        f'mkdir -p {shlex.quote(folder)} && {binary("machine", "export", machine)} "$f"'
     )
 
     if keep is not None:
@@ -708,8 +564,8 @@ def restore(
     directory: str | None = None,
     force: bool = False,
     running: bool = True,
-    timeout: int = DEFAULT_TIMEOUT,
-):
+    timeout: float | None = None,
+) -> Iterator[str]:
     """
     Import a machine from an archive (``orbctl export`` / ``orbstack.snapshot``).
 
@@ -729,8 +585,7 @@ def restore(
                          directory="/Users/me/orb-backups")
         orbstack.machine(name="web", machine="web", image="debian:bookworm")
     """
-    check_timeout(timeout)
-    check_machine_name(machine)
+    wait = timeout_args(timeout)
     if (archive is None) == (directory is None):
         raise OperationError("orbstack.restore: give exactly one of archive= or directory=")
     current = host.get_fact(Machine, machine=machine)
@@ -746,7 +601,6 @@ def restore(
         archive = snapshots[-1]["path"]
 
     if current:
-        yield orbctl("delete", "-f", machine)
-    yield orbctl("import", "-n", machine, archive)
-    if running:
-        yield from _start(machine, timeout)
+        yield binary("machine", "delete", machine)
+    start = ["--start", *wait] if running else []
+    yield binary("machine", "import", "-n", machine, *start, str(archive))
