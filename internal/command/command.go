@@ -161,6 +161,8 @@ machines from scripts and CI pipelines (machine, config).`,
 		NewCmdDoctor(f),
 		NewCmdMachine(f),
 		NewCmdConfig(f),
+		NewCmdStatus(f),
+		NewCmdSSHInfo(f),
 	)
 	return root
 }

@@ -45,6 +45,7 @@ found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
 		newCmdMachineInfo(f),
 		newCmdMachineSettings(f),
 		newCmdMachineDiff(f),
+		newCmdMachineLogs(f),
 		newCmdMachineDefault(f),
 	)
 	return cmd

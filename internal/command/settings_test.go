@@ -104,3 +104,30 @@ func TestVersionJSONCarriesOrbStacksVersion(t *testing.T) {
 		t.Fatalf("exit %d, %q", code, out)
 	}
 }
+
+func TestStatusSSHInfoAndLogsAnswerAsTheFactsNeed(t *testing.T) {
+	withMachines(t, map[string]string{"web": "running"})
+	if code, out, _ := run(t, nil, "status"); code != 0 || out != "Running\n" {
+		t.Fatalf("status: exit %d, %q", code, out)
+	}
+	code, out, _ := run(t, nil, "ssh-info", "--machine", "web", "--user", "deploy")
+	var ssh SSHJSON
+	if code != 0 || json.Unmarshal([]byte(out), &ssh) != nil || ssh.User != "deploy@web" ||
+		ssh.Command != "ssh -p 32222 -i ~/.orbstack/ssh/id_ed25519 deploy@web@localhost" {
+		t.Fatalf("ssh-info: exit %d, %q", code, out)
+	}
+	if code, out, _ := run(t, nil, "machine", "logs", "--missing-ok", "nope"); code != 0 || out != "" {
+		t.Fatalf("logs of a missing machine: exit %d, %q", code, out)
+	}
+	if code, _, _ := run(t, nil, "machine", "logs", "nope"); code != ExitMachineNotFound {
+		t.Fatalf("logs without --missing-ok: exit %d", code)
+	}
+}
+
+func TestStatusOfAStoppedOrbStackIsAnAnswer(t *testing.T) {
+	t.Setenv(orbctl.EnvOverride, orbctltest.Simulator(t))
+	t.Setenv("ORBSIM_ORBSTACK", "stopped")
+	if code, out, errOut := run(t, nil, "status"); code != 0 || out != "Stopped\n" {
+		t.Fatalf("exit %d, %q, %q", code, out, errOut)
+	}
+}

@@ -312,3 +312,57 @@ func ParseVersion(out string) VersionInfo {
 	}
 	return v
 }
+
+// Logs returns a machine's console log (with all, OrbStack's runtime logs
+// too). The machine is looked up first: `orbctl logs` reports a missing one
+// on stderr but may exit 0.
+func (c *Client) Logs(ctx context.Context, name string, all bool) (string, error) {
+	if _, err := c.Info(ctx, name); err != nil {
+		return "", err
+	}
+	args := []string{"logs", name}
+	if all {
+		args = append(args, "--all")
+	}
+	out, err := c.output(ctx, name, args...)
+	return string(out), err
+}
+
+// SSHInfo is how to reach machines through OrbStack's SSH proxy, from the
+// details `orbctl ssh` prints.
+type SSHInfo struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	User string `json:"user"` // OrbStack's routing user: default, MACHINE or USER@MACHINE
+	Key  string `json:"key"`
+}
+
+// SSH reads `orbctl ssh`'s connection details, with OrbStack's defaults for
+// any it does not print.
+func (c *Client) SSH(ctx context.Context) (SSHInfo, error) {
+	out, err := c.output(ctx, "", "ssh")
+	if err != nil {
+		return SSHInfo{}, err
+	}
+	info := SSHInfo{Host: "localhost", Port: 32222, User: "default", Key: "~/.orbstack/ssh/id_ed25519"}
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			continue
+		}
+		switch k {
+		case "Host":
+			info.Host = v
+		case "Port":
+			if p, err := strconv.Atoi(v); err == nil {
+				info.Port = p
+			}
+		case "User":
+			info.User = v
+		case "Private key":
+			info.Key = v
+		}
+	}
+	return info, nil
+}

@@ -1,12 +1,12 @@
 """Facts about OrbStack and its machines, read on the Mac that runs OrbStack.
 
 Run them against the host where OrbStack lives: normally ``@local``, or the Mac
-reached over ``@ssh``. The machine, version, configuration and default-machine facts
-ask the ``pyinfra-orbstack`` binary (``list --json``, ``machine info --json``, ...),
-which knows orbctl's grammar and every version's JSON: one shape, whatever OrbStack
-prints. On ``@local`` that is the binary this package ships, by absolute path; on a
-Mac over ``@ssh`` it is the ``pyinfra-orbstack`` on that Mac's PATH, checked to speak
-this package's protocol. ``--debug``/``-vvv`` shows exactly what ran.
+reached over ``@ssh``. They ask the ``pyinfra-orbstack`` binary (``list --json``,
+``machine info --json``, ...), which knows orbctl's grammar and every version's output:
+one shape, whatever OrbStack prints (``Snapshots`` only lists files). On ``@local``
+that is the binary this package ships, by absolute path; on a Mac over ``@ssh`` it is
+the ``pyinfra-orbstack`` on that Mac's PATH, checked to speak this package's protocol.
+``--debug``/``-vvv`` shows exactly what ran.
 
 A fact that asks about something absent (a missing machine, an unset key) returns
 ``None`` rather than failing the host: operations read facts before earlier
@@ -56,15 +56,6 @@ PROTOCOL_MISMATCH = (
     f"sides (`{BINARY} version` shows it)"
 )
 
-# Printed when orbctl itself is missing (the facts that still run orbctl directly).
-ORBCTL_MISSING = (
-    "orbctl not found on this host. The orbstack.* machine facts and operations run on "
-    "the Mac where OrbStack is installed: target @local (or the Mac over @ssh), "
-    "not an @orbstack/NAME machine. Over @ssh, put orbctl on the PATH of non-interactive "
-    "shells (e.g. in ~/.zshenv: the directory `command -v orbctl` prints in Terminal)."
-)
-
-
 def on_local_host() -> bool:
     """Whether the current pyinfra host is this machine (``@local``); outside a host
     context (a fact's command built by hand), this machine."""
@@ -98,31 +89,6 @@ def binary_guard() -> str:
         f'case "$({BINARY} version 2>/dev/null)" in '
         f'*"(protocol {PROTOCOL_VERSION})") ;; '
         f"*) echo {shlex.quote(PROTOCOL_MISMATCH)} >&2; exit 1;; esac; "
-    )
-
-
-def orbctl_guard() -> str:
-    """A shell prefix that fails clearly when orbctl is not on the PATH."""
-    return (
-        "command -v orbctl >/dev/null 2>&1 || "
-        f"{{ echo {shlex.quote(ORBCTL_MISSING)} >&2; exit 127; }}; "
-    )
-
-
-def tolerate(argv: list[str], *absent_markers: str) -> str:
-    """Run argv; print its output on success.
-
-    When it fails with one of ``absent_markers`` in its output, print nothing and
-    succeed (the fact becomes ``None``); any other failure is passed through, so the
-    user sees orbctl's own message.
-    """
-    cases = "|".join(f"*{shlex.quote(marker)}*" for marker in absent_markers)
-    return (
-        orbctl_guard()
-        + f"out=$({shlex.join(argv)} 2>&1); rc=$?; "
-        + 'if [ "$rc" -eq 0 ]; then printf "%s\\n" "$out"; '
-        + f'else case "$out" in {cases}) ;; '
-        + '*) printf "%s\\n" "$out" >&2; exit "$rc";; esac; fi'
     )
 
 
@@ -293,8 +259,7 @@ class Status(OrbStackFact):
     """
 
     def command(self) -> str:
-        # status exits 1 (Stopped) or 2 (Starting): those are answers, not failures.
-        return orbctl_guard() + 'orbctl status; rc=$?; [ "$rc" -le 2 ] || exit "$rc"'
+        return binary_guard() + binary("status")
 
     def process(self, output: list[str]) -> str:
         return "\n".join(output).strip()
@@ -383,43 +348,15 @@ class SshConnection(OrbStackFact):
     """
 
     def command(self, machine: str | None = None, user: str | None = None) -> str:
-        routing = ""
+        args = ["ssh-info"]
         if machine:
-            routing = f"{user}@{machine}" if user else machine
-        # process() never sees the arguments, so the command echoes the routing user.
-        return orbctl_guard() + f"orbctl ssh && echo {shlex.quote('Routing: ' + routing)}"
+            args += ["--machine", machine]
+            if user:
+                args += ["--user", user]
+        return binary_guard() + binary(*args)
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        text = "\n".join(output)
-
-        def field(name: str, default: str) -> str:
-            found = re.search(rf"^\s*{name}:[ \t]*(\S*)", text, re.MULTILINE)
-            return found.group(1) if found and found.group(1) else default
-
-        details: dict[str, Any] = {
-            "host": field("Host", "localhost"),
-            "port": int(field("Port", "32222")),
-            "user": field("Routing", field("User", "default")),
-            "key": field("Private key", "~/.orbstack/ssh/id_ed25519"),
-        }
-        details["command"] = " ".join(
-            [
-                "ssh",
-                "-p",
-                str(details["port"]),
-                "-i",
-                _shell_path(details["key"]),
-                shlex.quote(f"{details['user']}@{details['host']}"),
-            ],
-        )
-        return details
-
-
-def _shell_path(path: str) -> str:
-    """Quote a path for pasting into a shell, leaving a leading ``~/`` expandable."""
-    if path.startswith("~/"):
-        return "~/" + shlex.quote(path[2:])
-    return shlex.quote(path)
+        return dict(_json("orbstack.SshConnection", output) or {})
 
 
 class Logs(OrbStackFact):
@@ -429,8 +366,7 @@ class Logs(OrbStackFact):
     """
 
     def command(self, machine: str, all: bool = False) -> str:
-        argv = ["orbctl", "logs", machine] + (["--all"] if all else [])
-        return tolerate(argv, "machine not found")
+        return binary_guard() + binary("machine", "logs", "--missing-ok", *(["--all"] if all else []), machine)
 
     @staticmethod
     def default() -> list[Any]:
