@@ -30,6 +30,15 @@ type ErrorData struct {
 	ClientProtocolVersion *int     `json:"client_protocol_version,omitempty"`
 	Timeout               float64  `json:"timeout,omitempty"`
 	Param                 string   `json:"param,omitempty"`
+	// Escalation is set when a transfer's escalation command failed: the
+	// client's escalation (e.g. sudo asking for a password) speaks there.
+	Escalation *EscalationFailure `json:"escalation,omitempty"`
+}
+
+// EscalationFailure is how a transfer's escalation command ended.
+type EscalationFailure struct {
+	ExitCode int      `json:"exit_code"`
+	Stderr   []string `json:"stderr"`
 }
 
 func newError(code int64, message string, data ErrorData) *jsonrpc2.Error {

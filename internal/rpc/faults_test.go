@@ -48,7 +48,7 @@ func TestAPutCutShortKeepsTheDestination(t *testing.T) {
 	dir = strings.TrimSpace(dir)
 	dest := dir + "/conf"
 	run("", "sh", "-c", "echo old > "+dest)
-	out, code := run("0123456789", "sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), dest, "", "100")
+	out, code := run("0123456789", "sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), dest, "100")
 	if code == 0 || !strings.Contains(out, "cut short (10 of 100 bytes arrived)") {
 		t.Fatalf("a put cut short: exit %d, %q", code, out)
 	}
@@ -59,11 +59,40 @@ func TestAPutCutShortKeepsTheDestination(t *testing.T) {
 		t.Fatalf("left beside the destination or in the journal: %q", got)
 	}
 	// The whole file, and the journal is empty again.
-	if out, code := run("0123456789", "sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), dest, "", "10"); code != 0 {
+	if out, code := run("0123456789", "sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), dest, "10"); code != 0 {
 		t.Fatalf("a whole put: exit %d, %q", code, out)
 	}
 	if got, _ := run("", "sh", "-c", "cat "+dest+"; ls -A "+journalDir()); got != "0123456789" {
 		t.Fatalf("after a whole put: %q", got)
+	}
+}
+
+// The same for an escalated put: its stage directory goes too.
+func TestAnEscalatedPutCutShortKeepsTheDestination(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator's machines")
+	}
+	c := orbctl.New(path)
+	run := func(stdin string, argv ...string) (string, int) {
+		var out bytes.Buffer
+		code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "web", Argv: argv, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), code
+	}
+	dir, _ := run("", "mktemp", "-d")
+	dir = strings.TrimSpace(dir)
+	dest, stage, nonce := dir+"/conf", dir+"/pyinfra-orbstack-0123456789abcdef", newNonce()
+	run("", "sh", "-c", "echo old > "+dest)
+	out, code := run("sudo -n sh -c 'sh "+stage+"/run'\n"+nonce+"\n0123456789", "sh", "-c", stagedPutScript,
+		"pyinfra-orbstack-put-as", nonce, stage, dest, "100", installScript)
+	if code == 0 || !strings.Contains(out, "cut short (10 of 100 bytes arrived)") {
+		t.Fatalf("an escalated put cut short: exit %d, %q", code, out)
+	}
+	if got, _ := run("", "sh", "-c", "cat "+dest+"; ls -A "+dir+"; ls -A "+journalDir()); got != "old\nconf\n" {
+		t.Fatalf("after an escalated put cut short: %q", got)
 	}
 }
 

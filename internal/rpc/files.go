@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -18,20 +17,20 @@ import (
 )
 
 // putScript runs inside the machine as `sh -c putScript pyinfra-orbstack-put
-// NONCE DEST MODE SIZE` with the file's SIZE bytes on stdin. The destination
-// and mode are arguments, never interpolated into the script. It writes a
-// private temp file next to the destination, checks that all SIZE bytes
-// arrived (stdin ends early when the binary dies or the transfer is cut: then
-// the destination is left as it was), gives it the existing destination's
-// mode and owner (or the umask's default), applies the requested mode and
-// renames it into place, so the destination is replaced whole or not at all.
+// NONCE DEST SIZE` with the file's SIZE bytes on stdin. The destination is an
+// argument, never interpolated into the script. It writes a private temp file
+// next to the destination, checks that all SIZE bytes arrived (stdin ends
+// early when the binary dies or the transfer is cut: then the destination is
+// left as it was), gives it the existing destination's mode and owner (or the
+// umask's default) and renames it into place, so the destination is replaced
+// whole or not at all.
 // The traps remove the temp file on any failure the script lives through; for
 // those it does not (the machine stopped mid-transfer), it notes the temp file
 // in the user's journal (session.JournalDir) as "PID NONCE PATH" until the
 // rename, and the next session agent of that user removes it once PID no
 // longer runs with NONCE (internal/session, sweepScript).
 const putScript = `set -e
-n=$1 dest=$2 mode=$3 size=$4
+n=$1 dest=$2 size=$3
 if [ -d "$dest" ]; then echo "$dest: is a directory" >&2; exit 1; fi
 tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
 e= j=` + session.JournalDir + `
@@ -55,7 +54,6 @@ if [ -e "$dest" ]; then
 else
   chmod "$(printf %o $((0666 & ~0$(umask))))" -- "$tmp"
 fi
-if [ -n "$mode" ]; then chmod "$mode" -- "$tmp"; fi
 mv -f -- "$tmp" "$dest"
 trap - EXIT
 [ -z "$e" ] || rm -f -- "$e"
@@ -67,8 +65,6 @@ const getScript = `exec cat -- "$1"`
 // maxSizelessFile bounds what file.put reads into memory from a local file
 // that reports size 0 (/proc files do), to learn its real size.
 const maxSizelessFile = 64 << 20
-
-var octalMode = regexp.MustCompile(`^[0-7]{3,4}$`)
 
 func checkRemotePath(param, p string) error {
 	if p == "" || p == "--" {
@@ -86,6 +82,10 @@ func checkLocalPath(param, p string) error {
 
 // remoteFailure explains a failed transfer with the machine's own words.
 func remoteFailure(machine, what string, code int, stderr string) error {
+	return ioError(machine, remoteMessage(machine, what, code, stderr))
+}
+
+func remoteMessage(machine, what string, code int, stderr string) string {
 	msg := strings.TrimSpace(stderr)
 	if msg == "" {
 		msg = fmt.Sprintf("exit status %d", code)
@@ -93,7 +93,7 @@ func remoteFailure(machine, what string, code int, stderr string) error {
 	if code > 128 && code < 160 { // killed by a signal, as a shell reports it
 		msg += fmt.Sprintf(" (killed by signal %d: was machine %s stopped, restarted or deleted?)", code-128, machine)
 	}
-	return ioError(machine, fmt.Sprintf("%s on %s failed: %s", what, machine, msg))
+	return fmt.Sprintf("%s on %s failed: %s", what, machine, msg)
 }
 
 func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
@@ -106,8 +106,10 @@ func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
 	if err := checkRemotePath("remote_path", p.RemotePath); err != nil {
 		return nil, err
 	}
-	if p.Mode != "" && !octalMode.MatchString(p.Mode) {
-		return nil, invalidParams("mode", "mode must be an octal string such as \"644\", got %q", p.Mode)
+	if p.Escalation != nil {
+		if err := checkEscalation(p.Escalation); err != nil {
+			return nil, err
+		}
 	}
 	c, err := s.client()
 	if err != nil {
@@ -139,10 +141,13 @@ func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
 		}
 		size, body = int64(len(data)), bytes.NewReader(data)
 	}
+	if p.Escalation != nil {
+		return s.putEscalated(ctx, c, p, body, size)
+	}
 	var stderr bytes.Buffer
 	code, err := c.Run(ctx, orbctl.RunSpec{
 		Machine: p.Machine, User: p.User,
-		Argv:  []string{"sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), p.RemotePath, p.Mode, strconv.FormatInt(size, 10)},
+		Argv:  []string{"sh", "-c", putScript, "pyinfra-orbstack-put", newNonce(), p.RemotePath, strconv.FormatInt(size, 10)},
 		Stdin: body, Stderr: &stderr,
 	})
 	if err != nil {
@@ -188,6 +193,11 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 	if err := checkLocalPath("local_path", p.LocalPath); err != nil {
 		return nil, err
 	}
+	if p.Escalation != nil {
+		if err := checkEscalation(p.Escalation); err != nil {
+			return nil, err
+		}
+	}
 	c, err := s.client()
 	if err != nil {
 		return nil, err
@@ -208,16 +218,21 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 			os.Remove(part)
 		}
 	}()
-	var stderr bytes.Buffer
-	code, err := c.Run(ctx, orbctl.RunSpec{
-		Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", getScript, "sh", p.RemotePath},
-		Stdout: pipedFile{f}, Stderr: &stderr,
-	})
+	if p.Escalation != nil {
+		err = s.getEscalated(ctx, c, p, pipedFile{f})
+	} else {
+		var stderr bytes.Buffer
+		var code int
+		code, err = c.Run(ctx, orbctl.RunSpec{
+			Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", getScript, "sh", p.RemotePath},
+			Stdout: pipedFile{f}, Stderr: &stderr,
+		})
+		if err == nil && code != 0 {
+			err = remoteFailure(p.Machine, "reading "+p.RemotePath, code, stderr.String())
+		}
+	}
 	if err != nil {
 		return nil, err
-	}
-	if code != 0 {
-		return nil, remoteFailure(p.Machine, "reading "+p.RemotePath, code, stderr.String())
 	}
 	fi, err := f.Stat()
 	if err == nil {

@@ -384,11 +384,16 @@ func FuzzFilePutParams(f *testing.F) {
 		var p FilePutParams
 		if passed(t, req, err, &p) {
 			checkFileParams(t, p.Machine, p.LocalPath, p.RemotePath)
-			if p.Mode != "" && !regexp.MustCompile(`^[0-7]{3,4}$`).MatchString(p.Mode) {
-				t.Fatalf("mode %q got past the checks", p.Mode)
-			}
+			checkEscalationParams(t, p.Escalation)
 		}
 	})
+}
+
+func checkEscalationParams(t *testing.T, e *Escalation) {
+	t.Helper()
+	if e != nil && (checkEscalation(e) != nil) {
+		t.Fatalf("escalation %+v got past the checks", *e)
+	}
 }
 
 func FuzzFileGetParams(f *testing.F) {
@@ -397,6 +402,7 @@ func FuzzFileGetParams(f *testing.F) {
 		var p FileGetParams
 		if passed(t, req, err, &p) {
 			checkFileParams(t, p.Machine, p.LocalPath, p.RemotePath)
+			checkEscalationParams(t, p.Escalation)
 		}
 	})
 }

@@ -13,7 +13,7 @@ import (
 const ProtocolVersion = 1
 
 // Capabilities lists the optional features a client may rely on.
-var Capabilities = []string{"command.run", "file.put", "file.get", "machines.list", "machine.connect", "cancel"}
+var Capabilities = []string{"command.run", "file.put", "file.get", "file.escalation", "machines.list", "machine.connect", "cancel"}
 
 // Error codes (docs/protocol.md, "Errors").
 const (
@@ -120,19 +120,32 @@ type CommandOutput struct {
 	Partial bool `json:"partial,omitempty"`
 }
 
+// FilePutParams is file.put's params. (A "mode" key, which early shims sent
+// as "" and nothing set, is no longer read.)
 type FilePutParams struct {
-	Machine    string `json:"machine"`
-	User       string `json:"user"`
-	LocalPath  string `json:"local_path"`
-	RemotePath string `json:"remote_path"`
-	Mode       string `json:"mode"`
+	Machine    string      `json:"machine"`
+	User       string      `json:"user"`
+	LocalPath  string      `json:"local_path"`
+	RemotePath string      `json:"remote_path"`
+	Escalation *Escalation `json:"escalation"`
 }
 
 type FileGetParams struct {
-	Machine    string `json:"machine"`
-	User       string `json:"user"`
-	RemotePath string `json:"remote_path"`
-	LocalPath  string `json:"local_path"`
+	Machine    string      `json:"machine"`
+	User       string      `json:"user"`
+	RemotePath string      `json:"remote_path"`
+	LocalPath  string      `json:"local_path"`
+	Escalation *Escalation `json:"escalation"`
+}
+
+// Escalation makes a transfer's remote end another user's (sudo, su, doas):
+// the bytes are staged as User in StageDir, a new directory, and Command,
+// which the client built with its own escalation (it may hold a password, so
+// it reaches the machine on orbctl's stdin only), runs `sh STAGE_DIR/run` as
+// the target user, which writes the destination or reads the source.
+type Escalation struct {
+	Command  string `json:"command"`
+	StageDir string `json:"stage_dir"`
 }
 
 type FileResult struct {

@@ -556,15 +556,13 @@ func TestFilePutAndGetRoundTrip(t *testing.T) {
 	remoteDir, _ := s.sh("web", "", "mktemp -d")
 	remote := remoteDir + "/app.conf"
 	var res FileResult
-	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remote, "mode": "640"}, &res); e != nil {
+	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remote}, &res); e != nil {
 		t.Fatal(e)
 	}
 	if res.Size != int64(len(content)) {
 		t.Fatalf("size %d", res.Size)
 	}
-	if mode, _ := s.sh("web", "", "stat -c %a "+remote); mode != "640" {
-		t.Fatalf("mode %s, want 640", mode)
-	}
+	s.sh("web", "", "chmod 640 "+remote)
 	// Replacing it without a mode keeps the existing mode.
 	if e := s.call(MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": remote}, &res); e != nil {
 		t.Fatal(e)
@@ -685,7 +683,8 @@ func TestFileTransferParamsAreChecked(t *testing.T) {
 	for _, p := range []map[string]any{
 		{"machine": "web", "local_path": "relative", "remote_path": "/x"},
 		{"machine": "web", "local_path": "/tmp/x", "remote_path": ""},
-		{"machine": "web", "local_path": "/tmp/x", "remote_path": "/x", "mode": "rwx"},
+		{"machine": "web", "local_path": "/tmp/x", "remote_path": "/x", "escalation": map[string]any{"command": "sudo -n sh -c 'sh /tmp/pyinfra-orbstack-0123456789abcdef/run'", "stage_dir": "/tmp/not-ours"}},
+		{"machine": "web", "local_path": "/tmp/x", "remote_path": "/x", "escalation": map[string]any{"command": "", "stage_dir": "/tmp/pyinfra-orbstack-0123456789abcdef"}},
 		{"local_path": "/tmp/x", "remote_path": "/x"},
 	} {
 		wantError(t, s.call(MethodFilePut, p, nil), jsonrpc2.CodeInvalidParams, "invalid_params")

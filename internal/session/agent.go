@@ -121,9 +121,10 @@ done
 
 // sweepScript is the part of the agent's startup that removes, for the user
 // it runs as, what earlier runs could not: private directories of agents that
-// are gone (killed with their machine, or by SIGKILL) and temporary files of
+// are gone (killed with their machine, or by SIGKILL), temporary files of
 // uploads that were cut short (the machine stopped mid-transfer; see
-// putScript in internal/rpc, which records each one in the journal). An entry
+// putScript in internal/rpc, which records each one in the journal) and the
+// stage directories of escalated transfers (internal/rpc, escalated.go). An entry
 // is stale only when the process it names no longer runs with the nonce it
 // recorded (so a reused PID does not keep it, and a live transfer or agent of
 // another run is never touched), and only files of the shapes we create, owned
@@ -141,7 +142,10 @@ if [ -d /proc/self ] && command -v tr >/dev/null 2>&1; then
       [ -f "$e" ] || continue
       read -r p m f <"$e" 2>/dev/null || { rm -f -- "$e"; continue; }
       alive "$p" "$m" && continue
-      case "${f##*/}" in .pyinfra-orbstack.??????) [ -f "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] && rm -f -- "$f" ;; esac
+      case "${f##*/}" in
+        .pyinfra-orbstack.??????) [ -f "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] && rm -f -- "$f" ;;
+        pyinfra-orbstack-[0-9a-f]*) [ -d "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] && rm -rf -- "$f" ;;
+      esac
       rm -f -- "$e"
     done
   fi

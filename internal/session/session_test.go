@@ -578,3 +578,34 @@ func TestTheNextAgentRemovesWhatDeadAgentsLeft(t *testing.T) {
 		t.Errorf("the live session after a sweep: %+v", r)
 	}
 }
+
+// An escalated transfer's stage directory that a stopped machine kept (its
+// journal entry names a process that is gone) is removed by the next agent
+// of that user; a directory of another shape named in the journal is not.
+func TestTheNextAgentRemovesADeadTransfersStageDirectory(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	setup := `j=` + JournalDir + `; mkdir -p -m 700 "$j"
+s=$(mktemp -d)/pyinfra-orbstack-0123456789abcdef; mkdir -m 700 "$s"; touch "$s/data"
+o=$(mktemp -d)/not-a-stage; mkdir "$o"
+printf '999999 deadnonce %s\n' "$s" > "$j/deadnonce"
+printf '999999 othernonce %s\n' "$o" > "$j/othernonce"
+echo "$s $o"`
+	dirs := strings.Fields(run(p, c, "web", Request{Command: setup}).stdout)
+	if len(dirs) != 2 {
+		t.Fatalf("setting up: %q", dirs)
+	}
+	if r := runOnce(c, "web", Request{Command: "true"}); r.err != nil {
+		t.Fatal(r.err)
+	}
+	r := run(p, c, "web", Request{Command: "ls -d " + dirs[0] + " " + dirs[1] + " 2>/dev/null; ls " + JournalDir})
+	if strings.Contains(r.stdout, dirs[0]) {
+		t.Errorf("the dead transfer's stage directory %s was left: %q", dirs[0], r.stdout)
+	}
+	if !strings.Contains(r.stdout, dirs[1]) {
+		t.Errorf("a directory of another shape, %s, was removed: %q", dirs[1], r.stdout)
+	}
+	if strings.Contains(r.stdout, "nonce") {
+		t.Errorf("journal entries were left: %q", r.stdout)
+	}
+}
