@@ -133,7 +133,7 @@ class OrbStackConnector(BaseConnector):
         )
 
     def _transfers(self) -> Transfers:
-        return Transfers(self.host, self.binary, self.target, self.run_shell_command)
+        return Transfers(self.state, self.host, self.binary, self.target)
 
     @override
     def put_file(
