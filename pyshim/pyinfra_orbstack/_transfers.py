@@ -85,6 +85,7 @@ class Transfers:
         if escalation_target(arguments) is None:
             self.transfer(method, local_path, remote_path)
             return
+        self.check_binary_escalates()
         temp_root = self.temp_root(remote_temp_filename, arguments)
 
         def execute() -> tuple[int, CommandOutput]:
@@ -108,6 +109,16 @@ class Transfers:
         return_code, _ = execute_command_with_sudo_retry(self.host, arguments, execute)  # type: ignore[arg-type]
         if return_code != 0:
             raise OSError(str(failed[-1]))
+
+    def check_binary_escalates(self) -> None:
+        """An older binary would ignore the escalation and transfer as the connector user."""
+        capabilities = self.binary.shared.initialize_result.get("capabilities")
+        if isinstance(capabilities, list) and "file.escalation" not in capabilities:
+            raise OSError(
+                "this pyinfra-orbstack binary is older than the Python package and cannot transfer "
+                "files with _sudo/_su_user/_doas: reinstall both together (`pip install --force-reinstall "
+                "pyinfra-orbstack`), or `make build` in a checkout",
+            )
 
     def transfer(
         self, method: str, local_path: str, remote_path: str, escalation: dict[str, str] | None = None,

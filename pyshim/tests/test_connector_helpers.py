@@ -85,3 +85,22 @@ def test_inventory_data_chooses_user_and_workdir():
 def test_a_malformed_host_name_is_an_inventory_error(name):
     with pytest.raises(InventoryError, match="@orbstack/MACHINE"):
         list(OrbStackConnector.make_names_data(name))
+
+
+def test_a_binary_without_escalated_transfers_refuses_a_sudo_put(fake_binary, tmp_path):
+    # An older binary would ignore the escalation and write as the connector user.
+    fake_binary("ok")  # its initialize lists no capabilities
+    from pyinfra.api.connect import connect_all, disconnect_all
+
+    inventory = Inventory((["@orbstack/fake"], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    host = inventory.get_host("@orbstack/fake")
+    try:
+        with pytest.raises(OSError, match="binary is older than the Python package"):
+            host.put_file(BytesIO(b"x"), str(tmp_path / "escalated"), _sudo=True)
+        assert not (tmp_path / "escalated").exists()
+        assert host.put_file(BytesIO(b"y"), str(tmp_path / "plain"))
+        assert (tmp_path / "plain").read_bytes() == b"y"
+    finally:
+        disconnect_all(state)
