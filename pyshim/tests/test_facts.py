@@ -111,6 +111,13 @@ def on_another_host():
     return ctx_host.use(SimpleNamespace(connector=object()))
 
 
+def test_binary_fact_on_a_mac_without_the_package_is_none_not_a_failure(tmp_path):
+    with on_another_host():
+        command = facts.Binary().command()
+    result = sh(command, "/usr/bin:/bin")
+    assert result.returncode == 0 and facts.Binary().process(lines(result.stdout)) is None
+
+
 def test_no_binary_says_where_these_facts_run(tmp_path):
     with on_another_host():
         command = facts.Machines().command()

@@ -110,7 +110,8 @@ class Binary(OrbStackFact):
     def command(self) -> str:
         if on_local_host():
             return binary("version")
-        return f"command -v {BINARY} >/dev/null 2>&1 && {BINARY} version"
+        # Missing is an answer (None), not a failed fact.
+        return f"if command -v {BINARY} >/dev/null 2>&1; then {BINARY} version; fi"
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
         found = re.search(r"\S+ (\S+) \(protocol (\d+)\)", "\n".join(output))
