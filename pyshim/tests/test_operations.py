@@ -20,6 +20,7 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
 from pyinfra_orbstack.facts.orbstack import (
+    Binary,
     ConfigValues,
     DefaultMachine,
     Machine,
@@ -63,6 +64,7 @@ class FakeOrbStack:
         self.differences = dict(differences or {})
         self.default = default
         self.snapshots = snapshots or {}
+        self.binary: dict | None = None  # what orbstack.Binary says on a Mac over @ssh
         self.noops: list[str] = []
         self.facts_read: list[tuple] = []
         self.print_prefix = "[@local] "
@@ -86,6 +88,8 @@ class FakeOrbStack:
             return [{"key": k, "value": v, "current": c} for k, (v, c) in self.settings.items()]
         if cls is DefaultMachine:
             return self.default
+        if cls is Binary:
+            return self.binary
         if cls is Snapshots:
             return self.snapshots.get((kwargs["directory"], kwargs["machine"]), [])
         raise AssertionError(f"unexpected fact {cls.__name__}")
@@ -579,3 +583,29 @@ def test_restore_without_any_snapshot_is_a_noop():
 
 def test_restore_needs_exactly_one_source():
     assert "exactly one of archive= or directory=" in refused(orbstack.restore, machine="web")
+
+
+# A Mac over @ssh: the operations run the pyinfra-orbstack on its PATH, and say what to
+# do while pyinfra prepares when it is missing or speaks another protocol.
+
+
+def over_ssh(binary: dict | None) -> FakeOrbStack:
+    world = FakeOrbStack([record(state="stopped")], stage=StateStage.Prepare)
+    world.connector = object()  # not pyinfra's LocalConnector
+    world.binary = binary
+    return world
+
+
+def test_over_ssh_the_operations_run_the_binary_on_the_mac_s_path():
+    world = over_ssh({"version": "0.1.0", "protocol": 1})
+    world.state.current_stage = StateStage.Execute
+    assert run(orbstack.machine, world, machine="web") == ["pyinfra-orbstack machine start web"]
+
+
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [(None, "pyinfra-orbstack not found on this host"),
+     ({"version": "9.0.0", "protocol": 99}, "speaks another protocol")],
+)
+def test_over_ssh_a_missing_or_other_binary_stops_the_deploy_while_it_prepares(binary, message):
+    assert message in refused(orbstack.machine, over_ssh(binary), machine="web")
