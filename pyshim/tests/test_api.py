@@ -1,5 +1,5 @@
 """The connector through pyinfra's Python API, in this (not monkey-patched) process,
-against the real binary and simulator machines."""
+against the real binary and the target's machines (conftest)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from pyinfra_orbstack import _shared
 
 
 @pytest.fixture()
-def api_state(sim, monkeypatch):
-    for key, value in sim.env.items():
+def api_state(orb, monkeypatch):
+    for key, value in orb.env.items():
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
-    machines = [sim.machine("deploy"), sim.machine("files"), sim.machine("api")]
+    machines = [orb.machine("deploy"), orb.machine("files"), orb.machine("api")]
     inventory = Inventory(([f"@orbstack/{m}" for m in machines], {}))
     state = State(inventory, Config())
     connect_all(state)
@@ -66,16 +66,16 @@ def test_last_disconnect_stops_the_binary_even_after_a_reconnect(api_state):
 
 
 @pytest.mark.parametrize("sudo", [False, True])
-def test_put_over_a_directory_is_an_error_not_a_file_inside_it(api_state, sim, sudo):
+def test_put_over_a_directory_is_an_error_not_a_file_inside_it(api_state, orb, sudo):
     # pyinfra's files.put checks this itself; host.put_file (and any caller
     # racing a mkdir) relies on the connector.
     _, hosts = api_state
     host = hosts[0]
     machine = host.data.orbstack_machine
-    sim.orbctl("run", "-m", machine, "-u", "root", "sh", "-c", "rm -rf /tmp/t-a-dir && mkdir -m 777 /tmp/t-a-dir")
+    orb.orbctl("run", "-m", machine, "-u", "root", "sh", "-c", "rm -rf /tmp/t-a-dir && mkdir -m 777 /tmp/t-a-dir")
     with pytest.raises(OSError, match=f"writing /tmp/t-a-dir on {machine} failed: .*/tmp/t-a-dir: is a directory"):
         host.put_file(BytesIO(b"x"), "/tmp/t-a-dir", _sudo=sudo)
-    listing = sim.orbctl("run", "-m", machine, "-u", "root", "ls", "-A", "/tmp/t-a-dir").stdout
+    listing = orb.orbctl("run", "-m", machine, "-u", "root", "ls", "-A", "/tmp/t-a-dir").stdout
     assert listing == ""
 
 

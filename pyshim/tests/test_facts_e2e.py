@@ -11,12 +11,11 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import run_pyinfra
+from conftest import pyinfra_results, run_pyinfra
 
 
 def have_root() -> bool:
@@ -24,19 +23,19 @@ def have_root() -> bool:
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
-def facts(sim, *args: str, **env: str) -> tuple[dict, str]:
-    result = run_pyinfra(dict(sim.env, **env), "--json", "@local", "fact", *args)
-    out = json.loads(result.stdout) if result.stdout.strip() else {}
+def facts(orb, *args: str, **env: str) -> tuple[dict, str]:
+    out, result = pyinfra_results(orb.with_knobs(**env) if env else orb.env, "@local", "fact", *args)
     return {name: hosts["@local"] for name, hosts in out.items()}, result.stderr
 
 
+@pytest.mark.simulator("OrbStack versions side by side (ORBSIM_VERSION)")
 @pytest.mark.parametrize(
     ("version", "has_ip", "has_default_user"),
     [("0.14.0", False, False), ("1.9.0", False, True), ("1.11.3", True, True), ("2.2.3", True, True)],
 )
-def test_machine_facts_read_every_version_s_json(sim, version, has_ip, has_default_user):
-    machine = sim.machine("facts")
-    got, err = facts(sim, "orbstack.Machines", "orbstack.Machine", f"machine={machine}",
+def test_machine_facts_read_every_version_s_json(orb, version, has_ip, has_default_user):
+    machine = orb.machine("facts")
+    got, err = facts(orb, "orbstack.Machines", "orbstack.Machine", f"machine={machine}",
                      "orbstack.Version", ORBSIM_VERSION=version)
     listed = got["orbstack.Machines"][machine]
     info = got[f"orbstack.Machine (machine={machine})"]
@@ -46,9 +45,10 @@ def test_machine_facts_read_every_version_s_json(sim, version, has_ip, has_defau
     assert got["orbstack.Version"]["version"] == version
 
 
+@pytest.mark.simulator("OrbStack versions side by side (ORBSIM_VERSION)")
 @pytest.mark.parametrize("version", ["1.9.0", "1.11.3", "2.2.3"])
-def test_config_value_is_the_value_on_every_orbstack_version(sim, version):
-    got, err = facts(sim, "orbstack.ConfigValue", "key=memory_mib", "orbstack.Config",
+def test_config_value_is_the_value_on_every_orbstack_version(orb, version):
+    got, err = facts(orb, "orbstack.ConfigValue", "key=memory_mib", "orbstack.Config",
                      ORBSIM_VERSION=version)
     shown = got["orbstack.Config"]["memory_mib"]
     value = got["orbstack.ConfigValue (key=memory_mib)"]
@@ -57,15 +57,17 @@ def test_config_value_is_the_value_on_every_orbstack_version(sim, version):
     assert value == shown, err
 
 
+@pytest.mark.simulator("a stopped or starting OrbStack")
 @pytest.mark.parametrize(("mode", "status"), [("stopped", "Stopped"), ("starting", "Starting")])
-def test_status_reports_orbstack_s_state(sim, mode, status):
-    got, err = facts(sim, "orbstack.Status", ORBSIM_ORBSTACK=mode)
+def test_status_reports_orbstack_s_state(orb, mode, status):
+    got, err = facts(orb, "orbstack.Status", ORBSIM_ORBSTACK=mode)
     assert got["orbstack.Status"] == status, err
 
 
-def test_orbstack_failing_to_start_fails_the_fact_with_orbctl_s_message(sim):
-    machine = sim.machine("facts")
-    result = run_pyinfra(dict(sim.env, ORBSIM_ORBSTACK="broken"), "@local", "fact",
+@pytest.mark.simulator("an OrbStack that fails to start")
+def test_orbstack_failing_to_start_fails_the_fact_with_orbctl_s_message(orb):
+    machine = orb.machine("facts")
+    result = run_pyinfra(orb.with_knobs(ORBSIM_ORBSTACK="broken"), "@local", "fact",
                          "orbstack.Machine", f"machine={machine}")
     assert "failed to start OrbStack" in result.stderr
     assert "could not load fact: orbstack.Machine" in result.stderr
@@ -92,26 +94,27 @@ def minimal_rootfs(root: Path) -> Path:
     return root
 
 
-def test_machine_facts_in_a_machine_without_the_usual_tools(sim, tmp_path):
+@pytest.mark.simulator("a machine from a hand-made root filesystem (ORBSIM_ROOTFS_ALPINE)")
+def test_machine_facts_in_a_machine_without_the_usual_tools(orb, tmp_path):
     if not have_root() or not shutil.which("ldd"):
         pytest.skip("needs root (simulator machines) and ldd (to build a minimal image)")
-    name = f"facts-min-{uuid.uuid4().hex[:6]}"
-    env = dict(sim.env, ORBSIM_ROOTFS_ALPINE=str(minimal_rootfs(tmp_path / "root")))
+    name = orb.new_name("facts-min")
+    env = orb.with_knobs(ORBSIM_ROOTFS_ALPINE=str(minimal_rootfs(tmp_path / "root")))
     created = subprocess.run(["orbctl", "create", "alpine", name], env=env, capture_output=True,
                              text=True, timeout=180)
     if created.returncode != 0:
         pytest.skip(f"the simulator cannot create machines here: {created.stderr.strip()}")
     try:
-        info = json.loads(sim.orbctl("info", name, "-f", "json").stdout)
-        result = run_pyinfra(
-            sim.env, "--json", f"@orbstack/{name}", "fact", "orbstack.Network",
+        info = json.loads(orb.orbctl("info", name, "-f", "json").stdout)
+        out, result = pyinfra_results(
+            orb.env, f"@orbstack/{name}", "fact", "orbstack.Network",
             "orbstack.TcpPort", "target=127.0.0.1", "port=1", "orbstack.Http", "url=http://127.0.0.1:1/",
             "orbstack.Ping", "target=127.0.0.1", "orbstack.DnsLookup", "hostname=localhost",
         )
         assert result.returncode == 0, result.stderr
-        got = {fact: hosts[f"@orbstack/{name}"] for fact, hosts in json.loads(result.stdout).items()}
+        got = {fact: hosts[f"@orbstack/{name}"] for fact, hosts in out.items()}
     finally:
-        sim.orbctl("delete", "-f", name, check=False)
+        orb.orbctl("delete", "-f", name, check=False)
 
     network = got["orbstack.Network"]
     assert network["source"] == "proc", "no ip command: read from /proc"

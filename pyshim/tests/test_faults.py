@@ -2,8 +2,8 @@
 leaves behind, and what a run shows in the Mac's process list.
 
 Everything is seen from outside, as a user would see it: the real `pyinfra` CLI in
-its own session (as from a terminal), the real binary, simulator machines. What runs
-in a machine is read with the simulator's own `orbctl run -m M -u root ps`; what runs
+its own session (as from a terminal), the real binary, the target's machines (conftest). What runs
+in a machine is read with orbctl's own `orbctl run -m M -u root ps`; what runs
 on the Mac is read from /proc, leaving out processes in a machine's PID namespace (on
 a real Mac those run in the VM and are never in the Mac's process list). Every wait
 has a deadline, and each test first proves that what it checks for was there before
@@ -47,8 +47,8 @@ TRANSPORTS = {"sessions": {}, "per-call": {"PYINFRA_ORBSTACK_SESSIONS": "0"}}
 each_transport = pytest.mark.parametrize("transport", list(TRANSPORTS))
 
 
-def transport_env(sim, transport: str) -> dict[str, str]:
-    env = dict(sim.env)
+def transport_env(orb, transport: str) -> dict[str, str]:
+    env = dict(orb.env)
     env.pop("PYINFRA_ORBSTACK_SESSIONS", None)
     env.update(TRANSPORTS[transport])
     return env
@@ -237,16 +237,16 @@ def check(problems: list[str]) -> None:
     assert not problems, "\n".join(problems)
 
 
-# -- inside a machine, through the simulator's own orbctl
+# -- inside a machine, through orbctl's own `run`
 
 
-def in_machine(sim, machine: str, command: str, user: str = "root") -> str:
-    return sim.orbctl("run", "-m", machine, "-u", user, "sh", "-c", command, timeout=60).stdout
+def in_machine(orb, machine: str, command: str, user: str = "root") -> str:
+    return orb.orbctl("run", "-m", machine, "-u", user, "sh", "-c", command, timeout=60).stdout
 
 
-def running_in_machine(sim, machine: str, marker: str) -> list[str]:
+def running_in_machine(orb, machine: str, marker: str) -> list[str]:
     """`ps` lines of the machine's processes whose arguments contain marker."""
-    ps = sim.orbctl("run", "-m", machine, "-u", "root", "ps", "-ewwo", "pid,args", timeout=30).stdout
+    ps = orb.orbctl("run", "-m", machine, "-u", "root", "ps", "-ewwo", "pid,args", timeout=30).stdout
     return [line.strip() for line in ps.splitlines()[1:] if marker in line]
 
 
@@ -260,24 +260,24 @@ def poll(probe: Callable[[], object], until: Callable[[object], bool], timeout: 
         time.sleep(interval)
 
 
-def wait_until_running(sim, machine: str, marker: str, run: PyinfraRun, timeout: float = 30) -> list[str]:
-    lines = poll(lambda: running_in_machine(sim, machine, marker), lambda lines: lines or not run.running, timeout)
+def wait_until_running(orb, machine: str, marker: str, run: PyinfraRun, timeout: float = 30) -> list[str]:
+    lines = poll(lambda: running_in_machine(orb, machine, marker), lambda lines: lines or not run.running, timeout)
     assert lines, (f"the marker command (`{marker}`) was never seen running in {machine} "
                    f"(pyinfra {'still runs' if run.running else 'exited'}):\n{run.output}")
     return lines
 
 
-def still_running_after(sim, machine: str, marker: str, run: PyinfraRun) -> list[str]:
+def still_running_after(orb, machine: str, marker: str, run: PyinfraRun) -> list[str]:
     """The marker's processes still in the machine GONE_WITHIN seconds after pyinfra exited."""
-    return poll(lambda: running_in_machine(sim, machine, marker), lambda lines: not lines,
+    return poll(lambda: running_in_machine(orb, machine, marker), lambda lines: not lines,
                 max(0.0, run.ended + GONE_WITHIN - time.monotonic()))
 
 
-def kill_in_machine(sim, machine: str, ps_lines: list[str]) -> None:
+def kill_in_machine(orb, machine: str, ps_lines: list[str]) -> None:
     """Cleanup after a failure, so the shared machine does not collect sleepers."""
     pids = [line.split()[0] for line in ps_lines]
     if pids:
-        sim.orbctl("run", "-m", machine, "-u", "root", "kill", "-9", *pids, check=False)
+        orb.orbctl("run", "-m", machine, "-u", "root", "kill", "-9", *pids, check=False)
 
 
 def sleep_marker() -> str:
@@ -285,9 +285,9 @@ def sleep_marker() -> str:
     return f"{secrets.randbelow(900) + 100}.{secrets.randbelow(10**6):06d}"
 
 
-def agent_dirs(sim, machine: str) -> set[str]:
+def agent_dirs(orb, machine: str) -> set[str]:
     """Session agents' private directories in the machine (`owner path` lines)."""
-    out = in_machine(sim, machine,
+    out = in_machine(orb, machine,
                      'for d in /tmp/pyinfra-orbstack.*; do [ -d "$d" ] && stat -c "%U %n" "$d"; done; true')
     return set(out.splitlines())
 
@@ -301,16 +301,11 @@ def pyinfra_args(machine: str) -> list[str]:
 
 
 @pytest.fixture()
-def own_machine(sim):
+def own_machine(orb):
     """A machine for this test alone, deleted afterwards: these tests fill, stop or delete it."""
-    name = f"t-fault-{uuid.uuid4().hex[:6]}"
-    result = sim.orbctl("create", "-u", DEFAULT_USER, "debian", name, check=False)
-    if result.returncode != 0:
-        if os.geteuid() == 0:
-            raise AssertionError(f"orbctl create failed as root: {result.stderr.strip()}")
-        pytest.skip(f"the simulator cannot create machines here: {result.stderr.strip()}")
+    name = orb.create(f"fault-{uuid.uuid4().hex[:6]}")
     yield name
-    sim.orbctl("delete", "-f", name, check=False)
+    orb.orbctl("delete", "-f", name, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -339,42 +334,42 @@ ESCALATION = {
 
 @each_transport
 @pytest.mark.parametrize("escalation", list(ESCALATION))
-def test_timeout_kills_the_whole_command_group_in_the_machine(sim, tmp_path, transport, escalation):
-    machine = sim.machine("faults")
+def test_timeout_kills_the_whole_command_group_in_the_machine(orb, tmp_path, transport, escalation):
+    machine = orb.machine("faults")
     if escalation == "su":
-        in_machine(sim, machine, "id fsu >/dev/null 2>&1 || useradd -m -s /bin/sh fsu")
+        in_machine(orb, machine, "id fsu >/dev/null 2>&1 || useradd -m -s /bin/sh fsu")
     marker = sleep_marker()
     write_deploy(tmp_path, f"server.shell(name='stubborn', commands=[{STUBBORN.format(marker=marker)!r}], "
                            f"_timeout=3{ESCALATION[escalation]})\n")
     left_in_machine: list[str] = []
-    with PyinfraRun(transport_env(sim, transport), tmp_path, machine, *pyinfra_args(machine)) as run:
-        wait_until_running(sim, machine, marker, run)
+    with PyinfraRun(transport_env(orb, transport), tmp_path, machine, *pyinfra_args(machine)) as run:
+        wait_until_running(orb, machine, marker, run)
         output = run.wait(timeout=60)
         assert run.returncode != 0, output
         assert "timed out" in output.lower(), f"pyinfra did not report a timeout:\n{output}"
-        left_in_machine = still_running_after(sim, machine, marker, run)
+        left_in_machine = still_running_after(orb, machine, marker, run)
         problems = [f"still running in {machine} {GONE_WITHIN:.0f} s after the timeout: {line}"
                     for line in left_in_machine]
         problems += host_leftover_problems(run)
-    kill_in_machine(sim, machine, left_in_machine)
+    kill_in_machine(orb, machine, left_in_machine)
     check(problems)
 
 
 @each_transport
-def test_ctrl_c_kills_the_whole_command_group_in_the_machine(sim, tmp_path, transport):
-    machine = sim.machine("faults")
+def test_ctrl_c_kills_the_whole_command_group_in_the_machine(orb, tmp_path, transport):
+    machine = orb.machine("faults")
     marker = sleep_marker()
     write_deploy(tmp_path, f"server.shell(name='stubborn', commands=[{STUBBORN.format(marker=marker)!r}])\n")
     left_in_machine: list[str] = []
-    with PyinfraRun(transport_env(sim, transport), tmp_path, machine, *pyinfra_args(machine)) as run:
-        wait_until_running(sim, machine, marker, run)
+    with PyinfraRun(transport_env(orb, transport), tmp_path, machine, *pyinfra_args(machine)) as run:
+        wait_until_running(orb, machine, marker, run)
         os.killpg(run.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         run.wait(timeout=20)  # (pyinfra's exit status after Ctrl-C is its own business: 0 in 3.10)
-        left_in_machine = still_running_after(sim, machine, marker, run)
+        left_in_machine = still_running_after(orb, machine, marker, run)
         problems = [f"still running in {machine} {GONE_WITHIN:.0f} s after Ctrl-C: {line}"
                     for line in left_in_machine]
         problems += host_leftover_problems(run)
-    kill_in_machine(sim, machine, left_in_machine)
+    kill_in_machine(orb, machine, left_in_machine)
     check(problems)
 
 
@@ -443,8 +438,8 @@ SECRET_PATHS = {
 
 
 @pytest.mark.parametrize("path", list(SECRET_PATHS))
-def test_command_text_and_sudo_password_stay_out_of_the_mac_process_list(sim, tmp_path, path):
-    machine = sim.machine("faults")
+def test_command_text_and_sudo_password_stay_out_of_the_mac_process_list(orb, tmp_path, path):
+    machine = orb.machine("faults")
     transport, prefix, extra_arguments = SECRET_PATHS[path]
     marker = f"cmd-secret-{secrets.token_hex(8)}"
     password = f"pw-secret-{secrets.token_hex(8)}"
@@ -454,7 +449,7 @@ def test_command_text_and_sudo_password_stay_out_of_the_mac_process_list(sim, tm
     # would show it, and that would be the user's doing, not ours.
     write_deploy(tmp_path, f"server.shell(name='secretive', commands=[{command!r}], _sudo=True, "
                            f"_sudo_password={password!r}{extra_arguments})\n")
-    env = transport_env(sim, transport)
+    env = transport_env(orb, transport)
 
     with ArgvSampler({"the command text": marker, "the sudo password": password}) as sampler:
         # Control: a host process with both secrets in its argv is seen by the sampler.
@@ -471,7 +466,7 @@ def test_command_text_and_sudo_password_stay_out_of_the_mac_process_list(sim, tm
             output = run.wait(timeout=120)
             problems = host_leftover_problems(run)
     assert run.returncode == 0, output
-    assert in_machine(sim, machine, f"cat {out}; rm -f {out}") == f"{marker}\n", "the command did not run"
+    assert in_machine(orb, machine, f"cat {out}; rm -f {out}") == f"{marker}\n", "the command did not run"
     assert sampler.in_machine == {"the command text", "the sudo password"}, (
         f"in {sampler.samples} samples the secrets were seen only as {sorted(sampler.in_machine)} inside the "
         f"machine, so the sampling may have missed the command")
@@ -484,17 +479,17 @@ def test_command_text_and_sudo_password_stay_out_of_the_mac_process_list(sim, tm
 
 
 @each_transport
-def test_killed_binary_leaves_no_command_or_session_directory_in_the_machine(sim, tmp_path, transport):
-    machine = sim.machine("faults")
+def test_killed_binary_leaves_no_command_or_session_directory_in_the_machine(orb, tmp_path, transport):
+    machine = orb.machine("faults")
     marker = sleep_marker()
-    env = transport_env(sim, transport)
+    env = transport_env(orb, transport)
     write_deploy(tmp_path, f"server.shell(name='long', commands=['sleep {marker}'])\n")
-    dirs_before = agent_dirs(sim, machine)
+    dirs_before = agent_dirs(orb, machine)
     left_in_machine: list[str] = []
     with PyinfraRun(env, tmp_path, machine, *pyinfra_args(machine)) as run:
         serve = run.serve()
-        wait_until_running(sim, machine, marker, run)
-        session_dirs = agent_dirs(sim, machine) - dirs_before
+        wait_until_running(orb, machine, marker, run)
+        session_dirs = agent_dirs(orb, machine) - dirs_before
         if transport == "sessions":
             assert session_dirs, f"no session agent directory (/tmp/pyinfra-orbstack.*) in {machine} while " \
                                  "the command ran: is the session transport in use?"
@@ -503,19 +498,19 @@ def test_killed_binary_leaves_no_command_or_session_directory_in_the_machine(sim
         output = run.wait(timeout=30)
         assert run.returncode != 0, output
         assert run.ended - killed_at < 10, f"pyinfra took {run.ended - killed_at:.1f} s to fail"
-        left_in_machine = still_running_after(sim, machine, marker, run)
+        left_in_machine = still_running_after(orb, machine, marker, run)
         problems = [f"still running in {machine} {GONE_WITHIN:.0f} s after the binary was killed: {line}"
                     for line in left_in_machine]
         problems += host_leftover_problems(run)
-    left_dirs = poll(lambda: session_dirs & agent_dirs(sim, machine), lambda left: not left,
+    left_dirs = poll(lambda: session_dirs & agent_dirs(orb, machine), lambda left: not left,
                      max(0.0, run.ended + GONE_WITHIN - time.monotonic()))
     if left_dirs:  # at the latest, the next run against the machine cleans up
         run_pyinfra(env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
-        left_dirs = session_dirs & agent_dirs(sim, machine)
+        left_dirs = session_dirs & agent_dirs(orb, machine)
     problems += [f"session directory left in {machine} after the next run: {line}" for line in sorted(left_dirs)]
-    kill_in_machine(sim, machine, left_in_machine)
+    kill_in_machine(orb, machine, left_in_machine)
     if left_dirs:
-        in_machine(sim, machine, "rm -rf " + " ".join(line.split(" ", 1)[1] for line in left_dirs))
+        in_machine(orb, machine, "rm -rf " + " ".join(line.split(" ", 1)[1] for line in left_dirs))
     check(problems)
 
 
@@ -581,22 +576,22 @@ def writes_into(directory: Path) -> Callable[[str], bool]:
     return lambda target: target.startswith(f"{directory}/")
 
 
-def prepare_destination(sim, machine: str) -> None:
+def prepare_destination(orb, machine: str) -> None:
     """/srv/faults (persistent, unlike /tmp), owned by the machine's user, with an old file."""
-    in_machine(sim, machine, f"mkdir -p /srv/faults && printf %s {shlex.quote(OLD_CONTENT)} "
+    in_machine(orb, machine, f"mkdir -p /srv/faults && printf %s {shlex.quote(OLD_CONTENT)} "
                              f"> /srv/faults/dest.bin && chown -R {DEFAULT_USER} /srv/faults")
 
 
-def destination_problems(sim, machine: str) -> list[str]:
-    size = int(in_machine(sim, machine, "stat -c %s /srv/faults/dest.bin"))
-    if size == len(OLD_CONTENT) and in_machine(sim, machine, "cat /srv/faults/dest.bin") == OLD_CONTENT:
+def destination_problems(orb, machine: str) -> list[str]:
+    size = int(in_machine(orb, machine, "stat -c %s /srv/faults/dest.bin"))
+    if size == len(OLD_CONTENT) and in_machine(orb, machine, "cat /srv/faults/dest.bin") == OLD_CONTENT:
         return []
-    head = in_machine(sim, machine, "head -c 16 /srv/faults/dest.bin | od -An -tx1").strip()
+    head = in_machine(orb, machine, "head -c 16 /srv/faults/dest.bin | od -An -tx1").strip()
     return [f"/srv/faults/dest.bin in {machine} was replaced: {size} bytes now, starting {head}"]
 
 
-def leftovers_in_destination_dir(sim, machine: str) -> list[str]:
-    listing = in_machine(sim, machine, "cd /srv/faults && for f in .* *; do [ -f \"$f\" ] && "
+def leftovers_in_destination_dir(orb, machine: str) -> list[str]:
+    listing = in_machine(orb, machine, "cd /srv/faults && for f in .* *; do [ -f \"$f\" ] && "
                                        "stat -c '%n %s bytes' \"$f\"; done; true")
     return [f"left in {machine}: /srv/faults/{line}" for line in listing.splitlines()
             if not line.startswith("dest.bin ")]
@@ -640,12 +635,12 @@ def mac_tmp(tmp_path: Path) -> Path:
     return path
 
 
-def test_killed_binary_mid_put_keeps_the_old_file(sim, tmp_path, own_machine, big_file):
+def test_killed_binary_mid_put_keeps_the_old_file(orb, tmp_path, own_machine, big_file):
     machine = own_machine
-    prepare_destination(sim, machine)
+    prepare_destination(orb, machine)
     put_deploy(tmp_path, big_file)
     tmpdir = mac_tmp(tmp_path)
-    with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+    with PyinfraRun(dict(orb.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
         serve = run.serve()
         wait_until_midway(run, reads_file(big_file), BIG_BYTES)
         os.kill(serve.pid, signal.SIGKILL)
@@ -653,16 +648,16 @@ def test_killed_binary_mid_put_keeps_the_old_file(sim, tmp_path, own_machine, bi
         assert run.returncode != 0, output
         problems = host_leftover_problems(run)
     time.sleep(3)  # whatever still writes, has written by now
-    problems += destination_problems(sim, machine)
-    run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
-    problems += leftovers_in_destination_dir(sim, machine)
+    problems += destination_problems(orb, machine)
+    run_pyinfra(orb.env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
+    problems += leftovers_in_destination_dir(orb, machine)
     problems += local_leftovers(tmpdir, set())
     check(problems)
 
 
-def prepare_remote_big_file(sim, machine: str, big_file: Path) -> None:
+def prepare_remote_big_file(orb, machine: str, big_file: Path) -> None:
     # The machine sees the Mac's files under /mnt/mac, as OrbStack's do.
-    in_machine(sim, machine, f"mkdir -p /srv/faults && cp /mnt/mac{big_file} /srv/faults/big.bin && "
+    in_machine(orb, machine, f"mkdir -p /srv/faults && cp /mnt/mac{big_file} /srv/faults/big.bin && "
                              "chmod 644 /srv/faults/big.bin")
 
 
@@ -685,12 +680,12 @@ def local_destination_problems(got: Path) -> list[str]:
     return [f"{dest} was replaced: {dest.stat().st_size} bytes now"]
 
 
-def test_killed_binary_mid_get_leaves_no_partial_file(sim, tmp_path, own_machine, big_file):
+def test_killed_binary_mid_get_leaves_no_partial_file(orb, tmp_path, own_machine, big_file):
     machine = own_machine
-    prepare_remote_big_file(sim, machine, big_file)
+    prepare_remote_big_file(orb, machine, big_file)
     got = get_deploy(tmp_path)
     tmpdir = mac_tmp(tmp_path)
-    with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+    with PyinfraRun(dict(orb.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
         serve = run.serve()
         wait_until_midway(run, writes_into(got), BIG_BYTES)
         os.kill(serve.pid, signal.SIGKILL)
@@ -703,40 +698,40 @@ def test_killed_binary_mid_get_leaves_no_partial_file(sim, tmp_path, own_machine
     check(problems)
 
 
-def test_machine_stopped_mid_put_keeps_the_old_file(sim, tmp_path, own_machine, big_file):
+def test_machine_stopped_mid_put_keeps_the_old_file(orb, tmp_path, own_machine, big_file):
     machine = own_machine
-    prepare_destination(sim, machine)
+    prepare_destination(orb, machine)
     put_deploy(tmp_path, big_file)
     tmpdir = mac_tmp(tmp_path)
     for attempt in range(3):
-        with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+        with PyinfraRun(dict(orb.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
             wait_until_midway(run, reads_file(big_file), BIG_BYTES)
-            sim.orbctl("stop", machine)
+            orb.orbctl("stop", machine)
             output = run.wait(timeout=60)
             problems = unclear_error(output, machine, STOPPED) + host_leftover_problems(run)
-        sim.orbctl("start", machine)
+        orb.orbctl("start", machine)
         if run.returncode != 0:
             break
         # The upload finished before the stop landed (a loaded box): not the
         # fault under test. Put the old content back and try again.
-        prepare_destination(sim, machine)
+        prepare_destination(orb, machine)
     else:
         raise AssertionError(f"the stop never landed before the upload finished:\n{output}")
-    problems += destination_problems(sim, machine)
-    run_pyinfra(sim.env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
-    problems += leftovers_in_destination_dir(sim, machine)
+    problems += destination_problems(orb, machine)
+    run_pyinfra(orb.env, "-y", f"@orbstack/{machine}", "exec", "--", "true", timeout=120)
+    problems += leftovers_in_destination_dir(orb, machine)
     problems += local_leftovers(tmpdir, set())
     check(problems)
 
 
-def test_machine_deleted_mid_put_leaves_nothing_on_the_mac(sim, tmp_path, own_machine, big_file):
+def test_machine_deleted_mid_put_leaves_nothing_on_the_mac(orb, tmp_path, own_machine, big_file):
     machine = own_machine
-    prepare_destination(sim, machine)
+    prepare_destination(orb, machine)
     put_deploy(tmp_path, big_file)
     tmpdir = mac_tmp(tmp_path)
-    with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+    with PyinfraRun(dict(orb.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
         wait_until_midway(run, reads_file(big_file), BIG_BYTES)
-        sim.orbctl("delete", "-f", machine)
+        orb.orbctl("delete", "-f", machine)
         output = run.wait(timeout=60)
         assert run.returncode != 0, output
         problems = unclear_error(output, machine, DELETED) + host_leftover_problems(run)
@@ -744,14 +739,14 @@ def test_machine_deleted_mid_put_leaves_nothing_on_the_mac(sim, tmp_path, own_ma
     check(problems)
 
 
-def test_machine_deleted_mid_get_leaves_nothing_on_the_mac(sim, tmp_path, own_machine, big_file):
+def test_machine_deleted_mid_get_leaves_nothing_on_the_mac(orb, tmp_path, own_machine, big_file):
     machine = own_machine
-    prepare_remote_big_file(sim, machine, big_file)
+    prepare_remote_big_file(orb, machine, big_file)
     got = get_deploy(tmp_path)
     tmpdir = mac_tmp(tmp_path)
-    with PyinfraRun(dict(sim.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
+    with PyinfraRun(dict(orb.env, TMPDIR=str(tmpdir)), tmp_path, machine, *pyinfra_args(machine)) as run:
         wait_until_midway(run, writes_into(got), BIG_BYTES)
-        sim.orbctl("delete", "-f", machine)
+        orb.orbctl("delete", "-f", machine)
         output = run.wait(timeout=60)
         assert run.returncode != 0, output
         problems = unclear_error(output, machine, DELETED) + host_leftover_problems(run)

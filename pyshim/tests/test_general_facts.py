@@ -3,7 +3,6 @@ orbstack.X aliases: same commands, same answers, a warning saying where they wen
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -11,7 +10,7 @@ import pytest
 from pyinfra.api.facts import FactBase
 
 import orbstack
-from conftest import run_pyinfra
+from conftest import pyinfra_results
 from pyinfra_orbstack.facts import linux, network
 from pyinfra_orbstack.facts.orbstack import OrbStackFact
 
@@ -45,9 +44,8 @@ def test_the_old_name_still_works_and_says_where_the_fact_went(name, caplog):
 
 def test_the_cli_finds_a_general_fact_by_its_module_path(tmp_path):
     # Any Linux host will do: @local, with no OrbStack anywhere.
-    result = run_pyinfra(dict(os.environ), "--json", "@local", "fact",
-                         "pyinfra_orbstack.facts.linux.TcpPort", "target=127.0.0.1", "port=1", cwd=tmp_path)
+    got, result = pyinfra_results(dict(os.environ), "@local", "fact",
+                                  "pyinfra_orbstack.facts.linux.TcpPort", "target=127.0.0.1", "port=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout)
     answer = got["pyinfra_orbstack.facts.linux.TcpPort (port=1, target=127.0.0.1)"]["@local"]
     assert answer["open"] is False or answer["missing"], answer

@@ -3,7 +3,8 @@
 Builds this machine's wheel with pyshim/mkwheel.py around bin/pyinfra-orbstack
 (`make build`), `pip install`s it (dependencies from PyPI) into a new venv, then runs
 what a user runs: the `pyinfra-orbstack` console script, and `pyinfra @orbstack/NAME
-exec` against a simulator machine. Skips, saying why, where the simulator cannot run.
+exec` against a machine of the target (conftest), with the newest pyinfra and with the
+oldest that pyproject.toml allows. Skips, saying why, where no target can run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from packaging.version import Version
 from conftest import BIN, REPO, TESTS
 
 MKWHEEL = REPO / "pyshim" / "mkwheel.py"
+PYPROJECT = REPO / "pyshim" / "pyproject.toml"
 GO_TARGETS = {("Linux", "x86_64"): "linux_amd64", ("Linux", "aarch64"): "linux_arm64",
               ("Darwin", "arm64"): "darwin_arm64", ("Darwin", "x86_64"): "darwin_amd64"}
 
@@ -50,15 +52,40 @@ def _user_path() -> str:
     return os.pathsep.join(keep)
 
 
+def oldest_pyinfra() -> str:
+    """The lowest pyinfra that pyproject.toml's dependency admits."""
+    m = re.search(r'"pyinfra>=([0-9.]+),', PYPROJECT.read_text())
+    assert m, "pyproject.toml names no lower bound for pyinfra"
+    return m[1]
+
+
+def target_env(env: dict[str, str], orb) -> dict[str, str]:
+    """env, with the target's orbctl (and, for the simulator, its state directory)."""
+    return dict(env, PYINFRA_ORBSTACK_ORBCTL=orb.orbctl_path, **simulator_state(orb))
+
+
+def simulator_state(orb) -> dict[str, str]:
+    """For the simulator, its state directory; nothing for OrbStack."""
+    return {k: v for k, v in orb.env.items() if k.startswith("ORBSIM_")}
+
+
 @pytest.fixture(scope="module")
 def installed(real_binary, tmp_path_factory):
     """A fresh venv with this machine's wheel installed; returns (venv bin dir, env, version)."""
+    return install_wheel(real_binary, tmp_path_factory.mktemp("install"))
+
+
+@pytest.fixture(scope="module")
+def installed_with_oldest_pyinfra(real_binary, tmp_path_factory):
+    return install_wheel(real_binary, tmp_path_factory.mktemp("install-oldest"), f"pyinfra=={oldest_pyinfra()}")
+
+
+def install_wheel(real_binary: Path, work: Path, *requirements: str):
     target = GO_TARGETS.get((platform.system(), platform.machine()))
     if target is None:
         pytest.skip(f"no wheel for {platform.system()}/{platform.machine()}")
     version = _binary_version(real_binary)
     assert re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?", version), f"{version!r} is not what .ci/version prints"
-    work = tmp_path_factory.mktemp("install")
     build = subprocess.run(
         [sys.executable, str(MKWHEEL), "--version", version, "--out", str(work / "dist"),
          "--binary", f"{target}={real_binary}"],
@@ -74,7 +101,8 @@ def installed(real_binary, tmp_path_factory):
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{_user_path()}"
     assert shutil.which("go", path=env["PATH"]) is None, "go is still on the test's PATH"
     pip = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel),
+         *requirements],
         env=env, capture_output=True, text=True, timeout=600, cwd=work,
     )
     assert pip.returncode == 0, f"pip install {wheel.name} failed:\n{pip.stdout}\n{pip.stderr}"
@@ -115,10 +143,14 @@ def test_console_script_reports_the_same_version_as_the_shim(installed):
     assert dist.stdout.strip() == shim.stdout.strip(), "pip's idea of the version is the shim's"
 
 
-def test_pyinfra_exec_runs_in_a_simulator_machine(installed, sim):
-    venv_bin, env, _ = installed
-    name = sim.machine("install")
-    env = dict(env, PYINFRA_ORBSTACK_ORBCTL=str(BIN / "orbctl"), ORBSIM_HOME=sim.env["ORBSIM_HOME"])
+@pytest.mark.parametrize("pyinfra", ["newest", "oldest"])
+def test_pyinfra_exec_runs_in_a_machine(request, orb, pyinfra):
+    venv_bin, env, _ = request.getfixturevalue("installed" if pyinfra == "newest" else "installed_with_oldest_pyinfra")
+    name = orb.machine("install")
+    env = target_env(env, orb)
+    if pyinfra == "oldest":
+        shown = run(venv_bin, env, "python", "-c", "import importlib.metadata as m; print(m.version('pyinfra'))")
+        assert Version(shown.stdout.strip()) == Version(oldest_pyinfra())
 
     result = run(venv_bin, env, "pyinfra", f"@orbstack/{name}", "exec", "--", "uname", "-a", timeout=300)
 
@@ -143,13 +175,13 @@ def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_installed_wheel_gives_the_cli_its_orbstack_fact_names(installed, sim, tmp_path):
+def test_installed_wheel_gives_the_cli_its_orbstack_fact_names(installed, orb, tmp_path):
     """`pyinfra @local fact orbstack.X` imports a top-level `orbstack` module: the wheel must ship it."""
     venv_bin, env, _ = installed
     orbctl_dir = tmp_path / "orbctl-only"
     orbctl_dir.mkdir()
-    (orbctl_dir / "orbctl").symlink_to(BIN / "orbctl")  # orbctl alone, not the checkout's bin/
-    env = dict(env, PATH=f"{orbctl_dir}{os.pathsep}{env['PATH']}", ORBSIM_HOME=sim.env["ORBSIM_HOME"])
+    (orbctl_dir / "orbctl").symlink_to(orb.orbctl_path)  # orbctl alone, not the checkout's bin/
+    env = dict(env, PATH=f"{orbctl_dir}{os.pathsep}{env['PATH']}", **simulator_state(orb))
 
     result = run(venv_bin, env, "pyinfra", "@local", "fact", "orbstack.Status")
 

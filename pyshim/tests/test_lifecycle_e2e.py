@@ -1,12 +1,13 @@
 """Issue 5 end to end: machine lifecycle as pyinfra state, with the real pyinfra CLI
-against the orbctl simulator (bin/orbctl, first on PATH, its own ORBSIM_HOME).
+against the target (the orbctl simulator or a real OrbStack: see conftest).
 
-The deploy targets @local (the "Mac" is this box, where the simulator's orbctl lives),
+The deploy targets @local (the Mac, or this box where the simulator's orbctl lives),
 creates two machines, configures them, snapshots one; the test deletes that machine
 with an ad-hoc `pyinfra @local orbstack.machine ... present=False`, and the deploy
 restores it from the snapshot, with a file written before the snapshot. Runs after the
-first report no changes. Results are read from `pyinfra --json`; files inside the
-machines are checked with the simulator's own `orbctl run`, not our code path.
+first report no changes. Results are read as `pyinfra --json` prints them; files inside the
+machines are checked with orbctl's own `orbctl run`, not our code path. Against a real
+OrbStack the deploy leaves the default machine alone: that is the user's setting.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_pyinfra
+from conftest import pyinfra_results, run_pyinfra
 
 
 def have_root() -> bool:
     """Simulator machines are namespaces: creating them needs root and unshare."""
     return os.geteuid() == 0 and shutil.which("unshare") is not None
 
+
+DEFAULT_MACHINE = 'orbstack.default_machine(name="beta is the default", machine=beta)\n'
 LIFECYCLE = textwrap.dedent(
     """
     from pyinfra import host
@@ -41,8 +44,7 @@ LIFECYCLE = textwrap.dedent(
     orbstack.machine(name="beta", machine=beta, image="debian:bookworm", user="deploy",
                      running=False)
     orbstack.config(name="beta's limits", machine=beta, settings={"cpu": 1, "memory_mib": 1024})
-    orbstack.default_machine(name="beta is the default", machine=beta)
-    orbstack.default_user(name="alpha logs in as ops", machine=alpha, user="ops")
+    {default_machine}orbstack.default_user(name="alpha logs in as ops", machine=alpha, user="ops")
     # The default max_age (a day): the second run must not export again.
     orbstack.snapshot(name="snapshot alpha", machine=alpha, directory=backups, keep=2)
     """,
@@ -59,10 +61,10 @@ PROVISION = textwrap.dedent(
 
 
 def pyinfra_json(env, *args: str, cwd: Path) -> dict:
-    """Run the real CLI with --json; the parsed results, or fail with its output."""
-    result = run_pyinfra(env, "-y", "--json", *args, cwd=cwd, timeout=300)
+    """Run the real CLI as with --json; the parsed results, or fail with its output."""
+    results, result = pyinfra_results(env, "-y", *args, cwd=cwd, timeout=300)
     assert result.returncode == 0, f"pyinfra {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return json.loads(result.stdout)
+    return results
 
 
 def changed(results: dict) -> list[str]:
@@ -71,29 +73,31 @@ def changed(results: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def world(sim_env, tmp_path_factory):
-    if not have_root():
+def world(orb, tmp_path_factory):
+    if orb.kind == "simulator" and not have_root():
         pytest.skip("the simulator runs machines in namespaces: needs root and unshare")
     workdir = tmp_path_factory.mktemp("lifecycle")
-    (workdir / "lifecycle.py").write_text(LIFECYCLE)
+    # The default machine is a global setting: only the simulator's is the suite's to change.
+    sets_default = orb.kind == "simulator"
+    (workdir / "lifecycle.py").write_text(LIFECYCLE.replace("{default_machine}", DEFAULT_MACHINE if sets_default else ""))
     (workdir / "provision.py").write_text(PROVISION)
     suffix = uuid.uuid4().hex[:6]
-    names = {"alpha": f"lc-a-{suffix}", "beta": f"lc-b-{suffix}", "backups": str(workdir / "backups")}
+    names = {"alpha": orb.new_name(f"lc-a-{suffix}"), "beta": orb.new_name(f"lc-b-{suffix}"),
+             "backups": str(workdir / "backups")}
     data = [arg for key, value in names.items() for arg in ("--data", f"{key}={value}")]
-    yield sim_env, workdir, names, data
-    # The simulator is shared by the whole session: leave no machines behind.
-    listed = orbctl(sim_env, "list", "-q").stdout.split()
-    ours = [m for m in listed if m.startswith("lc-")]  # this module's prefix
-    if ours:
-        orbctl(sim_env, "delete", "-f", *ours)
+    env = dict(orb.env, PYINFRA_ORBSTACK_ORBCTL=orb.orbctl_path)  # orbctl() below runs the same
+    yield env, workdir, names, data, sets_default
+    # The target is shared by the whole session: leave no machines behind.
+    orb.delete_ours(orb.new_name("lc-"))  # this module's names
 
 
 def orbctl(env, *args: str):
-    return subprocess.run(["orbctl", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([env["PYINFRA_ORBSTACK_ORBCTL"], *args], env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     alpha, beta, backups = names["alpha"], names["beta"], Path(names["backups"])
 
     dry = run_pyinfra(env, "--dry", "@local", "lifecycle.py", *data, cwd=workdir)
@@ -107,13 +111,14 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
     assert orbctl(env, "info", alpha).returncode == 1, "--dry must not create anything"
 
     first = pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
-    assert changed(first) == ["alpha", "beta", "beta's limits", "beta is the default",
+    assert changed(first) == ["alpha", "beta", "beta's limits", *(["beta is the default"] if sets_default else []),
                               "alpha logs in as ops", "snapshot alpha"]
     machines = {m["name"]: m for m in json.loads(orbctl(env, "list", "-f", "json").stdout)}
     assert machines[alpha]["state"] == "running" and machines[beta]["state"] == "stopped"
     assert machines[beta]["config"]["default_username"] == "deploy"
     assert machines[alpha]["config"]["default_username"] == "ops"
-    assert orbctl(env, "default").stdout.strip() == beta
+    if sets_default:
+        assert orbctl(env, "default").stdout.strip() == beta
     assert orbctl(env, "config", "get", f"machine.{beta}.memory_mib").stdout.strip() == "1024"
     assert len(list(backups.glob(f"{alpha}-*.tar.zst"))) == 1
 
@@ -143,7 +148,7 @@ def test_deploy_creates_snapshots_restores_and_then_changes_nothing(world):
 
 
 def test_facts_on_the_mac_print_the_machines_as_json(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     facts = pyinfra_json(env, "@local", "fact", "orbstack.Machines", cwd=workdir)
     machines = facts["orbstack.Machines"]["@local"]
@@ -152,7 +157,7 @@ def test_facts_on_the_mac_print_the_machines_as_json(world):
 
 
 def test_network_facts_inside_a_machine(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     alpha = names["alpha"]
     facts = pyinfra_json(env, f"@orbstack/{alpha}", "fact", "orbstack.Network",
@@ -165,9 +170,9 @@ def test_network_facts_inside_a_machine(world):
     assert port["open"] is False and port["error"]
 
 
-def test_provisioning_from_inventory_creates_the_machine_and_deploys(world):
-    env, workdir, _, _ = world
-    new = f"lc-new-{uuid.uuid4().hex[:6]}"  # deleted with the others after the module
+def test_provisioning_from_inventory_creates_the_machine_and_deploys(world, orb):
+    env, workdir, _, _, _ = world
+    new = orb.new_name(f"lc-new-{uuid.uuid4().hex[:6]}")  # deleted with the others after the module
     (workdir / "inventory.py").write_text(
         f'machines = [("@orbstack/{new}", {{"orbstack_image": "debian:bookworm"}})]\n',
     )
@@ -182,11 +187,13 @@ def test_provisioning_from_inventory_creates_the_machine_and_deploys(world):
 
 
 def test_mac_facts_answer_from_orbctl_and_absent_things_are_none(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     alpha, beta = names["alpha"], names["beta"]
     facts = pyinfra_json(
-        env, "@local", "fact", "orbstack.Status", "orbstack.Version", "orbstack.DefaultMachine",
+        env, "@local", "fact", "orbstack.Status", "orbstack.Version",
+        # Asking OrbStack for its default machine makes one if there is none: not on a user's.
+        *(["orbstack.DefaultMachine"] if sets_default else []),
         "orbstack.SshConnection", f"machine={alpha}", "user=ops",
         "orbstack.ConfigValue", f"key=machine.{beta}.cpu",
         "orbstack.ConfigValue", "key=machine.no-such-machine.cpu",
@@ -197,7 +204,8 @@ def test_mac_facts_answer_from_orbctl_and_absent_things_are_none(world):
     value = {name: hosts["@local"] for name, hosts in facts.items()}  # pyinfra's fact titles
     assert value["orbstack.Status"] == "Running"
     assert value["orbstack.Version"]["code"] >= 1000000
-    assert value["orbstack.DefaultMachine"] == beta
+    if sets_default:
+        assert value["orbstack.DefaultMachine"] == beta
     ssh = value[f"orbstack.SshConnection (machine={alpha}, user=ops)"]
     assert ssh["command"] == f"ssh -p 32222 -i ~/.orbstack/ssh/id_ed25519 ops@{alpha}@localhost"
     assert value[f"orbstack.ConfigValue (key=machine.{beta}.cpu)"] == "1"
@@ -207,10 +215,10 @@ def test_mac_facts_answer_from_orbctl_and_absent_things_are_none(world):
     assert snapshots and all(Path(s["path"]).name.startswith(f"{alpha}-") for s in snapshots)
 
 
-def test_provisioning_straight_from_the_command_line(world):
+def test_provisioning_straight_from_the_command_line(world, orb):
     # The issue's one-liner: pyinfra @orbstack/new deploy.py, the image as host data.
-    env, workdir, _, _ = world
-    new = f"lc-new-{uuid.uuid4().hex[:6]}"
+    env, workdir, _, _, _ = world
+    new = orb.new_name(f"lc-new-{uuid.uuid4().hex[:6]}")
     first = pyinfra_json(env, f"@orbstack/{new}", "provision.py",
                          "--data", "orbstack_image=debian:bookworm", cwd=workdir)
     assert changed(first) == ["marker"]
@@ -219,7 +227,7 @@ def test_provisioning_straight_from_the_command_line(world):
 
 
 def test_clone_and_rename_from_the_command_line_run_once(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     alpha = names["alpha"]
     copy, renamed = f"{alpha}-copy", f"{alpha}-moved"
@@ -237,7 +245,7 @@ def test_clone_and_rename_from_the_command_line_run_once(world):
 
 
 def test_snapshots_are_pruned_and_force_restore_replaces_a_machine(world):
-    env, workdir, names, data = world
+    env, workdir, names, data, sets_default = world
     pyinfra_json(env, "@local", "lifecycle.py", *data, cwd=workdir)
     alpha, backups = names["alpha"], Path(names["backups"])
     snapshot = ("@local", "orbstack.snapshot", f"machine={alpha}", f"directory={backups}", "keep=2",
@@ -261,9 +269,9 @@ def test_snapshots_are_pruned_and_force_restore_replaces_a_machine(world):
     assert changed(again) == [], "without force an existing machine is left alone"
 
 
-def test_another_image_is_refused_until_force_recreates_the_machine(world):
-    env, workdir, _, _ = world
-    name = f"lc-f-{uuid.uuid4().hex[:6]}"  # deleted with the others after the module
+def test_another_image_is_refused_until_force_recreates_the_machine(world, orb):
+    env, workdir, _, _, _ = world
+    name = orb.new_name(f"lc-f-{uuid.uuid4().hex[:6]}")  # deleted with the others after the module
     base = ("@local", "orbstack.machine", f"machine={name}")
     assert changed(pyinfra_json(env, *base, "image=debian:12", cwd=workdir))
     orbctl(env, "run", "-m", name, "-u", "root", "sh", "-c", "echo old > /root/old")

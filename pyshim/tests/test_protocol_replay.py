@@ -35,16 +35,19 @@ def matches(pattern, actual) -> bool:
     return pattern == actual
 
 
+pytestmark = pytest.mark.simulator("the examples' fixed machine names, in a state directory of their own")
+
+
 @pytest.fixture(scope="module")
-def homes(sim_env, tmp_path_factory):
+def homes(orb, tmp_path_factory):
     """One simulator state dir per set of machine names, reused across examples."""
     made: dict[frozenset, Simulator] = {}
 
     def for_machines(machines: dict[str, str]) -> Simulator:
         key = frozenset(machines)
         if key not in made:
-            env = dict(sim_env, ORBSIM_HOME=str(tmp_path_factory.mktemp("replay")))
-            sim = Simulator(env)
+            env = orb.with_knobs(ORBSIM_HOME=str(tmp_path_factory.mktemp("replay")))
+            sim = Simulator(env, orb.orbctl_path, prefix="")
             for name in machines:
                 result = sim.orbctl("create", "debian", name, check=False)
                 if result.returncode != 0:
