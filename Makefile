@@ -13,11 +13,16 @@ VERSION := $(VERSION)# evaluated once: the binaries and wheels of one make run s
 LDFLAGS := -s -w -X github.com/pyinfra-orbstack/pyinfra-orbstack/internal/buildinfo.Version=$(VERSION)
 
 .PHONY: build
-build: ## build bin/pyinfra-orbstack, bin/orbctl and bin/orb (the simulator)
+build: ## build bin/pyinfra-orbstack, and on Linux bin/orbctl and bin/orb (the simulator)
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/pyinfra-orbstack ./cmd/pyinfra-orbstack
+ifeq ($(shell uname -s),Linux)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/orbctl ./cmd/orbctl
 	ln -sf orbctl $(BIN)/orb
+else
+	@# The simulator runs on Linux only; elsewhere the tests use OrbStack's own orbctl.
+	rm -f $(BIN)/orbctl $(BIN)/orb
+endif
 
 # The Python linters, pinned: a new release's new rules land in a commit of their own.
 PY_LINTERS := mypy==2.4.1 ruff==0.17.6 types-gevent==26.9.0.20261006
@@ -36,7 +41,7 @@ deps: ## install system packages the simulator's machines need (sudo, ping)
 	./.ci/deps
 
 .PHONY: test
-test: deps build venv lint-py test-go test-fuzz test-py lint-workflows wheel ## all tests
+test: deps build venv lint-py test-go test-fuzz test-py lint-workflows wheel test-darwin ## all tests
 
 .PHONY: test-go
 test-go: build
@@ -69,6 +74,35 @@ test-fuzz: ## every fuzz target briefly (FUZZTIME_SHORT, default 2s each): part 
 test-py: build venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYINFRA_ORBSTACK_BINARY="$(CURDIR)/$(BIN)/pyinfra-orbstack" \
 		$(VPY) -m pytest -q pyshim/tests
+
+# The end-to-end suite against a real OrbStack (PYINFRA_ORBSTACK_TEST_TARGET=orbstack),
+# run here against the simulator with every ORBSIM_* variable unset and a fresh HOME
+# (so a fresh ~/.orbsim): what passes uses only what a real orbctl does.
+.PHONY: test-orbstack-mode
+test-orbstack-mode: deps build venv ## the e2e suite in its real-OrbStack mode, against the knob-less simulator
+	home=$$(mktemp -d) && trap 'rm -rf "$$home"' EXIT && \
+	env $$(env | sed -n 's/^\(ORBSIM_[A-Za-z0-9_]*\)=.*/-u \1/p') HOME="$$home" PATH="$(CURDIR)/$(BIN):$$PATH" \
+		PYINFRA_ORBSTACK_BINARY="$(CURDIR)/$(BIN)/pyinfra-orbstack" PYINFRA_ORBSTACK_TEST_TARGET=orbstack \
+		$(VPY) -m pytest -q pyshim/tests
+
+# Supported versions (docs/compatibility.md): the e2e suite for Python 3.10-3.13, each
+# with the oldest pyinfra pyshim/pyproject.toml allows and the newest 3.x (.ci/matrix).
+.PHONY: test-matrix
+test-matrix: deps build ## the e2e suite per Python 3.10-3.13 x pyinfra oldest/newest; summary in .cache/matrix/summary.md
+	./.ci/matrix
+
+# macOS is where the users are: the module must build, vet and compile its tests there.
+DARWIN_TARGETS := darwin_arm64 darwin_amd64
+
+.PHONY: test-darwin
+test-darwin: ## cross-build and vet the module and compile its tests (go test -c) for macOS arm64 and amd64
+	set -e; for t in $(DARWIN_TARGETS); do \
+		echo "== $$t"; \
+		GOOS=darwin GOARCH=$${t#*_} $(GO) build ./...; \
+		GOOS=darwin GOARCH=$${t#*_} $(GO) vet ./...; \
+		GOOS=darwin GOARCH=$${t#*_} $(GO) test -c -o .cache/darwin-tests/$$t/ ./internal/...; \
+		GOOS=darwin GOARCH=$${t#*_} $(GO) test -c -o .cache/darwin-tests/$$t/cmd/ ./cmd/...; \
+	done
 
 .PHONY: demo
 demo: deps build venv ## create simulator machines and run a real pyinfra deploy against them
