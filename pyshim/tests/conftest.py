@@ -49,6 +49,14 @@ def pytest_configure(config):
     )
 
 
+_cleanup_report: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _cleanup_report:
+        terminalreporter.write_line(line)
+
+
 def pytest_runtest_setup(item):
     marker = item.get_closest_marker("simulator")
     if marker is not None and _target().kind != "simulator":
@@ -220,9 +228,9 @@ def orb(real_binary, tmp_path_factory):
             signal.signal(sig, handler)
         machines.delete_ours()
         left = [m for m in machines.orbctl("list", "-q", check=False).stdout.split() if m.startswith(machines.prefix)]
-        # Past pytest's capture: the user sees what the suite did to their OrbStack.
-        sys.__stderr__.write(f"\n{target.describe}: deleted the {len(machines.deleted)} machines this session "
-                             f"made ({machines.prefix}*)" + (f"; could not delete {left}" if left else "") + "\n")
+        # pytest_terminal_summary shows it: the user sees what the suite did to their OrbStack.
+        _cleanup_report.append(f"{target.describe}: deleted the {len(machines.deleted)} machines this session made "
+                               f"({machines.prefix}*)" + (f"; could not delete {left}" if left else ""))
         if isinstance(machines, Simulator):
             machines.orbctl("stop", "-a", check=False, timeout=120)
 
