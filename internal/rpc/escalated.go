@@ -19,9 +19,9 @@ import (
 //   - the staging script reads the client's escalation command from stdin
 //     (never an argv on the Mac: it may hold a sudo password), up to a line
 //     holding the nonce;
-//   - it creates the stage directory (mkdir: a directory that exists is an
-//     error, never reused), notes it in the user's journal until it is
-//     removed (so the next agent of the user removes it if the machine stops
+//   - it notes the stage directory in the user's journal, then creates it
+//     (mkdir: a directory that exists is an error, never reused), and keeps
+//     the note until it is removed (so the next agent of the user removes it if the machine stops
 //     midway: session.JournalDir), and for a put receives the file's bytes
 //     from the rest of stdin and checks their count;
 //   - it writes the target user's script as STAGE/run and runs the escalation
@@ -55,12 +55,12 @@ done
 if [ -z "$ok" ]; then echo "pyinfra-orbstack: the request arrived cut short and was not run" >&2; exit 1; fi
 u=$(umask)
 umask 077
-mkdir -m 700 -- "$s" || exit 1
 e= j=` + session.JournalDir + `
 if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then
   e=$j/$n
   printf '%s %s %s\n' "$$" "$n" "$s" >"$e" 2>/dev/null || e=
 fi
+mkdir -m 700 -- "$s" || { [ -z "$e" ] || rm -f -- "$e"; exit 1; }
 trap 'rm -rf -- "$s"; [ -z "$e" ] || rm -f -- "$e"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
@@ -100,12 +100,10 @@ s=$(dirname -- "$0")
 dest=$(cat -- "$s/dest"; echo x); dest=${dest%x}
 read -r p n <"$s/owner"
 if [ -d "$dest" ]; then echo "$dest: is a directory" >&2; exit 1; fi
-tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
 e= j=` + session.JournalDir + `
-if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then
-  e=$j/$n.install
-  printf '%s %s %s\n' "$p" "$n" "$tmp" >"$e" 2>/dev/null || e=
-fi
+if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then e=$j/$n.install; fi
+tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
+[ -z "$e" ] || printf '%s %s %s\n' "$p" "$n" "$tmp" >"$e" 2>/dev/null || e=
 trap 'rm -f -- "$tmp"; [ -z "$e" ] || rm -f -- "$e"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT

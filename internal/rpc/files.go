@@ -27,17 +27,17 @@ import (
 // The traps remove the temp file on any failure the script lives through; for
 // those it does not (the machine stopped mid-transfer), it notes the temp file
 // in the user's journal (session.JournalDir) as "PID NONCE PATH" until the
-// rename, and the next session agent of that user removes it once PID no
+// rename (the journal directory is made first, so that the note follows the
+// temp file's creation as closely as a shell allows: a stop in between would
+// leave a temp file nobody noted), and the next session agent of that user removes it once PID no
 // longer runs with NONCE (internal/session, sweepScript).
 const putScript = `set -e
 n=$1 dest=$2 size=$3
 if [ -d "$dest" ]; then echo "$dest: is a directory" >&2; exit 1; fi
-tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
 e= j=` + session.JournalDir + `
-if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then
-  e=$j/$n
-  printf '%s %s %s\n' "$$" "$n" "$tmp" >"$e" 2>/dev/null || e=
-fi
+if { [ -d "$j" ] || mkdir -m 700 "$j"; } 2>/dev/null && [ ! -L "$j" ] && [ -O "$j" ]; then e=$j/$n; fi
+tmp=$(mktemp "$(dirname -- "$dest")/.pyinfra-orbstack.XXXXXX")
+[ -z "$e" ] || printf '%s %s %s\n' "$$" "$n" "$tmp" >"$e" 2>/dev/null || e=
 trap 'rm -f -- "$tmp"; [ -z "$e" ] || rm -f -- "$e"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
