@@ -46,7 +46,7 @@ def test_sudo_password_put_and_get_use_the_askpass_and_mask_it(machines, tmp_pat
     assert result.returncode == 0, output
     assert in_machine(machines, machine, "cat /etc/t-pw; stat -c %U /etc/t-pw") == "by pwuser\nroot\n"
     assert (tmp_path / "got").read_text() == "root only"
-    assert "PYINFRA_SUDO_PASSWORD=" in output and "/run'" in output  # -vv shows the escalated command
+    assert "SUDO_ASKPASS=" in output and "/run'" in output  # -vv shows the escalated command (masked)
     assert PASSWORD not in output
     assert in_machine(machines, machine, "ls -d /tmp/pyinfra-orbstack-* /tmp/pyinfra-sudo-askpass-* 2>/dev/null; true") == ""
 
