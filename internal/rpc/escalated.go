@@ -113,16 +113,7 @@ want=$(($(wc -c <"$s/data"))) got=$(($(wc -c <"$tmp")))
 if [ "$got" -ne "$want" ]; then
   echo "copying into place was cut short ($got of $want bytes); $dest was left as it was" >&2; exit 1
 fi
-if [ -e "$dest" ]; then
-  chmod "$(stat -L -c %a -- "$dest")" -- "$tmp"
-  chown "$(stat -L -c %u:%g -- "$dest")" -- "$tmp" 2>/dev/null || true
-else
-  chmod "$(printf %o $((0666 & ~0$(umask))))" -- "$tmp"
-fi
-mv -f -- "$tmp" "$dest"
-trap - EXIT
-[ -z "$e" ] || rm -f -- "$e"
-`
+` + replaceScript
 
 // stagedGetScript runs as `sh -c stagedGetScript pyinfra-orbstack-get-as
 // NONCE STAGE SRC RUN` with the escalation command and the nonce line on

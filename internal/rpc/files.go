@@ -48,7 +48,13 @@ got=$(($(wc -c <"$tmp")))
 if [ "$got" -ne "$size" ]; then
   echo "the upload was cut short ($got of $size bytes arrived); $dest was left as it was" >&2; exit 1
 fi
-if [ -e "$dest" ]; then
+` + replaceScript
+
+// replaceScript ends putScript and the escalated copy alike: it gives the
+// complete temp file the existing destination's mode and owner (or the
+// umask's default for a new file), renames it over the destination and drops
+// its journal note. It expects $tmp, $dest and $e (the note, or empty).
+const replaceScript = `if [ -e "$dest" ]; then
   chmod "$(stat -L -c %a -- "$dest")" -- "$tmp"
   chown "$(stat -L -c %u:%g -- "$dest")" -- "$tmp" 2>/dev/null || true
 else
