@@ -31,19 +31,7 @@ func TestFilePutOfAFileThatDoesNotKnowItsSize(t *testing.T) {
 // announced, then end-of-file. The old destination must stay, with nothing
 // beside it and no journal entry left.
 func TestAPutCutShortKeepsTheDestination(t *testing.T) {
-	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
-	if !sim {
-		t.Skip("needs the simulator's machines")
-	}
-	c := orbctl.New(path)
-	run := func(stdin string, argv ...string) (string, int) {
-		var out bytes.Buffer
-		code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "web", Argv: argv, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &out})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out.String(), code
-	}
+	run := simRunner(t)
 	dir, _ := run("", "mktemp", "-d")
 	dir = strings.TrimSpace(dir)
 	dest := dir + "/conf"
@@ -69,19 +57,7 @@ func TestAPutCutShortKeepsTheDestination(t *testing.T) {
 
 // The same for an escalated put: its stage directory goes too.
 func TestAnEscalatedPutCutShortKeepsTheDestination(t *testing.T) {
-	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
-	if !sim {
-		t.Skip("needs the simulator's machines")
-	}
-	c := orbctl.New(path)
-	run := func(stdin string, argv ...string) (string, int) {
-		var out bytes.Buffer
-		code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "web", Argv: argv, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &out})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out.String(), code
-	}
+	run := simRunner(t)
 	dir, _ := run("", "mktemp", "-d")
 	dir = strings.TrimSpace(dir)
 	dest, stage, nonce := dir+"/conf", dir+"/pyinfra-orbstack-0123456789abcdef", newNonce()
@@ -93,6 +69,26 @@ func TestAnEscalatedPutCutShortKeepsTheDestination(t *testing.T) {
 	}
 	if got, _ := run("", "sh", "-c", "cat "+dest+"; ls -A "+dir+"; ls -A "+journalDir()); got != "old\nconf\n" {
 		t.Fatalf("after an escalated put cut short: %q", got)
+	}
+}
+
+// simRunner gives a test a simulator machine "web" and a function that runs
+// argv there with stdin, returning its combined output and exit status; it
+// skips where the simulator cannot run.
+func simRunner(t *testing.T) func(stdin string, argv ...string) (string, int) {
+	t.Helper()
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator's machines")
+	}
+	c := orbctl.New(path)
+	return func(stdin string, argv ...string) (string, int) {
+		var out bytes.Buffer
+		code, err := c.Run(context.Background(), orbctl.RunSpec{Machine: "web", Argv: argv, Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.String(), code
 	}
 }
 
