@@ -163,6 +163,7 @@ machines from scripts and CI pipelines (machine, config).`,
 		NewCmdConfig(f),
 		NewCmdStatus(f),
 		NewCmdSSHInfo(f),
+		NewCmdLimits(f),
 	)
 	return root
 }

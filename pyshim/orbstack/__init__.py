@@ -27,6 +27,7 @@ from pyinfra_orbstack.facts.orbstack import (
     Status,
     Version,
 )
+from pyinfra_orbstack.facts.resources import Limits, Resources
 from pyinfra_orbstack.operations.orbstack import (
     clone,
     config,
@@ -43,9 +44,9 @@ __all__ = [
     # facts on the Mac (target @local)
     "Machines", "Machine", "Status", "Version", "Config", "ConfigValue", "DefaultMachine",
     "SshConnection", "Logs", "Snapshots", "Binary", "ConfigValues", "MachineSettings",
-    "MachineDifferences",
+    "MachineDifferences", "Limits",
     # facts inside a machine (target @orbstack/NAME)
-    "Network", "Ping", "TcpPort", "Http", "DnsLookup",
+    "Network", "Resources", "Ping", "TcpPort", "Http", "DnsLookup",
     # operations (target @local)
     "machine", "restart", "clone", "rename", "config", "default_machine", "default_user",
     "snapshot", "restore",
