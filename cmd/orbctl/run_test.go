@@ -217,7 +217,7 @@ func TestNetwork(t *testing.T) {
 		s.ok("restart", "netb")
 		hosts := s.ok("run", "-m", "neta", "cat", "/etc/hosts")
 		assert.Contains(t, hosts, "10.9.9.9 mine.example")
-		assert.Len(t, regexp.MustCompile(`(?m)^198\.19\.249\.\d+\tnetb\.orb\.local$`).FindAllString(hosts, -1), 1, hosts)
+		assert.Len(t, regexp.MustCompile(`(?m)^\d+\.\d+\.\d+\.\d+\tnetb\.orb\.local$`).FindAllString(hosts, -1), 1, hosts)
 	})
 	t.Run("a stopped machine has no address and drops out of the others' hosts", func(t *testing.T) {
 		s.ok("stop", "netb")
@@ -266,10 +266,19 @@ func TestPushPull(t *testing.T) {
 		s.ok("push", "-m", "files", "hello.txt", "/root/athome.txt") // the harness's HOME is /root
 		assert.Equal(t, "hi\n", s.ok("run", "-m", "files", "cat", "/home/dev/athome.txt"))
 	})
-	t.Run("a privileged destination fails like cp", func(t *testing.T) {
-		r := s.orbctl("push", "-m", "files", "hello.txt", "/etc/x")
+	t.Run("before 2.2.3 a privileged destination fails like cp", func(t *testing.T) {
+		r := s.with("ORBSIM_VERSION=2.2.2").orbctl("push", "-m", "files", "hello.txt", "/etc/x")
 		assert.Equal(t, 1, r.Code)
 		assert.Contains(t, r.Stderr, "cp: cannot create regular file '/etc/x': Permission denied")
+	})
+	t.Run("from 2.2.3 a privileged destination works (GH#406, #407)", func(t *testing.T) {
+		s.with("ORBSIM_VERSION=2.2.3").ok("push", "-m", "files", "hello.txt", "/etc/x")
+		assert.Equal(t, "hi\n", s.ok("run", "-m", "files", "cat", "/etc/x"))
+		s.ok("run", "-m", "files", "-u", "root", "sh", "-c", "chmod 600 /etc/x && chown root /etc/x")
+		s.with("ORBSIM_VERSION=2.2.3").ok("pull", "-m", "files", "/etc/x", "fromroot.txt")
+		b, err := os.ReadFile(filepath.Join(dir, "fromroot.txt"))
+		require.NoError(t, err)
+		assert.Equal(t, "hi\n", string(b))
 	})
 	t.Run("pull defaults to the caller's cwd", func(t *testing.T) {
 		s.ok("run", "-m", "files", "sh", "-c", "echo back > ~/back.txt")

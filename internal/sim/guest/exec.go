@@ -35,6 +35,10 @@ type ExecSpec struct {
 	// user can read (push) or write (pull) the host's files.
 	ReadAny  bool `json:"read_any"`
 	WriteAny bool `json:"write_any"`
+	// HostRoot: the host passed its "/" as fd HostRootFD, and the command
+	// sees it at HostRootPath (push/pull of isolated machines, which have no
+	// /mnt/mac, from OrbStack 2.2.0).
+	HostRoot bool `json:"host_root,omitempty"`
 	// ReportStart: the host passed a pipe as StartedFD, and the helper
 	// writes one byte to it once the command has started (see HoldEntry).
 	ReportStart bool `json:"report_start"`
@@ -43,6 +47,13 @@ type ExecSpec struct {
 // StartedFD is the helper's fd for ExecSpec.ReportStart (after the binary
 // on fd 3 and the request on fd 4).
 const StartedFD = 5
+
+// HostRootFD is the helper's fd for ExecSpec.HostRoot, and HostRootPath is
+// where the command (which gets it as its fd 3) reaches the host's files.
+const (
+	HostRootFD   = 6
+	HostRootPath = "/proc/self/fd/3"
+)
 
 // Account is a passwd entry.
 type Account struct {
@@ -257,6 +268,10 @@ func ExecMain(request string) int {
 	}
 	cmd.Dir, cmd.Env = wd, env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if spec.HostRoot {
+		syscall.CloseOnExec(HostRootFD)
+		cmd.ExtraFiles = []*os.File{os.NewFile(HostRootFD, "host-root")} // fd 3 of the command
+	}
 	ownGroup := !isTTY(0)
 	attr := &syscall.SysProcAttr{Setpgid: ownGroup}
 	if acct.UID != 0 {

@@ -157,6 +157,12 @@ func buildRoot(s InitSpec) error {
 	}
 	os.Mkdir(m+"/run/lock", 0o1777)
 	os.Chmod(m+"/run/lock", 0o1777)
+	// /tmp is a tmpfs, as in OrbStack (§10, garm on 2.2.3): it is empty
+	// after a stop, and a clone does not copy it.
+	mkdir("tmp", 0o1777)
+	if err := step("mount /tmp", unix.Mount("tmpfs", m+"/tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777")); err != nil {
+		return err
+	}
 	if s.MacMount {
 		mkdir("mnt/mac", 0o755)
 		if err := step("bind the host root at /mnt/mac", unix.Mount("/", m+"/mnt/mac", "", unix.MS_BIND, "")); err != nil {

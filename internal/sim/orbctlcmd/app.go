@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/netsim"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"golang.org/x/sys/unix"
@@ -69,6 +70,9 @@ type App struct {
 	// VMMode is ORBSIM_ORBSTACK: "" (running), "stopped", "starting" or "broken".
 	VMMode  string
 	MacUser string
+	// Program is the name orbctl was invoked as ("orbctl" or "orb"), which
+	// its messages use.
+	Program string
 	Stdin   *os.File
 	Stdout  io.Writer
 	Stderr  io.Writer
@@ -135,7 +139,12 @@ func newApp(stdout, stderr io.Writer) (*App, error) {
 	if mode == "running" {
 		mode = ""
 	}
-	return &App{Version: v, VMMode: mode, MacUser: macUser(), Stdin: os.Stdin, Stdout: stdout, Stderr: stderr}, nil
+	switch s := os.Getenv("ORBSIM_RUN_MISSING"); s {
+	case "", "silent", "print":
+	default:
+		return nil, fmt.Errorf("ORBSIM_RUN_MISSING=%q: want silent or print", s)
+	}
+	return &App{Version: v, VMMode: mode, MacUser: macUser(), Program: "orbctl", Stdin: os.Stdin, Stdout: stdout, Stderr: stderr}, nil
 }
 
 // openStore opens $ORBSIM_HOME (lazily: `version` never needs it).
@@ -149,7 +158,23 @@ func (a *App) openStore() error {
 	}
 	a.Store = s
 	a.RT = &vm.Runtime{Store: s}
-	return nil
+	return s.View(func(inv *state.Inventory) error { a.RT.Net = a.netPlan(inv.Subnet4); return nil })
+}
+
+// netPlan is where machines get addresses: 198.19.249.0/24 before 2.0,
+// network.subnet4 as OrbStack last applied it from 2.0 (reference §10).
+func (a *App) netPlan(applied string) netsim.Plan {
+	if !a.Version.AtLeast(2, 0, 0) {
+		return netsim.Plan1()
+	}
+	if applied == "" {
+		applied = netsim.DefaultSubnet4
+	}
+	p, err := netsim.Plan2(applied)
+	if err != nil { // refused by config set; only a hand-edited state gets here
+		p, _ = netsim.Plan2(netsim.DefaultSubnet4)
+	}
+	return p
 }
 
 // vmRunning reports whether "OrbStack" is up.
@@ -172,8 +197,12 @@ func (a *App) ensureVM() error {
 	if !stopped {
 		return nil
 	}
+	// OrbStack applies network.subnet4 when it starts (§10: "changes the
+	// range after a restart").
 	return a.Store.Update(func(inv *state.Inventory) error {
 		inv.VMStopped = false
+		inv.Subnet4 = inv.Config["network.subnet4"]
+		a.RT.Net = a.netPlan(inv.Subnet4)
 		return nil
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/netsim"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"github.com/spf13/cobra"
 )
@@ -40,9 +41,16 @@ For example:
 	}
 }
 
-// globalConfig holds the VmConfig keys (§4) with OrbStack-like defaults.
-func globalConfig() map[string]string {
-	return map[string]string{
+// globalConfig holds the global keys `config show` lists at version v, with
+// OrbStack-like defaults: the VmConfig keys of §4 (1.11 source), and from
+// 2.0 the keys of the 2.0.4 recording in §10 (GH#2341): power.pause_in_sleep
+// instead of power.pause_on_sleep, plus machines.forward_ports,
+// machines.expose_ports_to_lan and docker.expose_ports_to_lan. The 2.x
+// defaults of the new keys are our guess (GH#2676's user turned
+// expose_ports_to_lan on and forward_ports off, so we take the opposite as
+// the default; docker.expose_ports_to_lan follows Docker's own default).
+func globalConfig(v Version) map[string]string {
+	c := map[string]string{
 		"memory_mib": "8192", "cpu": strconv.Itoa(runtime.NumCPU()), "rosetta": "true",
 		"network_proxy": "auto", "network_bridge": "true", "network.https": "true",
 		"network.subnet4": "192.168.138.0/23", "mount_hide_shared": "false", "data_dir": "",
@@ -50,15 +58,37 @@ func globalConfig() map[string]string {
 		"setup.use_admin": "true", "k8s.enable": "false", "k8s.expose_services": "false",
 		"ssh.expose_port": "false", "power.pause_on_sleep": "true", "app.start_at_login": "false",
 	}
+	if v.AtLeast(2, 0, 0) {
+		delete(c, "power.pause_on_sleep")
+		c["power.pause_in_sleep"] = "true"
+		c["machines.forward_ports"] = "true"
+		c["machines.expose_ports_to_lan"] = "false"
+		c["docker.expose_ports_to_lan"] = "true"
+	}
+	return c
+}
+
+// configKind says what a global key's value must be (OrbStack's config set
+// parses them with strconv; other keys take any text).
+func configKind(key string) string {
+	switch key {
+	case "memory_mib", "cpu":
+		return "uint"
+	case "network_proxy", "network.subnet4", "data_dir", "docker.node_name":
+		return "text"
+	}
+	return "bool"
 }
 
 // restartKeys need an OrbStack restart to apply (our reading of the source).
 var restartKeys = map[string]bool{"memory_mib": true, "cpu": true, "rosetta": true, "network_proxy": true,
 	"network_bridge": true, "network.https": true, "network.subnet4": true, "mount_hide_shared": true, "data_dir": true}
 
+// machineKeys are the per-machine keys: only username before 2.1 (§10: the
+// 2.0.4 recording has no other), the limits and isolation keys from 2.1.
 func machineKeys(v Version) []string {
 	keys := []string{"username"}
-	if v.AtLeast(2, 0, 0) {
+	if v.AtLeast(2, 1, 0) {
 		keys = append(keys, "cpu", "memory_mib", "disk_bytes", "isolated", "forward_ssh_agent", "isolate_network", "mounts")
 	}
 	return keys
@@ -93,10 +123,15 @@ func machineValue(m *state.Machine, key string) string {
 	return ""
 }
 
+// configLines is every key and value; show prints only keys with a value
+// (§10: OrbStack prints no empty "data_dir:" line; its VmConfig marks such
+// fields omitempty), get answers for any key.
 func (a *App) configLines(inv *state.Inventory) (map[string]string, []string) {
-	all := globalConfig()
+	all := globalConfig(a.Version)
 	for k, v := range inv.Config {
-		all[k] = v
+		if _, ok := all[k]; ok { // a key set under another version may not exist in this one
+			all[k] = v
+		}
 	}
 	for _, m := range inv.Machines {
 		for _, k := range machineKeys(a.Version) {
@@ -145,7 +180,9 @@ func NewCmdConfig(app *App) *cobra.Command {
 			return app.Store.View(func(inv *state.Inventory) error {
 				all, keys := app.configLines(inv)
 				for _, k := range keys {
-					fmt.Fprintf(app.Stdout, "%s: %s\n", k, all[k])
+					if all[k] != "" {
+						fmt.Fprintf(app.Stdout, "%s: %s\n", k, all[k])
+					}
 				}
 				return nil
 			})
@@ -161,7 +198,9 @@ func NewCmdConfig(app *App) *cobra.Command {
 				if !app.Version.AtLeast(2, 0, 0) {
 					// 1.11.3 ignores KEY and prints everything (a bug, §2).
 					for _, k := range keys {
-						fmt.Fprintf(app.Stdout, "%s: %s\n", k, all[k])
+						if all[k] != "" {
+							fmt.Fprintf(app.Stdout, "%s: %s\n", k, all[k])
+						}
 					}
 					return nil
 				}
@@ -192,13 +231,16 @@ func NewCmdConfig(app *App) *cobra.Command {
 					}
 					return app.setMachineKey(m, sub, key, value)
 				}
-				if _, ok := globalConfig()[key]; !ok {
+				if _, ok := globalConfig(app.Version)[key]; !ok {
 					fmt.Fprintf(app.Stderr, "Unknown configuration key: %s\n", key)
 					return exitStatus(1)
 				}
+				if err := app.checkConfigValue(key, value); err != nil {
+					return err
+				}
 				inv.Config[key] = value
 				if restartKeys[key] {
-					fmt.Fprintln(app.Stdout, `Restart OrbStack with "orbctl stop" to apply changes.`)
+					fmt.Fprintf(app.Stdout, "Restart OrbStack with \"%s stop\" to apply changes.\n", app.Program)
 				}
 				return nil
 			})
@@ -210,6 +252,30 @@ func NewCmdConfig(app *App) *cobra.Command {
 		cfg.AddCommand(show, get, set)
 	}
 	return cfg
+}
+
+// checkConfigValue refuses what OrbStack refuses. network.subnet4 (2.x) must
+// be an IPv4 /23, checked with the texts of OrbStack's netconf. OrbStack
+// itself may accept the value and fail when the VM next starts (GH#2095 shows
+// `failed to parse network config: subnet 'invalid Prefix' is not an IPv4
+// prefix` at start); refusing at set time, as a server error, is our choice.
+func (a *App) checkConfigValue(key, value string) error {
+	switch configKind(key) {
+	case "uint":
+		if n, err := strconv.ParseUint(value, 10, 64); err != nil || (key == "cpu" && n < 1) {
+			return fmt.Errorf("invalid value for %s: %s", key, value)
+		}
+	case "bool":
+		if _, err := strconv.ParseBool(value); err != nil {
+			return fmt.Errorf("invalid value for %s: %s", key, value)
+		}
+	}
+	if key == "network.subnet4" && a.Version.AtLeast(2, 0, 0) {
+		if _, err := netsim.Plan2(value); err != nil {
+			return rpcErrorf("%v", err)
+		}
+	}
+	return nil
 }
 
 func (a *App) setMachineKey(m *state.Machine, sub, key, value string) error {

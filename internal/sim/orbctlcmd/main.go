@@ -34,7 +34,13 @@ func Main(argv []string) int {
 		return 1
 	}
 	root := NewCmdRoot(app)
-	args := rewriteForName(root, filepath.Base(argv[0]), argv[1:])
+	name := filepath.Base(argv[0])
+	if name == "orb" {
+		// Usage and help name the program as invoked (GH#2122: `orb run …`).
+		root.Use = "orb"
+		app.Program = "orb"
+	}
+	args := rewriteForName(root, name, argv[1:])
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
 	return report(app, cmd, err)

@@ -45,6 +45,42 @@ func (c copyPaths) linux(p string) string {
 	return p
 }
 
+// copyAccess is how push/pull reach a machine at this version (§7, §10):
+// before 2.2.3 cp runs with the default user's own write permissions, from
+// 2.2.3 a destination the user cannot write works too (GH#406, #407);
+// isolated machines have no /mnt/mac, and OrbStack copies into them only
+// from 2.2.0 (GH#2469). How 2.2.x does either is not recorded: we give cp
+// CAP_DAC_OVERRIDE and, for isolated machines, the host's files at a path
+// only the cp process can see (guest.HostRootPath).
+type copyAccess struct {
+	writeAny bool
+	hostRoot bool // the machine is isolated and the version copies into it
+}
+
+func (a *App) copyAccess(key string, keySet bool) copyAccess {
+	isolated := false
+	a.Store.View(func(inv *state.Inventory) error {
+		m := inv.ByKey(key)
+		if !keySet {
+			m = inv.ByID(inv.DefaultID)
+		}
+		isolated = m != nil && m.Isolated
+		return nil
+	})
+	return copyAccess{writeAny: a.Version.AtLeast(2, 2, 3), hostRoot: isolated && a.Version.AtLeast(2, 2, 0)}
+}
+
+// host is where the copy reaches host path p (absolute against the cwd).
+func (c copyPaths) host(p string, acc copyAccess) string {
+	if !acc.hostRoot {
+		return c.mac(p)
+	}
+	if !filepath.IsAbs(p) {
+		p = filepath.Join(c.cwd, p)
+	}
+	return guest.HostRootPath + p
+}
+
 // NewCmdPush is `orbctl push` (§7): cp -rf in the machine as the default user.
 func NewCmdPush(app *App) *cobra.Command {
 	var machine string
@@ -54,19 +90,29 @@ func NewCmdPush(app *App) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := newCopyPaths()
+			keySet := cmd.Flags().Changed("machine")
+			acc := app.copyAccess(machine, keySet)
 			srcs, dest := args, "."
 			if len(args) >= 2 {
 				srcs, dest = args[:len(args)-1], p.linux(args[len(args)-1])
 			}
 			cpArgs := []string{"cp", "-rf"}
 			for _, s := range srcs {
-				cpArgs = append(cpArgs, p.mac(s))
+				if acc.hostRoot {
+					// cp would name the fd path; say it as cp says it for
+					// the path the user gave.
+					if _, err := os.Lstat(strings.TrimPrefix(p.host(s, acc), guest.HostRootPath)); err != nil {
+						fmt.Fprintf(app.Stderr, "cp: cannot stat '%s': No such file or directory\n", p.mac(s))
+						return exitStatus(1)
+					}
+				}
+				cpArgs = append(cpArgs, p.host(s, acc))
 			}
 			cpArgs = append(cpArgs, dest)
 			// ReadAny: on a Mac the Linux user can read the user's Mac files;
 			// here it gets CAP_DAC_READ_SEARCH for the copy (see docs).
-			spec := guest.ExecSpec{Args: cpArgs, Direct: true, ReadAny: true}
-			return app.runIn(machine, cmd.Flags().Changed("machine"), spec)
+			spec := guest.ExecSpec{Args: cpArgs, Direct: true, ReadAny: true, WriteAny: acc.writeAny, HostRoot: acc.hostRoot}
+			return app.runIn(machine, keySet, spec)
 		},
 	}
 	cmd.Flags().StringVarP(&machine, "machine", "m", "", "Copy to a specific machine")
@@ -82,6 +128,8 @@ func NewCmdPull(app *App) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := newCopyPaths()
+			keySet := cmd.Flags().Changed("machine")
+			acc := app.copyAccess(machine, keySet)
 			srcs, dest := args, "."
 			if len(args) >= 2 {
 				srcs, dest = args[:len(args)-1], args[len(args)-1]
@@ -90,10 +138,10 @@ func NewCmdPull(app *App) *cobra.Command {
 			for _, s := range srcs {
 				cpArgs = append(cpArgs, p.linux(s))
 			}
-			cpArgs = append(cpArgs, p.mac(dest))
+			cpArgs = append(cpArgs, p.host(dest, acc))
 			// WriteAny: the Linux user may write the Mac files (CAP_DAC_OVERRIDE).
-			spec := guest.ExecSpec{Args: cpArgs, Direct: true, WriteAny: true}
-			return app.runIn(machine, cmd.Flags().Changed("machine"), spec)
+			spec := guest.ExecSpec{Args: cpArgs, Direct: true, WriteAny: true, HostRoot: acc.hostRoot}
+			return app.runIn(machine, keySet, spec)
 		},
 	}
 	cmd.Flags().StringVarP(&machine, "machine", "m", "", "Copy from a specific machine")
@@ -134,7 +182,7 @@ func NewCmdClone(app *App) *cobra.Command {
 					return rpcErrorf("%s", distro.InvalidNameMessage(args[1]))
 				}
 				dst := *src
-				dst.ID, dst.Name, dst.Init, dst.IPIndex = state.NewULID(), args[1], state.Process{}, 0
+				dst.ID, dst.Name, dst.Init, dst.IP4, dst.Relay4 = state.NewULID(), args[1], state.Process{}, "", ""
 				resume := app.RT.Pause(src) // OrbStack pauses the source (§2)
 				err := app.RT.Clone(src, &dst)
 				resume()
@@ -241,7 +289,7 @@ func NewCmdImport(app *App) *cobra.Command {
 					return rpcErrorf("import: %v", err)
 				}
 				m := *old
-				m.ID, m.Init, m.IPIndex = fresh.ID, state.Process{}, 0
+				m.ID, m.Init, m.IP4, m.Relay4 = fresh.ID, state.Process{}, "", ""
 				if name != "" {
 					m.Name = name
 				}

@@ -13,6 +13,9 @@ type RunFlags struct {
 	Machine, User, Workdir          string
 	MachineSet, UserSet, WorkdirSet bool
 	Shell, Path, Help               bool
+	// WorkdirFlag is the token that set Workdir ("-w", "--workdir=", ...),
+	// for refusing it where -w does not exist yet.
+	WorkdirFlag string
 	// Command is the command and its arguments, verbatim.
 	Command []string
 }
@@ -72,6 +75,9 @@ func ParseRunFlags(args []string) (RunFlags, error) {
 			value = args[i]
 		}
 		*target, *set = value, true
+		if name[0] == 'w' {
+			f.WorkdirFlag = flagTok
+		}
 	}
 	return f, nil
 }

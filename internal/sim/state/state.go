@@ -43,8 +43,10 @@ type Machine struct {
 	UserData        string   `json:"user_data,omitempty"`
 	// Init is the machine's PID-1 process while it runs (zero when stopped).
 	Init Process `json:"init"`
-	// IPIndex is N in 198.19.249.N; kept across restarts when still free.
-	IPIndex int `json:"ip_index,omitempty"`
+	// IP4 is the machine's address and Relay4 its NAME.orb.local relay
+	// (2.x); both are kept across restarts when still free in the plan.
+	IP4    string `json:"ip4,omitempty"`
+	Relay4 string `json:"relay4,omitempty"`
 }
 
 // ForwardsSSHAgent is the machine's forward_ssh_agent setting.
@@ -112,6 +114,9 @@ type Inventory struct {
 	// VMStopped is set by `orbctl stop` with no arguments: OrbStack is "off"
 	// until a command auto-starts it.
 	VMStopped bool `json:"vm_stopped"`
+	// Subnet4 is the network.subnet4 OrbStack applied when it last started
+	// ("" = the default): a `config set` takes effect after a restart.
+	Subnet4 string `json:"subnet4,omitempty"`
 }
 
 // ByName finds a machine by name.

@@ -104,7 +104,7 @@ func (l Layers) read(rel string) []byte {
 // hostname, and the default user (passwd/group/shadow entries, a home with
 // the skeleton files, passwordless sudo). hideAlso lists extra host paths to
 // hide (the simulator's own state directory).
-func (l Layers) Prepare(name, user string, hideAlso []string) error {
+func (l Layers) Prepare(name, user, adminGroup string, hideAlso []string) error {
 	for _, d := range []string{l.Upper, l.Work, l.Merged} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
@@ -127,12 +127,24 @@ func (l Layers) Prepare(name, user string, hideAlso []string) error {
 	if err := l.copySkel("/root", 0, 0, 0o700); err != nil {
 		return err
 	}
-	return l.AddUser(user)
+	return l.AddUser(user, adminGroup)
 }
 
-// AddUser makes user exist with a home and passwordless sudo (no-op for an
-// account the base already has, apart from the home and sudo rule).
-func (l Layers) AddUser(user string) error {
+// AdminGroup is the group OrbStack puts the default user in (§10, GH#583,
+// #2197): sudo on Debian and Ubuntu, wheel elsewhere. Devuan and Kali are
+// Debian's family and get sudo too (our reading).
+func AdminGroup(distro string) string {
+	switch distro {
+	case "debian", "ubuntu", "devuan", "kali":
+		return "sudo"
+	}
+	return "wheel"
+}
+
+// AddUser makes user exist with a home, membership of adminGroup and
+// passwordless sudo (no-op for an account the base already has, apart from
+// the home, the group and the sudo rule).
+func (l Layers) AddUser(user, adminGroup string) error {
 	if user == "root" {
 		return nil
 	}
@@ -175,8 +187,43 @@ func (l Layers) AddUser(user string) error {
 	if err := l.copySkel(home, uid, gid, 0o755); err != nil {
 		return err
 	}
+	if adminGroup != "" {
+		if err := l.writeFile("/etc/group", []byte(withMember(string(l.read("/etc/group")), adminGroup, user)), 0o644); err != nil {
+			return err
+		}
+	}
 	rule := fmt.Sprintf("# written by orbsim: OrbStack's default user has passwordless sudo\n%s ALL=(ALL) NOPASSWD:ALL\n", user)
 	return l.writeFile("/etc/sudoers.d/orbsim-"+strings.ReplaceAll(user, ".", "_"), []byte(rule), 0o440)
+}
+
+// withMember is the group file db with user a member of name, adding the
+// group (gid 27 for sudo and 10 for wheel, as Debian and Fedora number them,
+// when free) if the base has none.
+func withMember(db, name, user string) string {
+	lines := strings.Split(strings.TrimRight(db, "\n"), "\n")
+	for i, line := range lines {
+		p := strings.Split(line, ":")
+		if len(p) != 4 || p[0] != name {
+			continue
+		}
+		members := []string{}
+		for _, m := range strings.Split(p[3], ",") {
+			if m == user {
+				return db
+			}
+			if m != "" {
+				members = append(members, m)
+			}
+		}
+		p[3] = strings.Join(append(members, user), ",")
+		lines[i] = strings.Join(p, ":")
+		return strings.Join(lines, "\n") + "\n"
+	}
+	gid := map[string]int{"sudo": 27, "wheel": 10}[name]
+	if gid == 0 || used(db, 2, gid) {
+		gid = firstFree(db, 2, 100)
+	}
+	return strings.Join(append(lines, fmt.Sprintf("%s:x:%d:%s", name, gid, user)), "\n") + "\n"
 }
 
 func used(db string, field, id int) bool {

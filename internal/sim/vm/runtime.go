@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,9 @@ func Preflight() error {
 // Runtime runs the machines of one store.
 type Runtime struct {
 	Store *state.Store
+	// Net is where started machines get their addresses (the emulated
+	// version's plan and the applied network.subnet4).
+	Net netsim.Plan
 }
 
 func (r *Runtime) layers(m *state.Machine) Layers {
@@ -74,7 +78,7 @@ func (r *Runtime) Prepare(m *state.Machine) error {
 	if unix.Statfs(r.Store.Home, &fs) == nil && fs.Type == unix.OVERLAYFS_SUPER_MAGIC {
 		return fmt.Errorf("ORBSIM_HOME %s is on overlayfs, which cannot hold a machine's upper layer; point ORBSIM_HOME at ext4, xfs or a tmpfs", r.Store.Home)
 	}
-	return r.layers(m).Prepare(m.Name, m.DefaultUser, []string{r.Store.Home})
+	return r.layers(m).Prepare(m.Name, m.DefaultUser, AdminGroup(m.Distro), []string{r.Store.Home})
 }
 
 // ConsoleLog is the file `orbctl logs` prints.
@@ -141,10 +145,10 @@ func (r *Runtime) Start(m *state.Machine) error {
 	m.Init = state.Process{PID: pid, StartTime: st}
 	// The init outlives this orbctl; it is not our child to wait for.
 	cmd.Process.Release()
-	n, err := netsim.Lease(m.IPIndex, m.Init, r.Store.Home, m.ID)
+	lease, err := netsim.Take(r.Net, netsim.Lease{IP4: m.IP4, Relay: m.Relay4}, m.Init, r.Store.Home, m.ID)
 	if err == nil {
-		m.IPIndex = n
-		err = netsim.Attach(pid, n)
+		m.IP4, m.Relay4 = lease.IP4, lease.Relay
+		err = netsim.Attach(pid, r.Net, lease)
 	}
 	if err != nil {
 		r.Stop(m)
@@ -231,9 +235,7 @@ func (r *Runtime) cleanup(m *state.Machine) {
 		// No link cleanup here: the kernel removes the veth pair with the
 		// namespace, and by now another machine may already own index N
 		// (Attach clears any leftover link under its own lease).
-		if m.IPIndex != 0 {
-			netsim.Release(m.IPIndex, m.Init)
-		}
+		netsim.Release(netsim.Lease{IP4: m.IP4, Relay: m.Relay4}, m.Init)
 		m.Init = state.Process{}
 	}
 }
@@ -294,10 +296,10 @@ func waitGone(p state.Process, d time.Duration) bool {
 
 // IP is the machine's IPv4 address while it runs, else "".
 func IP(m *state.Machine) string {
-	if !m.Running() || m.IPIndex == 0 {
+	if !m.Running() {
 		return ""
 	}
-	return netsim.IP(m.IPIndex)
+	return m.IP4
 }
 
 // IP6 is the machine's IPv6 address while it runs and the host has IPv6.
@@ -308,25 +310,40 @@ func IP6(m *state.Machine) string {
 	if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6"); err != nil || strings.TrimSpace(string(b)) != "0" {
 		return ""
 	}
-	return netsim.IP6(m.IPIndex)
+	return netsim.IP6(m.IP4)
 }
 
 // RefreshHosts rewrites the managed /etc/hosts block of every running
-// machine so all of them resolve each other as NAME.orb.local.
+// machine so all of them resolve each other as NAME.orb.local: the relay
+// address in 2.x, the machine's own in 1.x.
 func (r *Runtime) RefreshHosts(inv *state.Inventory) {
 	var peers []netsim.Peer
 	for _, m := range inv.Machines {
 		if ip := IP(m); ip != "" {
+			if m.Relay4 != "" {
+				ip = m.Relay4
+			}
 			peers = append(peers, netsim.Peer{Name: m.Name, IP: ip, IP6: IP6(m)})
 		}
 	}
 	for _, m := range inv.Machines {
 		if m.Running() {
-			if err := netsim.WriteHosts(m.Init.PID, m.Name, peers); err != nil {
+			if err := netsim.WriteHosts(m.Init.PID, m.Name, r.gateway(m), peers); err != nil {
 				fmt.Fprintf(os.Stderr, "orbsim: warning: cannot update /etc/hosts of %s: %v\n", m.Name, err)
 			}
 		}
 	}
+}
+
+// gateway is host.orb.internal for m: the gateway of the plan its address
+// came from (a machine started before a subnet change keeps its own).
+func (r *Runtime) gateway(m *state.Machine) string {
+	if a, err := netip.ParseAddr(m.IP4); err == nil && !r.Net.Machines.Contains(a) {
+		b := a.As4()
+		b[3] = 1
+		return netip.AddrFrom4(b).String()
+	}
+	return r.Net.Gateway.String()
 }
 
 // Command builds the host-side process that runs spec inside the running
@@ -376,7 +393,7 @@ func (r *Runtime) AddUser(m *state.Machine, user string) error {
 	if m.Running() {
 		return errors.New("stop the machine first")
 	}
-	return r.layers(m).AddUser(user)
+	return r.layers(m).AddUser(user, AdminGroup(m.Distro))
 }
 
 // Pause stops (SIGSTOP) every process of the running machine m but its init
@@ -537,5 +554,5 @@ func (r *Runtime) Import(in string, m *state.Machine) (*state.Machine, error) {
 // the root (both "layers" are the merged root there).
 func (r *Runtime) AddUserRunning(m *state.Machine, user string) error {
 	root := fmt.Sprintf("/proc/%d/root", m.Init.PID)
-	return Layers{Base: root, Upper: root}.AddUser(user)
+	return Layers{Base: root, Upper: root}.AddUser(user, AdminGroup(m.Distro))
 }
