@@ -8,7 +8,10 @@
 //   - `delete <ULID>` crashes orbctl, so Delete resolves the name first.
 //   - `stop` without a name stops all of OrbStack, so Stop refuses an empty name.
 //   - `run -m missing` prints nothing and exits 1 without a PTY, so a silent
-//     exit 1 from Run is disambiguated with `info`.
+//     exit 1 from Run is disambiguated with `info`. On a terminal it prints
+//     "[-32098] machine not found: 'NAME'" (0.x: "machine not found: NAME");
+//     an exit 1 whose only output is such a line is checked the same way,
+//     so both forms are ErrMachineNotFound whether or not a terminal was there.
 package orbctl
 
 import (
@@ -246,13 +249,16 @@ func (c *Client) Run(ctx context.Context, spec RunSpec) (int, error) {
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		code = 128 + int(ws.Signal()) // as a shell reports it, rather than -1
 	}
-	if code == 1 && head.Len() == 0 && stdoutSeen.n == 0 {
-		// `run -m missing` exits 1 in silence: ask info whether the machine exists.
+	silent := head.Len() == 0
+	if code == 1 && stdoutSeen.n == 0 && (silent || IsRunMachineNotFound(head.String(), spec.Machine)) {
+		// `run -m missing` exits 1 in silence, or with orbctl's not-found
+		// line (which the command itself could print too): ask info
+		// whether the machine exists.
 		if _, infoErr := c.Info(ctx, spec.Machine); errors.Is(infoErr, ErrMachineNotFound) {
 			return -1, infoErr
 		}
 		// `run -u nosuchuser` fails the same silent way.
-		if spec.User != "" && !c.userExists(ctx, spec.Machine, spec.User) {
+		if silent && spec.User != "" && !c.userExists(ctx, spec.Machine, spec.User) {
 			return -1, &Error{Kind: ErrBadArgument, Machine: spec.Machine, Args: redactCommand(args, spec), ExitCode: code,
 				Message: fmt.Sprintf("there is no user %q in machine %s", spec.User, spec.Machine)}
 		}

@@ -77,6 +77,19 @@ func classify(stderr string) error {
 	return ErrFailed
 }
 
+// IsRunMachineNotFound reports whether stderr is nothing but the line
+// `orbctl run -m machine` prints when machine does not exist: the server's
+// "[-32098] machine not found: 'NAME'" of recent versions or 0.x's
+// "machine not found: NAME" (reference §10; testdata/orbctl has both), or
+// the bare "machine not found" of a lookup that names nothing.
+func IsRunMachineNotFound(stderr, machine string) bool {
+	switch strings.TrimSpace(stderr) {
+	case "[-32098] machine not found: '" + machine + "'", "machine not found: " + machine, "machine not found":
+		return true
+	}
+	return false
+}
+
 // trimUsage keeps cobra's "Error: …" line and drops the usage text it prints after.
 func trimUsage(stderr string) string {
 	s := strings.TrimSpace(stderr)
