@@ -142,7 +142,7 @@ func TestAFrameAtTheLimitStaysWithinBoundedMemory(t *testing.T) {
 	s.send(head + stdin + tail)
 	var msg string
 	for msg = readMessage(t, s.stdout); strings.Contains(msg, `"method"`); msg = readMessage(t, s.stdout) {
-		if !strings.Contains(msg, fmt.Sprintf(`"line":"%d"`, n)) {
+		if !strings.Contains(msg, fmt.Sprintf(`"text":"%d\n"`, n)) {
 			t.Fatalf("output %.300s, want %d bytes counted", msg, n)
 		}
 	}
@@ -164,7 +164,7 @@ func TestEOFOnStdinWhileACommandRuns(t *testing.T) {
 	s := serve(t, bin, map[string]string{"web": "running"})
 	marker := t.TempDir() + "/survived"
 	s.send(`{"jsonrpc":"2.0","id":1,"method":"command.run","params":{"machine":"web","command":"echo started; sleep 2; touch ` + marker + `"}}`)
-	if msg := readMessage(t, s.stdout); !strings.Contains(msg, `"line":"started"`) {
+	if msg := readMessage(t, s.stdout); !strings.Contains(msg, `"text":"started\n"`) {
 		t.Fatalf("first message %s", msg)
 	}
 	start := time.Now()

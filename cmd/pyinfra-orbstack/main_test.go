@@ -34,7 +34,7 @@ func TestSIGTERMStopsServeAndItsCommands(t *testing.T) {
 	send := func(body string) { fmt.Fprintf(stdin, "Content-Length: %d\r\n\r\n%s", len(body), body) }
 	send(`{"jsonrpc":"2.0","id":1,"method":"command.run","params":{"machine":"web","command":"echo started; sleep 2; touch ` + marker + `"}}`)
 	r := bufio.NewReader(stdout)
-	if msg := readMessage(t, r); !strings.Contains(msg, `"line":"started"`) {
+	if msg := readMessage(t, r); !strings.Contains(msg, `"text":"started\n"`) {
 		t.Fatalf("first message %s", msg)
 	}
 	start := time.Now()

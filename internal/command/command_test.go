@@ -14,6 +14,7 @@ import (
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/rpc"
 )
 
 // run runs the CLI in-process and returns its exit status and output.
@@ -55,7 +56,7 @@ func withoutOrbctl(t *testing.T) {
 
 func TestVersionNamesTheProtocol(t *testing.T) {
 	code, out, _ := run(t, nil, "version")
-	if code != 0 || out != "pyinfra-orbstack 0.0.0-dev (protocol 1)\n" {
+	if code != 0 || out != fmt.Sprintf("pyinfra-orbstack 0.0.0-dev (protocol %d)\n", rpc.ProtocolVersion) {
 		t.Fatalf("exit %d, output %q", code, out)
 	}
 }
@@ -132,7 +133,7 @@ func TestDoctorFailsWithoutOrbctl(t *testing.T) {
 
 func TestServeSpeaksOnlyProtocolOnStdout(t *testing.T) {
 	withMachines(t, map[string]string{"web": "running"})
-	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol_version":1}}`
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocol_version":%d}}`, rpc.ProtocolVersion)
 	body2 := `{"jsonrpc":"2.0","id":2,"method":"command.run","params":{"machine":"web","command":"echo hi"}}`
 	in := fmt.Sprintf("Content-Length: %d\r\n\r\n%sContent-Length: %d\r\n\r\n%s", len(body), body, len(body2), body2)
 	// stdin stays open until the replies are read: EOF would cancel the
@@ -159,7 +160,7 @@ func TestServeSpeaksOnlyProtocolOnStdout(t *testing.T) {
 	if rest, _ := io.ReadAll(r); len(rest) != 0 {
 		t.Fatalf("stray output on stdout: %q", rest)
 	}
-	if !strings.Contains(got[0], `"protocol_version":1`) || !strings.Contains(got[1], `"line":"hi"`) || !strings.Contains(got[2], `"exit_code":0`) {
+	if !strings.Contains(got[0], fmt.Sprintf(`"protocol_version":%d`, rpc.ProtocolVersion)) || !strings.Contains(got[1], `"text":"hi\n"`) || !strings.Contains(got[2], `"exit_code":0`) {
 		t.Fatalf("messages %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl/orbctltest"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/rpc"
 )
 
 // The JSON outputs the pyinfra facts read, against the simulator.
@@ -100,7 +101,7 @@ func TestVersionJSONCarriesOrbStacksVersion(t *testing.T) {
 	withMachines(t, nil)
 	code, out, _ := run(t, nil, "version", "--json")
 	var v VersionJSON
-	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Protocol != 1 || v.OrbStack == nil || v.OrbStack.Code < 1000000 {
+	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Protocol != rpc.ProtocolVersion || v.OrbStack == nil || v.OrbStack.Code < 1000000 {
 		t.Fatalf("exit %d, %q", code, out)
 	}
 }

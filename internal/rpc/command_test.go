@@ -1,64 +1,153 @@
 package rpc
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
-func TestLineWriterSplitsLinesAcrossWrites(t *testing.T) {
-	var got []string
-	w := &lineWriter{stream: "stdout", emit: func(_, line string, _ bool) { got = append(got, line) }}
-	for _, chunk := range []string{"a", "b\nc", "\n\nd\r\n", "tail"} {
-		w.Write([]byte(chunk))
+// sent records the batches an outputBatcher sends.
+type sent struct {
+	mu      sync.Mutex
+	batches [][]OutputRun
+}
+
+func (s *sent) send(runs []OutputRun) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, runs)
+}
+
+// String shows the runs sent, adjacent runs of one stream joined: where a
+// batch ends depends on timing, what the client reads does not.
+func (s *sent) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var runs []OutputRun
+	for _, batch := range s.batches {
+		for _, r := range batch {
+			if n := len(runs); n > 0 && runs[n-1].Stream == r.Stream {
+				runs[n-1].Text += r.Text
+			} else {
+				runs = append(runs, r)
+			}
+		}
 	}
-	w.Flush()
-	if want := []string{"ab", "c", "", "d\r", "tail"}; strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("got %q, want %q", got, want)
+	var b strings.Builder
+	for _, r := range runs {
+		fmt.Fprintf(&b, "%s:%q ", r.Stream, r.Text)
+	}
+	return b.String()
+}
+
+func TestOutputKeepsTheOrderOfStreamsAndJoinsWritesOfOneStream(t *testing.T) {
+	var got sent
+	b := newOutputBatcher(got.send)
+	out, errs := b.stream("stdout"), b.stream("stderr")
+	out.Write([]byte("a"))
+	out.Write([]byte("b\nc"))
+	errs.Write([]byte("e\n"))
+	out.Write([]byte("\n\nd\r\n"))
+	out.Write([]byte("tail"))
+	b.Close(out, errs)
+	if want := `stdout:"ab\nc" stderr:"e\n" stdout:"\n\nd\r\ntail" `; got.String() != want {
+		t.Fatalf("sent %s, want %s", got.String(), want)
 	}
 }
 
-func TestLineWriterCutsHugeLinesBetweenRunesAndMarksThePieces(t *testing.T) {
-	type piece struct {
-		line    string
-		partial bool
+func TestOutputHoldsACharacterCutBetweenWritesUntilItIsWhole(t *testing.T) {
+	var got sent
+	b := newOutputBatcher(got.send)
+	out, errs := b.stream("stdout"), b.stream("stderr")
+	euro := []byte("€") // 3 bytes
+	out.Write(append([]byte("price "), euro[:1]...))
+	out.Write(euro[1:2])
+	out.Write(append(euro[2:], '\n'))
+	errs.Write([]byte{'x', 0xe2, 0x82}) // cut short for good: the command ended
+	b.Close(out, errs)
+	// Whole in the runs (each half alone would reach the client as U+FFFD);
+	// the tail the command never finished goes last, to become U+FFFD in JSON.
+	if want := `stdout:"price €\n" stderr:"x\xe2\x82" `; got.String() != want {
+		t.Fatalf("sent %s, want %s", got.String(), want)
 	}
-	var got []piece
-	w := &lineWriter{stream: "stdout", emit: func(_, line string, partial bool) { got = append(got, piece{line, partial}) }}
-	line := strings.Repeat("x", maxLine-1) + "é" + strings.Repeat("y", 10) // é straddles the limit
-	for i := 0; i < len(line); i += 32 << 10 {
-		w.Write([]byte(line[i:min(i+32<<10, len(line))]))
-	}
-	w.Write([]byte("\nnext\n"))
-	if len(got) != 3 || got[0].line+got[1].line != line || got[2].line != "next" {
-		t.Fatalf("got %d pieces, want the line in 2 pieces, then \"next\"", len(got))
-	}
-	if !got[0].partial || got[1].partial || got[2].partial {
-		t.Fatalf("partial flags %v %v %v, want true false false", got[0].partial, got[1].partial, got[2].partial)
-	}
-	for _, p := range got {
-		if !utf8.ValidString(p.line) || len(p.line) > maxLine {
-			t.Fatalf("piece of %d bytes is invalid UTF-8 or too long", len(p.line))
+	for _, batch := range got.batches {
+		for _, r := range batch {
+			if r.Stream == "stdout" && !utf8.ValidString(r.Text) {
+				t.Fatalf("a run of %q: the character was sent in pieces", r.Text)
+			}
 		}
 	}
 }
 
-func TestLineWriterMarksPiecesOfAnUnterminatedLastLine(t *testing.T) {
-	var partial []bool
-	w := &lineWriter{stream: "stderr", emit: func(_, _ string, p bool) { partial = append(partial, p) }}
-	w.Write([]byte(strings.Repeat("z", 2*maxLine+5)))
-	w.Flush()
-	if len(partial) != 3 || !partial[0] || !partial[1] || partial[2] {
-		t.Fatalf("partial flags %v, want [true true false]", partial)
+func TestOutputIsSentSoonWithoutWaitingForTheCommandToEnd(t *testing.T) {
+	var got sent
+	b := newOutputBatcher(got.send)
+	out := b.stream("stdout")
+	out.Write([]byte("building...\n"))
+	deadline := time.Now().Add(5 * time.Second)
+	for got.String() == "" && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got.String() != `stdout:"building...\n" ` {
+		t.Fatalf("sent %s before the command ended, want the line", got.String())
+	}
+	b.Close(out)
+}
+
+func TestOutputSendsAFullBatchAtOnceAndAWriterWaitsForASlowClient(t *testing.T) {
+	release := make(chan struct{})
+	var got sent
+	b := newOutputBatcher(func(runs []OutputRun) {
+		<-release // the client reads slowly
+		got.send(runs)
+	})
+	out := b.stream("stdout")
+	chunk := []byte(strings.Repeat("x", 64<<10))
+	wrote := make(chan int, 100)
+	go func() {
+		for i := 0; i < 20; i++ { // 1.25 MiB, five batches
+			out.Write(chunk)
+			wrote <- i
+		}
+		close(wrote)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	b.mu.Lock()
+	waiting := b.size
+	b.mu.Unlock()
+	// One batch is being sent; the writer may fill one more, then waits.
+	if waiting > 2*flushSize {
+		t.Fatalf("%d bytes wait in the binary for a client that does not read, want at most %d", waiting, 2*flushSize)
+	}
+	if len(wrote) >= 20 {
+		t.Fatalf("the writer never waited for the client")
+	}
+	close(release)
+	for range wrote {
+	}
+	b.Close(out)
+	total := 0
+	for _, batch := range got.batches {
+		for _, r := range batch {
+			total += len(r.Text)
+		}
+	}
+	if total != 20*len(chunk) {
+		t.Fatalf("%d bytes sent, want %d", total, 20*len(chunk))
 	}
 }
 
-func TestLineWriterDoesNotMarkALineOfExactlyTheMaximum(t *testing.T) {
-	var partial []bool
-	w := &lineWriter{stream: "stdout", emit: func(_, _ string, p bool) { partial = append(partial, p) }}
-	w.Write([]byte(strings.Repeat("z", maxLine)))
-	w.Write([]byte("\n"))
-	if len(partial) != 1 || partial[0] {
-		t.Fatalf("partial flags %v, want one whole line", partial)
+func TestOutputAfterCloseIsDropped(t *testing.T) {
+	var got sent
+	b := newOutputBatcher(got.send)
+	out := b.stream("stdout")
+	b.Close(out)
+	out.Write([]byte("late\n"))
+	time.Sleep(3 * flushDelay)
+	if got.String() != "" {
+		t.Fatalf("sent %s after close", got.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,7 +173,7 @@ func (m reply) wantError(t *testing.T, id string, code int64, kind string) {
 
 // initialize is a valid request with this JSON id.
 func initialize(id string) string {
-	return `{"jsonrpc":"2.0","id":` + id + `,"method":"initialize","params":{"protocol_version":1}}`
+	return `{"jsonrpc":"2.0","id":` + id + `,"method":"initialize","params":{"protocol_version":` + strconv.Itoa(ProtocolVersion) + `}}`
 }
 
 // wantAlive checks that the connection still answers.

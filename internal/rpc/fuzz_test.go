@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -324,7 +325,7 @@ func FuzzInitializeParams(f *testing.F) {
 				ProtocolVersion json.Number `json:"protocol_version"`
 			}
 			json.Unmarshal(*req.Params, &p)
-			if res, ok := result.(InitializeResult); !ok || p.ProtocolVersion != "1" || res.ProtocolVersion != ProtocolVersion {
+			if res, ok := result.(InitializeResult); !ok || p.ProtocolVersion.String() != strconv.Itoa(ProtocolVersion) || res.ProtocolVersion != ProtocolVersion {
 				t.Fatalf("initialize with %s succeeded: %+v", *req.Params, result)
 			}
 		}

@@ -10,7 +10,9 @@ import (
 )
 
 // ProtocolVersion is bumped on any incompatible change to docs/protocol.md.
-const ProtocolVersion = 1
+// 2: command.output carries runs of text, many lines each, instead of one
+// line per notification.
+const ProtocolVersion = 2
 
 // Capabilities lists the optional features a client may rely on.
 var Capabilities = []string{"command.run", "file.put", "file.get", "file.escalation", "machines.list", "machine.connect", "cancel"}
@@ -85,6 +87,7 @@ type CreateSpec struct {
 
 type MachineConnectParams struct {
 	Machine string      `json:"machine"`
+	User    string      `json:"user"`    // whose commands will follow ("" = default user): their session is started now
 	Start   *bool       `json:"start"`   // absent = true
 	Timeout float64     `json:"timeout"` // seconds; 0 = 120
 	Create  *CreateSpec `json:"create"`
@@ -110,14 +113,18 @@ type CommandRunResult struct {
 	ExitCode int `json:"exit_code"`
 }
 
-// CommandOutput is the params of a command.output notification.
+// CommandOutput is the params of a command.output notification: the next
+// runs of a command's output, in the order the binary read them.
 type CommandOutput struct {
 	RequestID jsonrpc2.ID `json:"request_id"`
-	Stream    string      `json:"stream"` // "stdout" or "stderr"
-	Line      string      `json:"line"`
-	// Partial marks a piece of a line longer than 1 MiB: more of the same
-	// line (same request and stream) follows in the next notification.
-	Partial bool `json:"partial,omitempty"`
+	Output    []OutputRun `json:"output"`
+}
+
+// OutputRun is text of one stream: any number of lines, the last of which may
+// continue in a later run of the same stream.
+type OutputRun struct {
+	Stream string `json:"stream"` // "stdout" or "stderr"
+	Text   string `json:"text"`
 }
 
 // FilePutParams is file.put's params. (A "mode" key, which early shims sent

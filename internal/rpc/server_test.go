@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -146,7 +147,38 @@ func (s *testConn) sh(machine, user, command string) (string, int) {
 	return strings.Join(out, "\n"), res.ExitCode
 }
 
-func (s *testConn) lines(id uint64) []CommandOutput {
+// outputLine is one line of a command's output, as a client makes it of the
+// runs it was sent (docs/protocol.md, "command.output").
+type outputLine struct{ Stream, Line string }
+
+// lines returns the lines of request id's output, made the way the shim makes
+// them (OutputLines in _rpc.py): each stream's text split at "\n", lines in
+// the order they were completed, then the unfinished last line of stdout and
+// of stderr. Call it after the request's reply.
+func (s *testConn) lines(id uint64) []outputLine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lines []outputLine
+	pending := map[string]string{}
+	for _, n := range s.output[jsonrpc2.ID{Num: id}.String()] {
+		for _, run := range n.Output {
+			parts := strings.Split(pending[run.Stream]+run.Text, "\n")
+			pending[run.Stream] = parts[len(parts)-1]
+			for _, line := range parts[:len(parts)-1] {
+				lines = append(lines, outputLine{run.Stream, line})
+			}
+		}
+	}
+	for _, stream := range []string{"stdout", "stderr"} {
+		if pending[stream] != "" {
+			lines = append(lines, outputLine{stream, pending[stream]})
+		}
+	}
+	return lines
+}
+
+// notificationsOf returns request id's command.output notifications as sent.
+func (s *testConn) notificationsOf(id uint64) []CommandOutput {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.output[jsonrpc2.ID{Num: id}.String()]
@@ -182,19 +214,19 @@ func wantError(t *testing.T, e *jsonrpc2.Error, code int64, kind string) ErrorDa
 func TestInitializeReportsVersionsAndOrbctl(t *testing.T) {
 	s := withMachines(t, nil)
 	var res InitializeResult
-	if e := s.call(MethodInitialize, map[string]any{"protocol_version": 1, "client_version": "0.1.0"}, &res); e != nil {
+	if e := s.call(MethodInitialize, map[string]any{"protocol_version": ProtocolVersion, "client_version": "0.1.0"}, &res); e != nil {
 		t.Fatal(e)
 	}
-	if res.ProtocolVersion != 1 || res.BinaryVersion != "1.2.3-test" || !res.Orbctl.Found || res.Orbctl.Path == "" {
+	if res.ProtocolVersion != ProtocolVersion || res.BinaryVersion != "1.2.3-test" || !res.Orbctl.Found || res.Orbctl.Path == "" {
 		t.Fatalf("unexpected initialize result %+v", res)
 	}
 }
 
 func TestInitializeRejectsAnotherProtocolVersion(t *testing.T) {
 	s := withFake(t, nil)
-	e := s.call(MethodInitialize, map[string]any{"protocol_version": 2}, nil)
+	e := s.call(MethodInitialize, map[string]any{"protocol_version": 1}, nil) // a shim of the first protocol
 	d := wantError(t, e, CodeProtocolMismatch, "protocol_mismatch")
-	if d.BinaryProtocolVersion != 1 || d.ClientProtocolVersion == nil || *d.ClientProtocolVersion != 2 {
+	if d.BinaryProtocolVersion != ProtocolVersion || d.ClientProtocolVersion == nil || *d.ClientProtocolVersion != 1 {
 		t.Fatalf("mismatch data %+v", d)
 	}
 	if !strings.Contains(e.Message, "different installs") {
@@ -206,7 +238,7 @@ func TestMissingOrbctlIsReportedWithWhereWeLooked(t *testing.T) {
 	s := startServer(t, map[string]string{"HOME": t.TempDir(), "PATH": ""})
 	t.Setenv("PATH", t.TempDir())
 	var res InitializeResult
-	if e := s.call(MethodInitialize, map[string]any{"protocol_version": 1}, &res); e != nil {
+	if e := s.call(MethodInitialize, map[string]any{"protocol_version": ProtocolVersion}, &res); e != nil {
 		t.Fatal(e)
 	}
 	if res.Orbctl.Found {
@@ -782,7 +814,7 @@ func TestABugInOneRequestDoesNotStopTheServer(t *testing.T) {
 		t.Fatalf("got %v, want an internal error", err)
 	}
 	var res InitializeResult
-	if err := conn.Call(context.Background(), MethodInitialize, map[string]any{"protocol_version": 1}, &res); err != nil {
+	if err := conn.Call(context.Background(), MethodInitialize, map[string]any{"protocol_version": ProtocolVersion}, &res); err != nil {
 		t.Fatalf("server unusable after a handler panic: %v", err)
 	}
 }
@@ -945,15 +977,19 @@ func TestShutdownEndsTheSessions(t *testing.T) {
 	}
 }
 
-// A line longer than maxLine arrives in pieces; every piece but the last says
-// partial, so a client can join them into the line the command printed.
-func TestALineOverTheMaximumArrivesInMarkedPiecesBothWays(t *testing.T) {
+// Heavy output travels in few, bounded notifications, and a line of any
+// length (here 2.3 MiB, longer than a batch) arrives whole once joined.
+func TestHeavyOutputComesInBoundedBatchesAndLongLinesArriveWhole(t *testing.T) {
 	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
 	if !sim {
 		t.Skip("needs the simulator")
 	}
-	const long = 2*maxLine + 300000
-	command := fmt.Sprintf("head -c %d /dev/zero | tr '\\0' x; echo; echo next; head -c %d /dev/zero | tr '\\0' e >&2", long, maxLine+1)
+	const long = 2<<20 + 300000
+	command := fmt.Sprintf("head -c %d /dev/zero | tr '\\0' x; echo; seq 100000; head -c %d /dev/zero | tr '\\0' e >&2", long, flushSize+1)
+	var seq strings.Builder
+	for i := 1; i <= 100000; i++ {
+		fmt.Fprintf(&seq, "%d\n", i)
+	}
 	for _, sessions := range []string{"", "0"} {
 		s := startServer(t, map[string]string{orbctl.EnvOverride: path, EnvSessions: sessions})
 		var res CommandRunResult
@@ -961,29 +997,94 @@ func TestALineOverTheMaximumArrivesInMarkedPiecesBothWays(t *testing.T) {
 		if e != nil {
 			t.Fatalf("%s=%q: %v", EnvSessions, sessions, e)
 		}
-		// Streams are read concurrently: check the order within each.
-		pieces := map[string][]string{} // stream -> "length:partial" per notification
-		joined := map[string][]string{} // stream -> whole lines, pieces joined
-		pending := map[string]string{}
-		for _, o := range s.lines(id) {
-			pieces[o.Stream] = append(pieces[o.Stream], fmt.Sprintf("%d:%v", len(o.Line), o.Partial))
-			pending[o.Stream] += o.Line
-			if !o.Partial {
-				joined[o.Stream] = append(joined[o.Stream], pending[o.Stream])
-				delete(pending, o.Stream)
+		text := map[string]*strings.Builder{"stdout": {}, "stderr": {}}
+		notes := s.notificationsOf(id)
+		for _, n := range notes {
+			size := 0
+			for _, run := range n.Output {
+				text[run.Stream].WriteString(run.Text)
+				size += len(run.Text)
+			}
+			// A batch closes at flushSize; one write of the session reader
+			// (at most 64 KiB) may take it past.
+			if size > flushSize+64<<10 {
+				t.Errorf("%s=%q: a notification of %d bytes of output, want at most about %d", EnvSessions, sessions, size, flushSize)
 			}
 		}
-		want := map[string]string{
-			"stdout": fmt.Sprintf("%d:true %d:true 300000:false 4:false", maxLine, maxLine),
-			"stderr": fmt.Sprintf("%d:true 1:false", maxLine),
+		total := long + 1 + seq.Len() + flushSize + 1
+		if max := total/flushSize + 40; len(notes) > max {
+			t.Errorf("%s=%q: %d notifications for %d bytes of output, want at most %d", EnvSessions, sessions, len(notes), total, max)
 		}
-		for stream, w := range want {
-			if got := strings.Join(pieces[stream], " "); got != w {
-				t.Errorf("%s=%q: %s notifications (length:partial) %s, want %s", EnvSessions, sessions, stream, got, w)
-			}
+		if got, want := text["stdout"].String(), strings.Repeat("x", long)+"\n"+seq.String(); got != want {
+			t.Errorf("%s=%q: stdout is %d bytes, want %d (the long line, then seq 100000)", EnvSessions, sessions, len(got), len(want))
 		}
-		if out := joined["stdout"]; len(out) != 2 || out[0] != strings.Repeat("x", long) || out[1] != "next" {
-			t.Errorf("%s=%q: joined stdout is %d lines, want the long line and \"next\"", EnvSessions, sessions, len(out))
+		if got := text["stderr"].String(); got != strings.Repeat("e", flushSize+1) {
+			t.Errorf("%s=%q: stderr is %d bytes, want %d", EnvSessions, sessions, len(got), flushSize+1)
 		}
+	}
+}
+
+// agentsOf counts the session agents of user running in machine, with an
+// orbctl call of its own (not through the server).
+func agentsOf(t *testing.T, path, machine, user string) int {
+	t.Helper()
+	out, err := exec.Command(path, "run", "-m", machine, "-u", "root", "sh", "-c",
+		"pgrep -u "+user+" -f 'pyinfra-orbstack-[a]gent' | wc -l").Output()
+	if err != nil {
+		t.Fatalf("counting agents: %v", err)
+	}
+	return atoiOrFail(t, strings.TrimSpace(string(out)))
+}
+
+func atoiOrFail(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("%q is not a number", s)
+	}
+	return n
+}
+
+// Connecting starts the session of the host's user, so that its first command
+// does not wait for one: for a running machine before the reply, for one it
+// had to start right after. The first command runs in that session.
+func TestConnectStartsTheUsersSessionForTheFirstCommand(t *testing.T) {
+	path, sim := orbctltest.WithMachines(t, map[string]string{"web": "running", "db": "stopped"})
+	if !sim {
+		t.Skip("needs the simulator")
+	}
+	s := startServer(t, map[string]string{orbctl.EnvOverride: path})
+	var res MachineConnectResult
+	if e := s.call(MethodMachineConnect, map[string]any{"machine": "web", "user": "root"}, &res); e != nil {
+		t.Fatal(e)
+	}
+	if n := agentsOf(t, path, "web", "root"); n != 1 {
+		t.Fatalf("%d agents of root after connect, want 1 (warmed for the first command)", n)
+	}
+	if out, _ := s.sh("web", "root", "echo hi"); out != "hi" {
+		t.Fatalf("first command printed %q", out)
+	}
+	if n := agentsOf(t, path, "web", "root"); n != 1 {
+		t.Fatalf("%d agents of root after the first command, want 1 (it used the warmed one)", n)
+	}
+
+	if e := s.call(MethodMachineConnect, map[string]any{"machine": "db", "user": "root"}, &res); e != nil || !res.Started {
+		t.Fatalf("connect to a stopped machine: %v %+v", e, res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for agentsOf(t, path, "db", "root") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no session warmed after connect started the machine")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	off := startServer(t, map[string]string{orbctl.EnvOverride: path, EnvSessions: "0"})
+	if e := off.call(MethodMachineConnect, map[string]any{"machine": "web", "user": "nobody"}, &res); e != nil {
+		t.Fatal(e)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := agentsOf(t, path, "web", "nobody"); n != 0 {
+		t.Fatalf("%d agents of nobody with sessions off, want 0", n)
 	}
 }

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""make bench: the connector against a baseline measured in the same run.
+"""make bench: the connector against baselines measured in the same run.
 
-Baselines, all against the same simulator machines in the same run:
+Every scenario is a real `pyinfra` run (a deploy file or `exec`), timed from outside.
+Baselines, all in the same run and against the same simulator machines:
+  * @local: pyinfra running the same deploy on this machine (what output handling and
+    transfers cost without any connector in between);
   * the floor: bare `orbctl run -m M true` calls from a shell loop (what any connector
     must pay per command);
   * the prior art: elazar/pyinfra-orbstack 0.11.0 from PyPI, in its own venv (both
-    packages register the `orbstack` connector, so they cannot share one).
+    packages register the `orbstack` connector, so they cannot share one);
+  * with --before REV: this project at an earlier commit (its binary and shim built in
+    .cache/bench-before-REV), for before/after tables.
 
-ORBSIM_LATENCY (default 20ms) adds a fixed cost to every orbctl invocation, to model the
-real orbctl's round trip into the OrbStack VM. Results are ratios of medians; wall times
-on a shared 2-core machine are noisy, so compare ratios, not absolute numbers.
+--latency (default: $ORBSIM_LATENCY, else 20ms, the modelled cost of one real orbctl
+call into the OrbStack VM) is added to every orbctl invocation. Results are medians;
+wall times on a shared 2-core machine are noisy, so compare the ratios, which hold
+across runs, not the absolute numbers. Peak RSS is each process's own high-water mark:
+the pyinfra process (Python) and, separately, the pyinfra-orbstack binary.
 """
 
 from __future__ import annotations
@@ -22,78 +29,190 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
 OURS_VENV = ROOT / ".venv"
-PRIOR_VENV = ROOT / ".cache" / "bench-prior-venv"
+CACHE = ROOT / ".cache"
+PRIOR_VENV = CACHE / "bench-prior-venv"
 PRIOR_SPEC = "pyinfra-orbstack==0.11.0"
-MACHINES = [f"bench-{i}" for i in range(1, 6)]
+MACHINES = [f"bench-{i}" for i in range(1, 11)]
+
+# Runs pyinfra's CLI in this very process and records the process's own peak RSS
+# (KiB) at exit, so that the figure is Python's and not the largest child's.
+PYINFRA_RSS = """\
+import atexit, os, resource, sys
+def _report():
+    with open(os.environ["BENCH_PY_RSS"], "a") as f:
+        f.write("%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+atexit.register(_report)
+from pyinfra_cli.main import main
+sys.argv[0] = "pyinfra"
+sys.exit(main())
+"""
+
+# Stands in for the pyinfra-orbstack binary: runs the real one (same stdio) and
+# records its peak RSS (KiB) when it exits.
+BINARY_RSS = """\
+import os, signal, subprocess, sys
+proc = subprocess.Popen([os.environ["BENCH_REAL_BINARY"], *sys.argv[1:]])
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, lambda s, f: proc.send_signal(s))
+_, status, usage = os.wait4(proc.pid, 0)
+with open(os.environ["BENCH_BIN_RSS"], "a") as f:
+    f.write("%d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 class StepFailed(Exception):
     pass
 
 
-def run_measured(argv, env, cwd=None):
-    """Run argv; return (seconds, peak RSS in MiB of the largest process in its tree)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
-    _, status, rusage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = out.decode(errors="replace").strip().splitlines()[-3:]
-        raise StepFailed(f"exit {code}: {' | '.join(tail)}")
-    return elapsed, rusage.ru_maxrss / 1024
+@dataclass
+class Side:
+    """One thing measured: a pyinfra venv, and the binary its shim uses (ours only)."""
+
+    label: str
+    venv: Path
+    binary: Path | None = None
 
 
-def median_of(n, fn):
-    times, rss = [], []
-    for _ in range(n):
-        t, r = fn()
-        times.append(t)
-        rss.append(r)
-    return statistics.median(times), max(rss)
+@dataclass
+class Measure:
+    seconds: float
+    py_mib: float = 0.0
+    bin_mib: float = 0.0
+    runs: list[float] = field(default_factory=list)
 
 
-def ensure_prior_venv():
+def max_kib(path: Path) -> float:
+    try:
+        values = [int(v) for v in path.read_text().split()]
+    except FileNotFoundError:
+        return 0.0
+    path.unlink()
+    return max(values, default=0) / 1024
+
+
+class Bench:
+    def __init__(self, work: Path, env: dict[str, str], repeat: int) -> None:
+        self.work, self.env, self.repeat = work, env, repeat
+        (work / "pyinfra_rss.py").write_text(PYINFRA_RSS)
+        wrapper = work / "binary_rss"
+        wrapper.write_text(f"#!{sys.executable}\n" + BINARY_RSS)
+        wrapper.chmod(0o755)
+
+    def pyinfra_once(self, side: Side, args: list[str]) -> Measure:
+        env = dict(self.env, BENCH_PY_RSS=str(self.work / "py.rss"), BENCH_BIN_RSS=str(self.work / "bin.rss"))
+        if side.binary is not None:
+            env.update(BENCH_REAL_BINARY=str(side.binary), PYINFRA_ORBSTACK_BINARY=str(self.work / "binary_rss"))
+        argv = [str(side.venv / "bin" / "python"), str(self.work / "pyinfra_rss.py"), *args]
+        start = time.perf_counter()
+        proc = subprocess.run(argv, env=env, cwd=self.work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            tail = proc.stdout.decode(errors="replace").strip().splitlines()[-3:]
+            raise StepFailed(f"exit {proc.returncode}: {' | '.join(tail)}")
+        return Measure(elapsed, max_kib(self.work / "py.rss"), max_kib(self.work / "bin.rss"))
+
+    def median(self, fn, repeat: int | None = None) -> Measure:
+        runs = [fn() for _ in range(repeat or self.repeat)]
+        return Measure(statistics.median(r.seconds for r in runs),
+                       max(r.py_mib for r in runs), max(r.bin_mib for r in runs), [r.seconds for r in runs])
+
+    def shell_loop(self, script: str) -> Measure:
+        def once() -> Measure:
+            start = time.perf_counter()
+            subprocess.run(["sh", "-c", script], env=self.env, check=True, capture_output=True)
+            return Measure(time.perf_counter() - start)
+        return self.median(once)
+
+
+def ensure_prior_venv() -> Path | None:
     py = PRIOR_VENV / "bin" / "python"
     if (PRIOR_VENV / ".installed").exists():
-        return py
+        return PRIOR_VENV
     subprocess.run([sys.executable, "-m", "venv", str(PRIOR_VENV)], check=True)
-    r = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", PRIOR_SPEC, "pyinfra>=3.10,<4"],
-        capture_output=True, text=True,
-    )
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", PRIOR_SPEC, "pyinfra>=3.10,<4"],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         print(f"prior art unavailable ({PRIOR_SPEC}): {r.stderr.strip()[-300:]}")
         return None
     (PRIOR_VENV / ".installed").touch()
-    return py
+    return PRIOR_VENV
 
 
-DEPLOY = '''
+def ensure_before(rev: str) -> Side:
+    """This project at REV: its binary and a venv with its shim, built once per commit."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    tree = CACHE / f"bench-before-{sha}"
+    if not (tree / ".installed").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True)
+        subprocess.run(["git", "worktree", "add", "--detach", "-f", str(tree), sha], cwd=ROOT, check=True,
+                       capture_output=True)
+        subprocess.run(["go", "build", "-o", "bin/pyinfra-orbstack", "./cmd/pyinfra-orbstack"], cwd=tree, check=True)
+        subprocess.run([sys.executable, "-m", "venv", ".venv"], cwd=tree, check=True)
+        subprocess.run([str(tree / ".venv/bin/python"), "-m", "pip", "install", "-q", "gevent>=24", "-e", "pyshim"],
+                       cwd=tree, check=True)
+        (tree / ".installed").touch()
+    return Side(f"before ({sha})", tree / ".venv", tree / "bin" / "pyinfra-orbstack")
+
+
+def ops_deploy(n: int) -> str:
+    return ("from pyinfra.operations import server\n"
+            f"for i in range({n}):\n"
+            "    server.shell(name=f'op {i}', commands=[f'echo step {i}'])\n")
+
+
+DEPLOY5 = '''
 from pyinfra.operations import server, files
 for i in range(20):
     server.shell(name=f"cmd {i}", commands=[f"echo step {i} && test -d /tmp"])
 files.put(name="small file", src="small.txt", dest="/tmp/bench-small.txt")
 '''
 
-BIG_PUT = '''
-from pyinfra.operations import files
-files.put(name="big file", src="big.bin", dest="/tmp/bench-big.bin")
-'''
+LINES = "from pyinfra.operations import server\nserver.shell(name='lines', commands=['seq {n}'])\n"
+
+# ~BYTES of output in 100-byte lines.
+BULK = ("from pyinfra.operations import server\n"
+        "server.shell(name='bulk', commands=[\"yes {line} | head -c {size}\"])\n")
+
+BIG_PUT = ("from pyinfra.operations import files\n"
+           "files.put(name='big file', src='big.bin', dest='{dest}', force=True)\n")
 
 
-def main():
+@dataclass
+class Row:
+    title: str
+    goal: str
+    baseline: str
+    base: Measure | None
+    ours: Measure
+    before: Measure | None = None
+    note: str = ""
+    invert: bool = False  # the ratio shown is base/ours (how much slower the baseline is)
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--big-mb", type=int, default=100)
-    ap.add_argument("--latency", default=os.environ.get("ORBSIM_LATENCY", "20ms"))
+    ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (the median is shown)")
+    ap.add_argument("--latency", default=os.environ.get("ORBSIM_LATENCY", "20ms"),
+                    help="added to every orbctl call (default: $ORBSIM_LATENCY or 20ms, the modelled Mac cost)")
+    ap.add_argument("--lines", type=int, default=300000, help="lines printed by the output scenario")
+    ap.add_argument("--bulk-mb", type=int, default=200, help="MB printed by the bulk output scenario")
+    ap.add_argument("--big-mb", type=int, default=512, help="MiB uploaded by the files.put scenario")
+    ap.add_argument("--before", metavar="REV", help="also measure this project at commit REV")
+    ap.add_argument("--only", help="comma-separated scenarios: floor,deploy5,exec,ops,fanout,lines,bulk,put")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
 
     if os.geteuid() != 0:
         raise SystemExit("make bench needs root: the simulator's machines use namespaces and overlayfs")
@@ -107,67 +226,110 @@ def main():
         PYINFRA_ORBSTACK_ORBCTL=str(BIN / "orbctl"),
     )
     orbctl = str(BIN / "orbctl")
+    bench = Bench(work, env, args.repeat)
+    ours = Side("ours", OURS_VENV, BIN / "pyinfra-orbstack")
+    local = Side("@local", OURS_VENV)
+    prior_venv = ensure_prior_venv()
+    prior = Side("prior", prior_venv) if prior_venv else None
+    before = ensure_before(args.before) if args.before else None
+    rows: list[Row] = []
+
+    def compare(side: Side | None, args_: list[str], repeat: int | None = None) -> Measure | None:
+        if side is None:
+            return None
+        try:
+            return bench.median(lambda: bench.pyinfra_once(side, args_), repeat)
+        except StepFailed as e:
+            if side is ours:
+                raise SystemExit(f"a benchmark failed for our connector: {' '.join(args_)}: {e}")
+            print(f"  {side.label} failed {' '.join(args_)}: {e}")
+            return None
+
     try:
-        for m in MACHINES:
-            subprocess.run([orbctl, "create", "debian", m], env=env, check=True)
-        (work / "deploy.py").write_text(DEPLOY)
-        (work / "big.py").write_text(BIG_PUT)
-        (work / "small.txt").write_text("hello\n")
-        with open(work / "big.bin", "wb") as f:
-            for _ in range(args.big_mb):
-                f.write(os.urandom(1 << 20))
+        n_machines = 10 if wanted("fanout") else 5
+        for m in MACHINES[:n_machines]:
+            subprocess.run([orbctl, "create", "debian", m], env=env, check=True, capture_output=True)
+        one = f"@orbstack/{MACHINES[0]}"
+        five = ",".join(f"@orbstack/{m}" for m in MACHINES[:5])
 
-        n_cmds = 20
-        floor = median_of(args.repeat, lambda: run_measured(
-            ["sh", "-c", f'for i in $(seq {n_cmds}); do orbctl run -m {MACHINES[0]} true; done'], env))
+        def files(**contents: str) -> None:
+            for name, text in contents.items():
+                (work / name).write_text(text)
 
-        inventory = ",".join(f"@orbstack/{m}" for m in MACHINES)
-        prior_py = ensure_prior_venv()
-        venvs = [("ours", OURS_VENV / "bin" / "pyinfra")]
-        if prior_py:
-            venvs.append(("prior", PRIOR_VENV / "bin" / "pyinfra"))
+        if wanted("floor"):
+            floor = bench.shell_loop(f"for i in $(seq 20); do orbctl run -m {MACHINES[0]} true; done")
+            rows.append(Row("floor: 20 sequential `orbctl run true`", "", "", None, floor,
+                            note=f"{floor.seconds / 20 * 1000:.0f} ms per orbctl call"))
+        if wanted("lines"):
+            files(**{"lines.py": LINES.format(n=args.lines)})
+            cmd = ["-y", "lines.py"]
+            rows.append(Row(f"one command printing {args.lines} lines (seq)", "<= 1.3x @local", "@local",
+                            compare(local, ["-y", "@local", *cmd[1:]]), compare(ours, [one, *cmd]),
+                            compare(before, [one, *cmd])))
+        if wanted("bulk"):
+            size = args.bulk_mb * 1000 * 1000
+            files(**{"bulk.py": BULK.format(line="x" * 99, size=size)})
+            cmd = ["-y", "bulk.py"]
+            rows.append(Row(f"one command printing {args.bulk_mb} MB (100-byte lines)",
+                            "<= 1.5x @local, Python RSS <= 1.1x", "@local",
+                            compare(local, ["-y", "@local", "bulk.py"], 1), compare(ours, [one, *cmd], 1),
+                            compare(before, [one, *cmd], 1), note="one run each"))
+        if wanted("ops"):
+            files(**{"ops200.py": ops_deploy(200)})
+            base = compare(prior, ["-y", one, "ops200.py"])
+            mine = compare(ours, ["-y", one, "ops200.py"])
+            rows.append(Row("200 one-line ops, one machine", "prior >= 6x ours", "prior", base, mine,
+                            compare(before, ["-y", one, "ops200.py"]), invert=True))
+            rows.append(Row("200 one-line ops on @local (reference)", "", "@local", None,
+                            compare(local, ["-y", "@local", "ops200.py"])))
+        if wanted("fanout"):
+            files(**{"ops20.py": ops_deploy(20)})
+            ten = ",".join(f"@orbstack/{m}" for m in MACHINES[:10])
+            single = compare(ours, ["-y", one, "ops20.py"])
+            rows.append(Row("20 ops on 10 machines vs on 1 machine", "<= 1.8x", "1 machine", single,
+                            compare(ours, ["-y", ten, "ops20.py"]), compare(before, ["-y", ten, "ops20.py"])))
+        if wanted("deploy5"):
+            files(**{"deploy5.py": DEPLOY5, "small.txt": "hello\n"})
+            rows.append(Row("5 machines x (20 shell ops + 1 put)", "", "prior",
+                            compare(prior, ["-y", five, "deploy5.py"]), compare(ours, ["-y", five, "deploy5.py"]),
+                            compare(before, ["-y", five, "deploy5.py"]), invert=True))
+        if wanted("exec"):
+            rows.append(Row("exec -- hostname over 5 machines", "", "prior",
+                            compare(prior, [five, "exec", "--", "hostname"]),
+                            compare(ours, [five, "exec", "--", "hostname"]),
+                            compare(before, [five, "exec", "--", "hostname"]), invert=True))
+        if wanted("put"):
+            with open(work / "big.bin", "wb") as f:
+                for _ in range(args.big_mb):
+                    f.write(os.urandom(1 << 20))
+            files(**{"put-machine.py": BIG_PUT.format(dest="/tmp/bench-big.bin"),
+                     "put-local.py": BIG_PUT.format(dest=str(work / "local-dest.bin"))})
+            rows.append(Row(f"files.put of {args.big_mb} MiB (force), 1 machine", "", "@local",
+                            compare(local, ["-y", "@local", "put-local.py"]),
+                            compare(ours, ["-y", one, "put-machine.py"]),
+                            compare(before, ["-y", one, "put-machine.py"])))
 
-        scenarios = {
-            "deploy": lambda py: run_measured([str(py), "-y", inventory, "deploy.py"], env, cwd=work),
-            "exec": lambda py: run_measured([str(py), inventory, "exec", "--", "hostname"], env, cwd=work),
-            "big": lambda py: big_put(py),
-        }
-
-        def big_put(py):
-            # Each repetition must upload again, not find the file unchanged.
-            subprocess.run([orbctl, "run", "-m", MACHINES[0], "rm", "-f", "/tmp/bench-big.bin"], env=env)
-            return run_measured([str(py), "-y", f"@orbstack/{MACHINES[0]}", "big.py"], env, cwd=work)
-
-        results, failures = {}, {}
-        for label, pyinfra in venvs:
-            for key, scenario in scenarios.items():
-                try:
-                    results[(label, key)] = median_of(args.repeat, lambda: scenario(pyinfra))
-                except StepFailed as e:
-                    if label == "ours":
-                        raise SystemExit(f"benchmark scenario {key!r} failed for our connector: {e}")
-                    failures[(label, key)] = str(e)
-
-        print(f"\nORBSIM_LATENCY={args.latency}, median of {args.repeat}, 2-core shared machine\n")
-        print(f"{'scenario':<52} {'ours':>9} {'prior':>9} {'prior/ours':>10} {'RSS ours':>9} {'RSS prior':>9}")
-        print(f"{'floor: 20 sequential `orbctl run true`':<52} {floor[0]:>8.2f}s {'':>9} {'':>10} {'':>9}")
-        for key, title in [("deploy", "deploy: 5 machines x (20 shell ops + 1 put)"),
-                           ("exec", "exec -- hostname over 5 machines"),
-                           ("big", f"files.put of {args.big_mb} MB, 1 machine")]:
-            ours = results[("ours", key)]
-            prior = results.get(("prior", key))
-            if prior:
-                print(f"{title:<52} {ours[0]:>8.2f}s {prior[0]:>8.2f}s {prior[0] / ours[0]:>9.2f}x"
-                      f" {ours[1]:>7.0f}MB {prior[1]:>7.0f}MB")
-            else:
-                status = "FAILED" if ("prior", key) in failures else "n/a"
-                print(f"{title:<52} {ours[0]:>8.2f}s {status:>9} {'':>10} {ours[1]:>7.0f}MB")
-        for (label, key), why in failures.items():
-            print(f"  {label} failed {key}: {why}")
-        per_cmd_floor = floor[0] / n_cmds
-        ours_deploy = results[("ours", "deploy")][0]
-        print(f"\nfloor per orbctl call: {per_cmd_floor * 1000:.0f} ms; ours, deploy per host-op "
-              f"(5 hosts in parallel): {ours_deploy / 21 * 1000:.0f} ms per op-step")
+        print(f"\nORBSIM_LATENCY={args.latency}, median of {args.repeat} unless noted, {os.cpu_count()}-core machine")
+        print("ratio = ours / baseline (lower is better), or baseline / ours where the goal says so\n")
+        head = f"{'scenario':<50} {'baseline':>16} {'ours':>8} {'ratio':>7} {'goal':<36} {'RSS py base/ours':>17} {'RSS bin':>8}"
+        if before:
+            head += f" {before.label:>20}"
+        print(head)
+        for row in rows:
+            base = f"{row.baseline} {row.base.seconds:.2f}s" if row.base else ("" if not row.baseline else "n/a")
+            ratio = ""
+            if row.base:
+                r = row.base.seconds / row.ours.seconds if row.invert else row.ours.seconds / row.base.seconds
+                ratio = f"{r:.2f}x"
+            rss = f"{row.base.py_mib:.0f}/{row.ours.py_mib:.0f}MB" if row.base and row.base.py_mib else (
+                f"{row.ours.py_mib:.0f}MB" if row.ours.py_mib else "")
+            binrss = f"{row.ours.bin_mib:.0f}MB" if row.ours.bin_mib else ""
+            line = f"{row.title:<50} {base:>16} {row.ours.seconds:>7.2f}s {ratio:>7} {row.goal:<36} {rss:>17} {binrss:>8}"
+            if before:
+                line += f" {row.before.seconds:>7.2f}s {row.before.py_mib:>4.0f}/{row.before.bin_mib:.0f}MB" if row.before else "        n/a"
+            if row.note:
+                line += f"  ({row.note})"
+            print(line)
     finally:
         subprocess.run([orbctl, "stop", "-a"], env=env, capture_output=True)
         subprocess.run([orbctl, "delete", "-f", "-a"], env=env, capture_output=True)

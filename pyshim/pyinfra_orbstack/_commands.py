@@ -96,12 +96,20 @@ def run(
 ) -> tuple[int, CommandOutput]:
     """One `command.run`: (exit code, output). Raises TimeoutError, OSError, ConnectionError."""
     lines: list[OutputLine] = []
+    assembler = _rpc.OutputLines()
 
-    def on_output(stream: str, line: str) -> None:
-        lines.append(OutputLine(stream, line))
-        if print_output:
-            shown = format_text(line, "red") if stream == "stderr" else line
-            echo(f"{print_prefix}{shown}", err=True)
+    def take(completed: list[tuple[str, list[str]]]) -> None:
+        # Output comes in runs of many lines: pyinfra's per-line objects are
+        # made here, once per line, and nothing else is done per line.
+        for stream, texts in completed:
+            lines.extend([OutputLine(stream, text) for text in texts])
+            if print_output:
+                for text in texts:
+                    shown = format_text(text, "red") if stream == "stderr" else text
+                    echo(f"{print_prefix}{shown}", err=True)
+
+    def on_output(runs: list[tuple[str, str]]) -> None:
+        take(assembler.feed(runs))
 
     params: dict[str, Any] = {
         "machine": target.machine,
@@ -127,6 +135,7 @@ def run(
                 raise
             # Ctrl-C reached the binary and this command with pyinfra: report
             # the command as interrupted (128+SIGINT), as @local reports its own.
+            take(assembler.end())
             return 128 + signal.SIGINT, CommandOutput(lines)
         except _rpc.RequestRefused as e:
             raise OrbStackOperationError(f"`{target.machine}`: {e}") from None
@@ -136,6 +145,7 @@ def run(
                     f"command timed out after {timeout} s and was killed in machine `{target.machine}`",
                 ) from None
             raise OrbStackOperationError(f"`{target.machine}`: {e.message}") from None
+    take(assembler.end())
     return int(result["exit_code"]), CommandOutput(lines)
 
 

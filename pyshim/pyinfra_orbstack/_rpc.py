@@ -26,7 +26,7 @@ from gevent.subprocess import PIPE, Popen
 
 # The one place the shim's protocol version lives; the binary reports its own in
 # `initialize` and a difference is fatal (docs/protocol.md, "Versioning").
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Error codes from docs/protocol.md.
 ORBCTL_NOT_FOUND = -32001
@@ -54,7 +54,46 @@ STDERR_TAIL_LINES = 5
 
 logger = logging.getLogger("pyinfra.orbstack.rpc")  # shown by `pyinfra --debug`
 
-OutputSink = Callable[[str, str], None]
+# Receives each command.output notification's runs, as (stream, text) pairs.
+OutputSink = Callable[[list[tuple[str, str]]], None]
+
+
+class OutputLines:
+    """Turns a command's output runs into its lines (docs/protocol.md, "command.output").
+
+    A run holds any number of lines of one stream; its last line may continue
+    in the next run of that stream. `feed` returns the lines each run completes
+    (without their "\\n", stdout and stderr in the order they completed);
+    `end`, once the command's reply came, the last line of each stream that had
+    no newline.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[str]] = {}
+
+    def feed(self, runs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+        done: list[tuple[str, list[str]]] = []
+        for stream, text in runs:
+            if "\n" not in text:
+                if text:
+                    self._pending.setdefault(stream, []).append(text)
+                continue
+            lines = text.split("\n")
+            pending = self._pending.pop(stream, None)
+            if pending:
+                pending.append(lines[0])
+                lines[0] = "".join(pending)
+            tail = lines.pop()
+            if tail:
+                self._pending[stream] = [tail]
+            done.append((stream, lines))
+        return done
+
+    def end(self) -> list[tuple[str, list[str]]]:
+        done = [(stream, ["".join(self._pending[stream])])
+                for stream in ("stdout", "stderr") if stream in self._pending]
+        self._pending.clear()
+        return done
 
 
 class RPCError(Exception):
@@ -112,8 +151,6 @@ class RPCClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, gevent.event.AsyncResult[Any]] = {}
         self._sinks: dict[int, OutputSink] = {}
-        # Pieces of lines sent split (`partial`, docs/protocol.md), per request and stream.
-        self._partial: dict[tuple[int, str], list[str]] = {}
         self._write_lock = gevent.lock.Semaphore()
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._gone: BinaryGoneError | None = None
@@ -151,8 +188,9 @@ class RPCClient:
 
         Raises RPCError for an error reply, BinaryGoneError if the binary dies
         first, and TimeoutError (after cancelling the request) if no reply comes
-        within `timeout` seconds. `on_output(stream, line)` receives the
-        request's `command.output` notifications, in the order they were sent.
+        within `timeout` seconds. `on_output(runs)` receives the runs of each of
+        the request's `command.output` notifications, in the order they were
+        sent (OutputLines makes lines of them).
         """
         if self._gone is not None:
             raise self._gone
@@ -175,8 +213,6 @@ class RPCClient:
         finally:
             self._pending.pop(request_id, None)
             self._sinks.pop(request_id, None)
-            for stream in ("stdout", "stderr"):
-                self._partial.pop((request_id, stream), None)
 
     def close(self) -> None:
         """Ask the binary to shut down, then make sure it is gone. Never raises."""
@@ -280,20 +316,13 @@ class RPCClient:
         if "method" in message:
             if message.get("method") == "command.output":
                 params: dict[str, Any] = message.get("params") or {}
-                request_id: Any = params.get("request_id")
-                sink = self._sinks.get(request_id)
+                sink = self._sinks.get(params.get("request_id"))
                 if sink is None:
                     return
-                stream, line = params.get("stream", "stdout"), params.get("line", "")
-                key = (request_id, stream)
-                if params.get("partial"):  # more of this line follows
-                    self._partial.setdefault(key, []).append(line)
-                    return
-                pieces = self._partial.pop(key, None)
-                if pieces:
-                    line = "".join(pieces) + line
+                runs = [(str(run.get("stream", "stdout")), str(run.get("text", "")))
+                        for run in params.get("output") or ()]
                 try:
-                    sink(stream, line)
+                    sink(runs)
                 except Exception:
                     logger.exception("output handler failed")
             return

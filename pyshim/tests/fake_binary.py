@@ -9,8 +9,8 @@ commands run with the local `sh`. FAKE_MODE picks a misbehaviour:
 - ``silent_on_run``: never answer `command.run` (but honour `$/cancelRequest`).
 - ``garbage``: answer `initialize`, then write bytes that are not a frame.
 - ``start_fails``: `machine.connect` fails as a failed `orbctl start` does.
-- ``split_lines``: send output lines longer than 8 characters in pieces marked
-  ``partial`` (docs/protocol.md), as a binary may for lines over 1 MiB.
+- ``split_runs``: send output 3 characters per notification, cutting lines
+  (docs/protocol.md lets a run end anywhere in a line).
 
 FAKE_PROTOCOL_VERSION overrides the protocol version it claims.
 FAKE_MACHINES is a comma-separated list of machine names that exist (default "fake").
@@ -19,6 +19,7 @@ FAKE_MACHINES is a comma-separated list of machine names that exist (default "fa
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import sys
 import threading
 
 MODE = os.environ.get("FAKE_MODE", "ok")
-PROTOCOL_VERSION = int(os.environ.get("FAKE_PROTOCOL_VERSION", "1"))
+PROTOCOL_VERSION = int(os.environ.get("FAKE_PROTOCOL_VERSION", "2"))
 MACHINES = [m for m in os.environ.get("FAKE_MACHINES", "fake").split(",") if m]
 
 out = sys.stdout.buffer
@@ -62,7 +63,7 @@ def machine(name: str) -> dict:
 def run_command(request_id: int, params: dict) -> None:
     if MODE in ("die_on_run", "die_with_child"):
         send({"jsonrpc": "2.0", "method": "command.output",
-              "params": {"request_id": request_id, "stream": "stdout", "line": "started"}})
+              "params": {"request_id": request_id, "output": [{"stream": "stdout", "text": "started\n"}]}})
         if MODE == "die_with_child":
             subprocess.Popen(["sleep", "5"], stdout=sys.stdout, stderr=subprocess.DEVNULL)
         sys.stderr.write("fake: dying now\n")
@@ -80,14 +81,16 @@ def run_command(request_id: int, params: dict) -> None:
     stdin = base64.b64decode(params.get("stdin_b64") or "")
 
     def pump(stream, name):
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            pieces = [line[i:i + 8] for i in range(0, len(line), 8)] if MODE == "split_lines" else [line]
-            for i, piece in enumerate(pieces or [""]):
-                params = {"request_id": request_id, "stream": name, "line": piece}
-                if i < len(pieces) - 1:
-                    params["partial"] = True
-                send({"jsonrpc": "2.0", "method": "command.output", "params": params})
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        while True:
+            raw = os.read(stream.fileno(), 65536)
+            text = decoder.decode(raw, final=not raw)
+            size = 3 if MODE == "split_runs" else len(text)
+            for i in range(0, len(text), size or 1):
+                send({"jsonrpc": "2.0", "method": "command.output",
+                      "params": {"request_id": request_id, "output": [{"stream": name, "text": text[i:i + size]}]}})
+            if not raw:
+                return
 
     pumps = [threading.Thread(target=pump, args=(proc.stdout, "stdout")),
              threading.Thread(target=pump, args=(proc.stderr, "stderr"))]

@@ -17,12 +17,14 @@ def test_binary_missing(fake_binary, tmp_path):
 
 
 def test_protocol_mismatch_names_both_versions_and_the_fix(fake_binary):
-    env = fake_binary("ok", FAKE_PROTOCOL_VERSION="2")
+    # A binary of the first protocol (one line per command.output) left on
+    # PATH by an older install, under this shim.
+    env = fake_binary("ok", FAKE_PROTOCOL_VERSION="1")
     result = run_pyinfra(env, "@orbstack/fake", "exec", "--", "true")
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "speaks protocol version 2" in output
-    assert "speaks version 1" in output
+    assert "speaks protocol version 1" in output
+    assert "speaks version 2" in output
     assert "pip install --force-reinstall pyinfra-orbstack" in output
     assert "Traceback" not in output
 

@@ -162,16 +162,16 @@ def test_pyinfra_exec_runs_in_a_machine(request, orb, pyinfra):
 
 def test_installed_shim_refuses_a_binary_of_another_protocol(installed, tmp_path):
     venv_bin, env, _ = installed
-    # The real binary always speaks its own protocol; a stand-in speaks version 2.
-    fake = tmp_path / "pyinfra-orbstack-v2"
+    # The real binary always speaks its own protocol; a stand-in speaks version 1.
+    fake = tmp_path / "pyinfra-orbstack-v1"
     fake.write_text(f'#!/bin/sh\nexec {sys.executable} {TESTS / "fake_binary.py"} "$@"\n')
     fake.chmod(0o755)
-    env = dict(env, PYINFRA_ORBSTACK_BINARY=str(fake), FAKE_MODE="ok", FAKE_PROTOCOL_VERSION="2")
+    env = dict(env, PYINFRA_ORBSTACK_BINARY=str(fake), FAKE_MODE="ok", FAKE_PROTOCOL_VERSION="1")
 
     result = run(venv_bin, env, "pyinfra", "@orbstack/fake", "exec", "--", "true")
 
     assert result.returncode != 0
-    assert "protocol version 2" in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "protocol version 1" in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -106,9 +106,10 @@ def test_replay(example: Path, homes, real_binary, monkeypatch):
             streamed: list[dict] = []
             request_id = request["id"]
 
-            def collect(stream: str, line: str, request_id=request_id) -> None:
+            def collect(runs: list[tuple[str, str]], request_id=request_id) -> None:
+                output = [{"stream": stream, "text": text} for stream, text in runs]
                 streamed.append({"jsonrpc": "2.0", "method": "command.output",
-                                 "params": {"request_id": request_id, "stream": stream, "line": line}})
+                                 "params": {"request_id": request_id, "output": output}})
 
             try:
                 result = client.call(request["method"], request.get("params"), timeout=120, on_output=collect)

@@ -29,15 +29,41 @@ def run_params(command: str, **extra) -> dict:
     return {"machine": "fake", "command": command, "user": "", "workdir": "", **extra}
 
 
-def test_a_line_sent_in_pieces_reaches_the_caller_whole(fake_binary):
-    # The protocol lets a binary split a long line, marking all pieces but the
-    # last `partial`; pyinfra must see one line, as @ssh gives it.
-    client = start(fake_binary, "split_lines")
-    got = {"stdout": [], "stderr": []}
-    client.call("command.run", run_params("printf 'abcdefghijklmnopqrst\\nshort\\n'; printf 'ABCDEFGHIJKLMNOP' >&2"),
-                timeout=10, on_output=lambda stream, line: got[stream].append(line))
-    assert got == {"stdout": ["abcdefghijklmnopqrst", "short"], "stderr": ["ABCDEFGHIJKLMNOP"]}
+def run_lines(client: _rpc.RPCClient, command: str, **kwargs) -> tuple[dict | None, list[tuple[str, str]]]:
+    """command.run, and the lines it printed as (stream, line), as _commands makes them."""
+    assembler, got = _rpc.OutputLines(), []
+
+    def take(completed):
+        got.extend((stream, line) for stream, lines in completed for line in lines)
+
+    result = None
+    try:
+        result = client.call("command.run", run_params(command), on_output=lambda runs: take(assembler.feed(runs)),
+                             **kwargs)
+    finally:
+        take(assembler.end())
+    return result, got
+
+
+def test_lines_cut_across_notifications_reach_the_caller_whole(fake_binary):
+    # A run may end anywhere in a line, and a line may span many runs: pyinfra
+    # must see the lines the command printed, as @ssh gives them.
+    client = start(fake_binary, "split_runs")
+    _, got = run_lines(client, "printf 'abcdefghijklmnopqrst\\nshort\\n\\nx\\r\\n'; printf 'ABCDEFGHIJKLMNOP' >&2",
+                       timeout=10)
+    assert [line for stream, line in got if stream == "stdout"] == ["abcdefghijklmnopqrst", "short", "", "x\r"]
+    assert [line for stream, line in got if stream == "stderr"] == ["ABCDEFGHIJKLMNOP"]
     client.close()
+
+
+def test_output_lines_keep_completion_order_and_end_with_unfinished_lines():
+    lines = _rpc.OutputLines()
+    assert lines.feed([("stdout", "a"), ("stderr", "e1\ne"), ("stdout", "b\nc\n"), ("stdout", "")]) == [
+        ("stderr", ["e1"]), ("stdout", ["ab", "c"])]
+    assert lines.feed([("stderr", "2")]) == []
+    assert lines.feed([("stdout", "tail")]) == []
+    assert lines.end() == [("stdout", ["tail"]), ("stderr", ["e2"])]
+    assert lines.end() == []
 
 
 @pytest.mark.parametrize("mode", ["die_on_run", "die_with_child"])
@@ -46,9 +72,9 @@ def test_binary_dying_fails_the_pending_call_within_a_second(fake_binary, mode):
     lines = []
     started = time.monotonic()
     with pytest.raises(ConnectionError) as raised:
-        client.call("command.run", run_params("sleep 10"), on_output=lambda s, l: lines.append(l))
+        client.call("command.run", run_params("sleep 10"), on_output=lines.extend)
     assert time.monotonic() - started < 1.0
-    assert lines == ["started"]  # output sent before the crash still arrives
+    assert lines == [("stdout", "started\n")]  # output sent before the crash still arrives
     assert "exited with status 3" in str(raised.value) or "closed its output" in str(raised.value)
     assert "fake: dying now" in str(raised.value)  # the binary's last words explain the crash
 
@@ -87,8 +113,8 @@ def test_timeout_cancels_the_request_and_keeps_the_client_usable(fake_binary):
         client.call("command.run", run_params("sleep 30"), timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 1.0
     # The client still works for other requests afterwards.
-    result = client.call("initialize", {"protocol_version": 1, "client_version": "t"}, timeout=5)
-    assert result["protocol_version"] == 1
+    result = client.call("initialize", {"protocol_version": _rpc.PROTOCOL_VERSION, "client_version": "t"}, timeout=5)
+    assert result["protocol_version"] == _rpc.PROTOCOL_VERSION
     client.close()
     assert not client.alive
 
@@ -118,13 +144,13 @@ if sys.argv[1] == "patched":
 import gevent
 from pyinfra_orbstack import _rpc
 client = _rpc.RPCClient([sys.argv[2], "serve"])
-client.call("initialize", {"protocol_version": 1, "client_version": "t"}, timeout=10)
+client.call("initialize", {"protocol_version": _rpc.PROTOCOL_VERSION, "client_version": "t"}, timeout=10)
 ticks = []
 ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.05)) for _ in range(1000)])
 def one(i):
     lines = []
     result = client.call("command.run", {"machine": "fake", "command": f"sleep 0.5; echo out-{i}; echo err-{i} >&2",
-                         "user": "", "workdir": ""}, on_output=lambda s, l: lines.append((s, l)))
+                         "user": "", "workdir": ""}, on_output=lines.extend)
     return result["exit_code"], lines
 started = time.monotonic()
 calls = [gevent.spawn(one, i) for i in range(20)]
@@ -133,7 +159,7 @@ elapsed = time.monotonic() - started
 ticker.kill()
 for i, call in enumerate(calls):
     code, lines = call.value
-    assert code == 0 and sorted(lines) == [("stderr", f"err-{i}"), ("stdout", f"out-{i}")], (i, lines)
+    assert code == 0 and sorted(lines) == [("stderr", f"err-{i}\\n"), ("stdout", f"out-{i}\\n")], (i, lines)
 client.close()
 print(f"{elapsed:.2f} {len(ticks)}")
 """
