@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/session"
 )
 
 // lockMachine serialises connects to one machine; waiting for the lock ends
@@ -74,16 +75,50 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	}
 	// The timeout covers starting and becoming ready, not creating (which
 	// may download an image).
+	timeout := seconds(p.Timeout)
+	if timeout == 0 {
+		timeout = orbctl.DefaultReadyTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	key := session.Key{Machine: m.Name, User: p.User}
+	wait := timeout
+	if m.State == "running" && s.sessions.Pooled {
+		// The host's first command will need a session: starting it now is
+		// the readiness check (the machine ran the agent), one orbctl call
+		// instead of a probe now and a session start later.
+		warmCtx, cancel := context.WithDeadline(ctx, deadline)
+		err := s.sessions.Warm(warmCtx, c, key)
+		cancel()
+		if err == nil {
+			res.Machine = m
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if time.Until(deadline) <= 0 {
+			return nil, &orbctl.Error{Kind: orbctl.ErrNotReady, Machine: m.Name,
+				Message: fmt.Sprintf("machine %s did not answer a command within %s: %v", m.Name, timeout, err)}
+		}
+		// Not ready yet (just created, or started by someone else), or no
+		// session can run there: the probe waits, and says why if it must.
+		wait = max(time.Until(deadline).Round(time.Millisecond), time.Millisecond) // 0 would mean the default
+	}
 	var startStep func(context.Context, string) error
 	if m.State != "running" {
 		startStep = c.Start
 		res.Started = true
 	}
-	if err := c.StartAndWait(ctx, m.Name, seconds(p.Timeout), startStep); err != nil {
+	if err := c.StartAndWait(ctx, m.Name, wait, startStep); err != nil {
 		return nil, err
 	}
 	if m, err = c.Info(ctx, m.Name); err != nil {
 		return nil, err
+	}
+	if s.sessions.Pooled {
+		// Warmed while the reply travels and the host's work is prepared;
+		// the pool stops it if the server shuts down first.
+		go s.sessions.Warm(context.WithoutCancel(ctx), c, key) // a failure: Run meets it again and says so
 	}
 	res.Machine = m
 	return res, nil

@@ -54,17 +54,77 @@ type Pool struct {
 	keys    map[Key]*keyState
 	closed  bool
 	closing sync.WaitGroup // sessions being closed
+	warming sync.WaitGroup // Warm calls under way
+	// stop ends the starts of Warm calls when the pool closes.
+	stop     context.Context
+	stopWarm context.CancelFunc
 }
 
 type keyState struct {
 	slots       chan struct{} // one token per session in use or starting
 	idle        []*session
 	unsupported error // set once the machine is known to lack a tool
+	// warm is closed when the session Warm is starting for this key is
+	// idle or failed (nil: none is starting).
+	warm chan struct{}
 }
 
 // NewPool returns an empty pool.
 func NewPool() *Pool {
-	return &Pool{keys: map[Key]*keyState{}, ReadyTimeout: DefaultReadyTimeout, Pooled: true}
+	p := &Pool{keys: map[Key]*keyState{}, ReadyTimeout: DefaultReadyTimeout, Pooled: true}
+	p.stop, p.stopWarm = context.WithCancel(context.Background())
+	return p
+}
+
+// Warm starts a session for key and leaves it idle, so that the first
+// command for key does not wait for one (machine.connect calls it). It does
+// nothing when a session for key is idle or being warmed already. Its error
+// says why no session could start; Run would then have run the commands one
+// orbctl call each, as it still will. A Run that finds no idle session while
+// one warms waits for it rather than start a second.
+func (p *Pool) Warm(ctx context.Context, c *orbctl.Client, key Key) error {
+	if !p.Pooled {
+		return fmt.Errorf("%w: sessions are off", ErrUnavailable)
+	}
+	ks, err := p.state(key)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: the pool is closed", ErrUnavailable)
+	}
+	if len(ks.idle) > 0 || ks.warm != nil {
+		p.mu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	ks.warm = done
+	p.warming.Add(1)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		ks.warm = nil
+		p.mu.Unlock()
+		close(done)
+		p.warming.Done()
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(p.stop, cancel)
+	defer stop()
+	s, err := start(ctx, c, key, p.ReadyTimeout)
+	if err != nil {
+		if errors.Is(err, errUnsupported) {
+			p.mu.Lock()
+			ks.unsupported = err
+			p.mu.Unlock()
+		}
+		return err
+	}
+	p.put(ks, s)
+	return nil
 }
 
 func (p *Pool) logf(format string, args ...any) {
@@ -137,17 +197,31 @@ func (p *Pool) Run(ctx context.Context, c *orbctl.Client, key Key, req Request) 
 	}
 }
 
-// take returns an idle live session for key, or starts one.
+// take returns an idle live session for key, or the one Warm is starting, or
+// starts one.
 func (p *Pool) take(ctx context.Context, c *orbctl.Client, key Key, ks *keyState) (*session, error) {
 	p.mu.Lock()
-	for len(ks.idle) > 0 {
-		s := ks.idle[len(ks.idle)-1]
-		ks.idle = ks.idle[:len(ks.idle)-1]
-		if s.alive() && s.client == c {
-			p.mu.Unlock()
-			return s, nil
+	for {
+		for len(ks.idle) > 0 {
+			s := ks.idle[len(ks.idle)-1]
+			ks.idle = ks.idle[:len(ks.idle)-1]
+			if s.alive() && s.client == c {
+				p.mu.Unlock()
+				return s, nil
+			}
+			p.closeAsync(s)
 		}
-		p.closeAsync(s)
+		warm := ks.warm
+		if warm == nil {
+			break
+		}
+		p.mu.Unlock()
+		select {
+		case <-warm:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		p.mu.Lock()
 	}
 	p.mu.Unlock()
 	s, err := start(ctx, c, key, p.ReadyTimeout)
@@ -193,6 +267,10 @@ func (p *Pool) closeAsync(s *session) {
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
+	p.mu.Unlock()
+	p.stopWarm()
+	p.warming.Wait() // a session warmed meanwhile was closed by put
+	p.mu.Lock()
 	var idle []*session
 	for _, ks := range p.keys {
 		idle = append(idle, ks.idle...)

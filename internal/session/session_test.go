@@ -609,3 +609,81 @@ echo "$s $o"`
 		t.Errorf("journal entries were left: %q", r.stdout)
 	}
 }
+
+// traced counts the orbctl calls c makes from now on.
+func traced(c *orbctl.Client) func() []string {
+	var mu sync.Mutex
+	var calls []string
+	c.Trace = func(args []string, _ time.Duration, _ error) {
+		mu.Lock()
+		calls = append(calls, strings.Join(args, " "))
+		mu.Unlock()
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), calls...)
+	}
+}
+
+func TestAWarmedSessionServesTheFirstCommand(t *testing.T) {
+	c := simulator(t, "web")
+	p := newPool(t)
+	calls := traced(c)
+	if err := p.Warm(context.Background(), c, Key{Machine: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Warm(context.Background(), c, Key{Machine: "web"}); err != nil { // one is idle: nothing to do
+		t.Fatal(err)
+	}
+	if r := run(p, c, "web", Request{Command: "echo hi"}); r.stdout != "hi\n" || r.err != nil {
+		t.Fatalf("first command: %+v", r)
+	}
+	if got := calls(); len(got) != 1 {
+		t.Fatalf("two warms and a command made %d orbctl calls, want 1 (the session): %q", len(got), got)
+	}
+}
+
+func TestACommandArrivingWhileASessionWarmsWaitsForIt(t *testing.T) {
+	c := simulator(t, "web")
+	t.Setenv("ORBSIM_LATENCY", "300ms") // a slow orbctl: the command comes mid-start
+	p := newPool(t)
+	calls := traced(c)
+	warmed := make(chan error, 1)
+	go func() { warmed <- p.Warm(context.Background(), c, Key{Machine: "web"}) }()
+	time.Sleep(100 * time.Millisecond)
+	if r := run(p, c, "web", Request{Command: "echo hi"}); r.stdout != "hi\n" || r.err != nil {
+		t.Fatalf("command: %+v", r)
+	}
+	if err := <-warmed; err != nil {
+		t.Fatal(err)
+	}
+	if got := calls(); len(got) != 1 {
+		t.Fatalf("a command during a warm made %d orbctl calls, want 1 (one session): %q", len(got), got)
+	}
+}
+
+func TestClosingThePoolMidWarmLeavesNothingRunning(t *testing.T) {
+	c := simulator(t, "web")
+	t.Setenv("ORBSIM_LATENCY", "300ms")
+	p := NewPool()
+	warmed := make(chan error, 1)
+	go func() { warmed <- p.Warm(context.Background(), c, Key{Machine: "web"}) }()
+	time.Sleep(150 * time.Millisecond)
+	start := time.Now()
+	p.Close()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close took %s while a session warmed", took)
+	}
+	if err := <-warmed; err == nil {
+		// The start won the race: then Close must have ended the session.
+		t.Log("the session started before Close")
+	}
+	t.Setenv("ORBSIM_LATENCY", "0")
+	if n, dirs := agents(t, c, "web"); n != 0 || dirs != 0 {
+		t.Fatalf("%d agents and %d private directories left after Close", n, dirs)
+	}
+	if err := p.Warm(context.Background(), c, Key{Machine: "web"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a closed pool warmed a session: %v", err)
+	}
+}

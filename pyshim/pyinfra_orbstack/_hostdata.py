@@ -97,6 +97,8 @@ def connect_params(data: OrbStackConnectorData) -> dict[str, Any]:
     """`machine.connect`'s params for a host with this data."""
     params: dict[str, Any] = {
         "machine": data["orbstack_machine"],
+        # Whose commands follow: the binary starts their command session while connecting.
+        "user": data["orbstack_user"] or "",
         "start": bool(data["orbstack_start"]),
         "timeout": data["orbstack_connect_timeout"],
         "create": None,
