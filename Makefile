@@ -41,11 +41,18 @@ deps: ## install system packages the simulator's machines need (sudo, ping)
 	./.ci/deps
 
 .PHONY: test
-test: deps build venv lint-py test-go test-fuzz test-py lint-workflows wheel test-darwin ## all tests
+test: deps build venv lint-py test-go test-monitoring test-fuzz test-py lint-workflows wheel test-darwin ## all tests
 
 .PHONY: test-go
 test-go: build
 	$(GO) test -count=1 ./...
+
+# The shipped alert rules and dashboard (docs/monitoring/) against a running
+# `pyinfra-orbstack monitor`, with Prometheus's own rule parser and PromQL engine: a
+# module of its own (internal/monitor/rulecheck/go.mod) so Prometheus stays out of ours.
+.PHONY: test-monitoring
+test-monitoring: build
+	cd internal/monitor/rulecheck && PYINFRA_ORBSTACK_BINARY="$(CURDIR)/$(BIN)/pyinfra-orbstack" $(GO) test -count=1 ./...
 
 # Fuzz targets of the protocol decoder: frames, messages and each method's
 # params (internal/rpc/fuzz_test.go; seeds in internal/rpc/testdata/fuzz/).

@@ -164,6 +164,7 @@ machines from scripts and CI pipelines (machine, config).`,
 		NewCmdStatus(f),
 		NewCmdSSHInfo(f),
 		NewCmdLimits(f),
+		NewCmdMonitor(f),
 	)
 	return root
 }

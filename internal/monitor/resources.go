@@ -5,6 +5,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -18,20 +19,32 @@ import (
 //go:embed probe.sh
 var ProbeScript string
 
-// Resources are a machine's figures as read from inside it. Sizes are bytes.
+// Resources are a machine's figures as read from inside it, in the shape of the
+// orbstack.Resources fact (without its error). Sizes are bytes.
 type Resources struct {
-	Load          *[3]float64 `json:"load"` // 1, 5 and 15 minute load averages
-	CPUs          int         `json:"cpus"`
-	MemoryTotal   uint64      `json:"memory_total"`
-	MemoryUsed    uint64      `json:"memory_used"` // total minus available
-	DiskTotal     *uint64     `json:"disk_total"`  // of /
-	DiskUsed      *uint64     `json:"disk_used"`
-	DiskAvailable *uint64     `json:"disk_available"`
-	DiskMethod    string      `json:"disk_method"` // df, stat or python3
-	Processes     int         `json:"processes"`
-	Uptime        float64     `json:"uptime_seconds"`
-	UptimeSource  string      `json:"uptime_source"` // init (since the machine's PID 1 started) or kernel
-	Missing       []string    `json:"missing"`       // tools that could have given a missing figure
+	Load         *[3]float64 `json:"load"` // 1, 5 and 15 minute load averages
+	CPUs         int         `json:"cpus"`
+	Memory       Memory      `json:"memory"`
+	Disk         Disk        `json:"disk"` // of /
+	Processes    int         `json:"processes"`
+	Uptime       float64     `json:"uptime_seconds"`
+	UptimeSource string      `json:"uptime_source"` // init (since the machine's PID 1 started) or kernel
+	Missing      []string    `json:"missing"`       // tools that could have given a missing figure
+}
+
+// Memory is what the machine sees; Used is Total minus Available.
+type Memory struct {
+	Total     uint64 `json:"total"`
+	Used      uint64 `json:"used"`
+	Available uint64 `json:"available"`
+}
+
+// Disk is the / filesystem; all nil when no tool could read it.
+type Disk struct {
+	Total     *uint64 `json:"total"`
+	Used      *uint64 `json:"used"`
+	Available *uint64 `json:"available"`
+	Method    *string `json:"method"` // df, stat or python3
 }
 
 // ParseResources reads ProbeScript's output.
@@ -55,20 +68,20 @@ func ParseResources(out []byte) (Resources, error) {
 	}
 	r.CPUs, _ = strconv.Atoi(kv["cpus"])
 	kib := func(k string) uint64 { n, _ := strconv.ParseUint(kv["mem_"+k], 10, 64); return n * 1024 }
-	r.MemoryTotal = kib("MemTotal")
-	available := kib("MemAvailable")
+	r.Memory.Total = kib("MemTotal")
+	r.Memory.Available = kib("MemAvailable")
 	if _, ok := kv["mem_MemAvailable"]; !ok { // kernels before 3.14
-		available = kib("MemFree") + kib("Buffers") + kib("Cached")
+		r.Memory.Available = kib("MemFree") + kib("Buffers") + kib("Cached")
 	}
-	if available <= r.MemoryTotal {
-		r.MemoryUsed = r.MemoryTotal - available
+	if r.Memory.Available <= r.Memory.Total {
+		r.Memory.Used = r.Memory.Total - r.Memory.Available
 	}
 	if f := strings.Fields(kv["disk"]); len(f) == 4 {
 		var n [3]uint64
 		for i := range n {
 			n[i], _ = strconv.ParseUint(f[i+1], 10, 64)
 		}
-		r.DiskMethod, r.DiskTotal, r.DiskUsed, r.DiskAvailable = f[0], &n[0], &n[1], &n[2]
+		r.Disk = Disk{Total: &n[0], Used: &n[1], Available: &n[2], Method: &f[0]}
 	}
 	r.Processes, _ = strconv.Atoi(kv["processes"])
 	kernel, _ := strconv.ParseFloat(kv["kernel_uptime"], 64)
@@ -79,6 +92,7 @@ func ParseResources(out []byte) (Resources, error) {
 		// A machine is a container: the kernel's uptime is the VM's, PID 1's age is the machine's.
 		r.Uptime, r.UptimeSource = kernel-ticks/hz, "init"
 	}
+	r.Uptime = math.Round(r.Uptime*100) / 100
 	if m := strings.TrimSpace(kv["missing"]); m != "" {
 		for _, group := range strings.Fields(m) {
 			r.Missing = append(r.Missing, strings.Split(group, ",")...)

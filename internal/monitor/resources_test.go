@@ -25,10 +25,10 @@ func TestProbeOnThisHostMatchesStatfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := st.Blocks * uint64(st.Bsize)
-	if r.DiskTotal == nil || r.DiskMethod != "df" || diff(*r.DiskTotal, total) > total/100 {
-		t.Fatalf("disk total %v (%s), statfs says %d", r.DiskTotal, r.DiskMethod, total)
+	if r.Disk.Total == nil || *r.Disk.Method != "df" || diff(*r.Disk.Total, total) > total/100 {
+		t.Fatalf("disk %+v, statfs says a total of %d", r.Disk, total)
 	}
-	if r.MemoryTotal == 0 || r.MemoryUsed == 0 || r.MemoryUsed >= r.MemoryTotal || r.CPUs < 1 || r.Processes < 2 || r.Load == nil {
+	if r.Memory.Total == 0 || r.Memory.Used == 0 || r.Memory.Used >= r.Memory.Total || r.CPUs < 1 || r.Processes < 2 || r.Load == nil {
 		t.Fatalf("implausible: %+v", r)
 	}
 }
@@ -41,7 +41,7 @@ func TestProbeCutShortIsAnError(t *testing.T) {
 
 func TestOldKernelsWithoutMemAvailable(t *testing.T) {
 	r, err := ParseResources([]byte("mem_MemTotal=1000\nmem_MemFree=100\nmem_Buffers=50\nmem_Cached=250\nmissing=\n"))
-	if err != nil || r.MemoryTotal != 1000*1024 || r.MemoryUsed != 600*1024 {
+	if err != nil || r.Memory.Total != 1000*1024 || r.Memory.Used != 600*1024 {
 		t.Fatalf("%+v %v", r, err)
 	}
 }
@@ -58,7 +58,7 @@ func TestResourcesOfASimulatorMachineAreItsOwn(t *testing.T) {
 		t.Fatal(err)
 	}
 	// PID 1 of a new machine is seconds old, though the kernel has run for longer.
-	if r.UptimeSource != "init" || r.Uptime > 300 || r.Processes < 1 || r.DiskTotal == nil {
+	if r.UptimeSource != "init" || r.Uptime > 300 || r.Processes < 1 || r.Disk.Total == nil {
 		t.Fatalf("%+v", r)
 	}
 }

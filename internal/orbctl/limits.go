@@ -37,7 +37,8 @@ func (c *Client) ResourceLimits(ctx context.Context) (ResourceLimits, error) {
 	if err != nil {
 		return ResourceLimits{}, err
 	}
-	l := ResourceLimits{CPUs: positiveInt(settings["cpu"]), MemoryBytes: mib(settings["memory_mib"]), Machines: []MachineLimits{}}
+	l := ResourceLimits{Machines: []MachineLimits{}}
+	l.CPUs, l.MemoryBytes = VMLimits(settings)
 	for _, m := range machines {
 		ml := MachineLimits{Name: m.Name, State: m.State}
 		if info, err := c.Info(ctx, m.Name); err == nil {
@@ -53,6 +54,12 @@ func (c *Client) ResourceLimits(ctx context.Context) (ResourceLimits, error) {
 		l.Machines = append(l.Machines, ml)
 	}
 	return l, nil
+}
+
+// VMLimits reads the VM's CPU and memory limits from `config show`'s settings
+// (nil when not set or not readable).
+func VMLimits(settings map[string]string) (cpus *int, memoryBytes *uint64) {
+	return positiveInt(settings["cpu"]), mib(settings["memory_mib"])
 }
 
 func positiveInt(s string) *int {

@@ -5,6 +5,7 @@ binary's `limits --json`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,3 +106,20 @@ def test_limits_are_orbstack_s_and_each_machine_s_disk_size(orb):
     assert mine["memory_bytes"] == 512 * 2**20
     assert mine["cpus"] is None  # not set
     assert isinstance(mine["disk_size"], int) and mine["disk_size"] > 0
+
+
+def test_the_fact_and_the_monitor_agree_on_a_machine(orb, real_binary):
+    machine = orb.machine("resources")
+    got, result = pyinfra_results(orb.env, f"@orbstack/{machine}", "fact", "orbstack.Resources")
+    assert result.returncode == 0, result.stderr
+    fact = got["orbstack.Resources"][f"@orbstack/{machine}"]
+    once = subprocess.run([str(real_binary), "monitor", "--once", "--json"], env=orb.env,
+                          capture_output=True, text=True, timeout=120)
+    snapshot = json.loads(once.stdout)
+    monitored = next(m for m in snapshot["machines"] if m["name"] == machine)["resources"]
+    assert set(monitored) == set(fact) - {"error"}
+    for figure in ("cpus", "missing", "uptime_source"):
+        assert monitored[figure] == fact[figure]
+    assert monitored["memory"]["total"] == fact["memory"]["total"]
+    assert monitored["disk"]["total"] == fact["disk"]["total"]
+    assert monitored["disk"]["method"] == fact["disk"]["method"]
