@@ -19,6 +19,7 @@ from pyinfra.api import OperationError
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
+from pyinfra_orbstack import _rpc
 from pyinfra_orbstack.facts.orbstack import (
     Binary,
     ConfigValues,
@@ -597,7 +598,7 @@ def over_ssh(binary: dict | None) -> FakeOrbStack:
 
 
 def test_over_ssh_the_operations_run_the_binary_on_the_mac_s_path():
-    world = over_ssh({"version": "0.1.0", "protocol": 1})
+    world = over_ssh({"version": "0.2.0", "protocol": _rpc.PROTOCOL_VERSION})
     world.state.current_stage = StateStage.Execute
     assert run(orbstack.machine, world, machine="web") == ["pyinfra-orbstack machine start web"]
 
