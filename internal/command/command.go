@@ -165,6 +165,7 @@ machines from scripts and CI pipelines (machine, config).`,
 		NewCmdSSHInfo(f),
 		NewCmdLimits(f),
 		NewCmdMonitor(f),
+		NewCmdLogs(f),
 	)
 	return root
 }
