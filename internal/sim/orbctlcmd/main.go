@@ -24,6 +24,7 @@ func Main(argv []string) int {
 			return guest.ExecMain(argv[2])
 		}
 	}
+	logInvocation(argv[1:])
 	app, err := newApp(os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "orbsim: %v\n", err)
