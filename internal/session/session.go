@@ -62,6 +62,11 @@ type session struct {
 	broken bool
 }
 
+// maxLineScript bounds a script sent as one line (agentScript, "Request"):
+// the shell's read takes a byte per read(2) from a pipe, cheaper than a fork
+// only for short text.
+const maxLineScript = 2048
+
 // readerSize bounds one read from the agent; longer lines pass in pieces.
 const readerSize = 64 << 10
 
@@ -207,7 +212,11 @@ func (s *session) run(ctx context.Context, req Request) (int, error) {
 		stdinLen = strconv.Itoa(len(req.Stdin))
 	}
 	var msg bytes.Buffer
-	fmt.Fprintf(&msg, "%s %d %s\n%s", id, len(script), stdinLen, script)
+	if len(script) <= maxLineScript && !strings.ContainsRune(script, '\n') {
+		fmt.Fprintf(&msg, "%s l %s\n%s\n", id, stdinLen, script)
+	} else {
+		fmt.Fprintf(&msg, "%s %d %s\n%s", id, len(script), stdinLen, script)
+	}
 	msg.Write(req.Stdin)
 	msg.WriteString(id + "\n")
 

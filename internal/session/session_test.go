@@ -94,6 +94,15 @@ func TestOutputBytesAndExitStatusAreThoseOfAPerCallRun(t *testing.T) {
 		"seq 1 5000",
 		"kill -TERM $$",
 		"echo \"$0\" \"$#\"",
+		// Scripts that travel as one line (agentScript, "Request"): what the
+		// shell's read could bend (backslashes, edge blanks, tabs, a CR, an
+		// empty command) must arrive as sent, at and past the line limit.
+		`  printf '%s|\n' 'back\slash \\ \n' "tab	in" 'trailing  '  `,
+		"printf 'cr\\n'\r",
+		" ",
+		lineOf(maxLineScript),
+		lineOf(maxLineScript + 1),
+		"printf 'two\n'\nprintf 'lines\n'",
 	}
 	for _, cmd := range commands {
 		got := run(p, c, "web", Request{Command: cmd})
@@ -111,6 +120,12 @@ func TestOutputBytesAndExitStatusAreThoseOfAPerCallRun(t *testing.T) {
 			t.Errorf("%s: stderr %.200q, per-call %.200q", cmd, got.stderr, want.stderr)
 		}
 	}
+}
+
+// lineOf is a one-line script of exactly n bytes that prints its last 10.
+func lineOf(n int) string {
+	head := "echo "
+	return head + strings.Repeat("x", n-len(head)-10) + "0123456789"
 }
 
 func TestStdinEnvAndWorkdir(t *testing.T) {
