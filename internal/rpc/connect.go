@@ -52,17 +52,24 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	defer unlock()
 
 	var res MachineConnectResult
-	m, err := c.Info(ctx, p.Machine)
+	// One listing answers every host of the run (machinecache.go); what it
+	// cannot answer (a missing machine, a failed list) is asked of info, whose
+	// errors say what to do.
+	m, listed := s.machines.lookup(ctx, c, p.Machine)
+	if !listed {
+		m, err = c.Info(ctx, p.Machine)
+	}
 	if errors.Is(err, orbctl.ErrMachineNotFound) && p.Create != nil {
 		opts, optsErr := createOptions(p.Machine, *p.Create)
 		if optsErr != nil {
 			return nil, optsErr
 		}
 		err = c.Create(ctx, opts)
+		s.machines.drop() // this run changed the machines
 		if err != nil {
 			return nil, err
 		}
-		res.Created = true
+		res.Created, listed = true, false
 		m, err = c.Info(ctx, p.Machine)
 	}
 	if err != nil {
@@ -106,14 +113,19 @@ func (s *Server) machineConnect(ctx context.Context, p MachineConnectParams) (an
 	}
 	var startStep func(context.Context, string) error
 	if m.State != "running" {
-		startStep = c.Start
-		res.Started = true
+		startStep = func(ctx context.Context, name string) error {
+			defer s.machines.drop() // this run changed the machines
+			return c.Start(ctx, name)
+		}
+		res.Started, listed = true, false
 	}
 	if err := c.StartAndWait(ctx, m.Name, wait, startStep); err != nil {
 		return nil, err
 	}
-	if m, err = c.Info(ctx, m.Name); err != nil {
-		return nil, err
+	if !listed { // created or started here: its address is new
+		if m, err = c.Info(ctx, m.Name); err != nil {
+			return nil, err
+		}
 	}
 	if s.sessions.Pooled {
 		// Warmed while the reply travels and the host's work is prepared;

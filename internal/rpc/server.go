@@ -44,7 +44,8 @@ type Server struct {
 	baseCtx  context.Context
 	stop     context.CancelCauseFunc
 
-	machineLocks sync.Map // machine name → chan struct{} (a lock), serialises connect
+	machineLocks sync.Map     // machine name → chan struct{} (a lock), serialises connect
+	machines     machineCache // one `orbctl list` for the connects of a run
 
 	sessions *session.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
 }
