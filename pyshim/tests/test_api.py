@@ -100,6 +100,22 @@ def test_a_line_longer_than_a_mebibyte_stays_one_line(api_state):
     assert [len(line) for line in output.stdout_lines] == [2500000, 4]
 
 
+def test_heavy_output_reaches_pyinfra_as_the_lines_printed_in_order(api_state):
+    # Output travels in batches of many lines (docs/protocol.md): pyinfra must
+    # still get every line, whole, in order, with stderr where it was printed.
+    _, hosts = api_state
+    # Two pipes: what one stream printed is ahead of the other's only once
+    # it has been read, hence the pauses.
+    command = ("seq 200000; sleep 0.5; echo 'between' >&2; sleep 0.5; printf 'cr\\r\\n\\n\\377\\n'; "
+               "seq 3 | tr -d '\\n' >&2; printf 'last'")
+    ok, output = hosts[0].run_shell_command(command)
+    assert ok
+    lines = [(line.buffer_name, line.line) for line in output.combined_lines]
+    assert lines[:200000] == [("stdout", str(i)) for i in range(1, 200001)]
+    assert lines[200000:] == [("stderr", "between"), ("stdout", "cr\r"), ("stdout", ""),
+                              ("stdout", "\ufffd"), ("stdout", "last"), ("stderr", "123")]
+
+
 def test_stdin_too_large_for_one_message_fails_that_command_only(api_state):
     # Over the binary's frame limit the binary would close the connection under
     # every host's calls; the shim refuses it first, saying what to do.
