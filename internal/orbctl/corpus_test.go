@@ -27,7 +27,6 @@ type recording struct {
 
 // notParsed are the kinds the driver has no parser for, and why.
 var notParsed = map[string]string{
-	"list-text":        "the driver reads list -f json only",
 	"no-machines-help": "the driver always passes -m, so orbctl never prints it to us",
 	"config-keys":      "the driver passes keys through; it keeps no list of them",
 	"subnet4-error":    "a VM log line, not orbctl output",
@@ -102,6 +101,24 @@ func TestCorpusReplaysThroughTheDriver(t *testing.T) {
 				}
 				if r.Kind == "run-missing" && IsRunMachineNotFound(r.Stderr, r.Machine+"x") {
 					t.Fatalf("the line names %q, not another machine", r.Machine)
+				}
+			case "list-text":
+				// ParseListAddresses reads the IP column (1.11.3+); a table
+				// without one must give no addresses, not other columns.
+				want := map[string]string{}
+				for _, line := range strings.Split(r.Stdout, "\n")[2:] {
+					if f := strings.Fields(line); len(f) > 0 && strings.Count(f[len(f)-1], ".") == 3 {
+						want[f[0]] = f[len(f)-1]
+					}
+				}
+				got := ParseListAddresses(r.Stdout)
+				if len(got) != len(want) {
+					t.Fatalf("ParseListAddresses = %v, want %v", got, want)
+				}
+				for k, v := range want {
+					if got[k] != v {
+						t.Fatalf("ParseListAddresses = %v, want %v", got, want)
+					}
 				}
 			case "version":
 				v := ParseVersion(r.Stdout)
