@@ -90,8 +90,9 @@ class OutputLines:
         return done
 
     def end(self) -> list[tuple[str, list[str]]]:
-        done = [(stream, ["".join(self._pending[stream])])
-                for stream in ("stdout", "stderr") if stream in self._pending]
+        done: list[tuple[str, list[str]]] = [
+            (stream, ["".join(self._pending[stream])]) for stream in ("stdout", "stderr") if stream in self._pending
+        ]
         self._pending.clear()
         return done
 
@@ -316,7 +317,8 @@ class RPCClient:
         if "method" in message:
             if message.get("method") == "command.output":
                 params: dict[str, Any] = message.get("params") or {}
-                sink = self._sinks.get(params.get("request_id"))
+                request_id: Any = params.get("request_id")
+                sink = self._sinks.get(request_id)
                 if sink is None:
                     return
                 runs = [(str(run.get("stream", "stdout")), str(run.get("text", "")))
