@@ -44,10 +44,14 @@ type Server struct {
 	baseCtx  context.Context
 	stop     context.CancelCauseFunc
 
-	machineLocks sync.Map     // machine name → chan struct{} (a lock), serialises connect
-	machines     machineCache // one `orbctl list` for the connects of a run
+	machineLocks sync.Map          // machine name → chan struct{} (a lock), serialises connect
+	machines     machineCache      // one `orbctl list` for the connects of a run
+	counts       invocationCounter // orbctl invocations, for the stats method
 
 	sessions *session.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
+	// frames is the connection's stream, which the Conn writes through too:
+	// notify writes encoded notifications there, between whole messages.
+	frames jsonrpc2.ObjectStream
 }
 
 // EnvSessions turns command sessions off when "0" (docs/architecture.md,
@@ -83,8 +87,8 @@ func NewServer(opts Options) *Server {
 // children signalled) and waited for before it returns.
 func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
-	conn := jsonrpc2.NewConn(ctx, newFrameStream(stream, s.opts.Logger.Printf), s,
-		jsonrpc2.SetLogger(s.opts.Logger))
+	s.frames = newFrameStream(stream, s.opts.Logger.Printf)
+	conn := jsonrpc2.NewConn(ctx, s.frames, s, jsonrpc2.SetLogger(s.opts.Logger))
 	select {
 	case <-conn.DisconnectNotify():
 	case <-ctx.Done():
@@ -211,7 +215,7 @@ func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc
 		if err := checkTimeout(p.Timeout); err != nil {
 			return nil, err
 		}
-		return s.commandRun(ctx, conn, req.ID, p)
+		return s.commandRun(ctx, req.ID, p)
 	case MethodFilePut:
 		var p FilePutParams
 		if err := decode(req, &p); err != nil {
@@ -227,6 +231,8 @@ func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc
 	case MethodShutdown:
 		s.shutdown(req.ID)
 		return nil, nil
+	case MethodStats:
+		return s.counts.result(), nil
 	}
 	return nil, newError(jsonrpc2.CodeMethodNotFound, "unknown method "+req.Method+" (see docs/protocol.md)",
 		ErrorData{Kind: "method_not_found"})
@@ -277,6 +283,7 @@ func (s *Server) client() (*orbctl.Client, error) {
 		return nil, err
 	}
 	s.orbctl = s.opts.Client(path)
+	s.orbctl.NewCmd = s.counts.wrap(s.orbctl.NewCmd)
 	if s.opts.Debug {
 		s.orbctl.Trace = func(args []string, took time.Duration, err error) {
 			if err != nil {
@@ -340,3 +347,7 @@ func (s *Server) shutdown(self jsonrpc2.ID) {
 		}
 	}
 }
+
+// notify sends a notification the binary encoded itself (encodeOutput). An
+// error means the client is gone, which the Conn finds out on its own.
+func (s *Server) notify(msg rawMessage) { _ = s.frames.WriteObject(msg) }

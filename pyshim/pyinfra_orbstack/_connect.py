@@ -8,6 +8,7 @@ connect); the caller releases its hold on the binary.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from pyinfra import logger
@@ -18,8 +19,14 @@ from . import _rpc
 from ._hostdata import OrbStackConnectorData, connect_params
 
 
-def connect_machine(client: _rpc.RPCClient, host: Host, data: OrbStackConnectorData) -> dict[str, Any]:
+def connect_machine(
+    client: _rpc.RPCClient,
+    host: Host,
+    data: OrbStackConnectorData,
+    on_reply: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Look the machine up (starting or creating it as the data says); its `Machine`.
+    on_reply, when given, is told `machine.connect`'s reply (deploy metrics).
 
     Raises ConnectError saying what to do.
     """
@@ -35,6 +42,8 @@ def connect_machine(client: _rpc.RPCClient, host: Host, data: OrbStackConnectorD
     except (ConnectionError, TimeoutError) as e:
         raise ConnectError(f"OrbStack machine `{name}`: {e}") from None
 
+    if on_reply is not None:
+        on_reply(reply)
     machine: dict[str, Any] = reply.get("machine") or {}
     state = machine.get("state", "running")
     if state != "running":

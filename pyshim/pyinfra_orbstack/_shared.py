@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import gevent.lock
@@ -106,6 +107,9 @@ class HostBinary:
     def __init__(self, shared: SharedBinary) -> None:
         self.shared = shared
         self.held = False
+        # Deploy metrics (_metrics.py), when on: the call being measured, told the
+        # time spent in requests to the binary.
+        self.timing: Any = None
 
     def acquire(self) -> _rpc.RPCClient:
         """Hold the binary (starting it if needed); connecting again reuses a live hold.
@@ -126,9 +130,21 @@ class HostBinary:
             self.held = False
             self.shared.release()
 
-    @contextmanager
-    def for_call(self) -> Iterator[_rpc.RPCClient]:
+    def for_call(self) -> AbstractContextManager[_rpc.RPCClient]:
         """The client for one call: the held one, or one borrowed for this call alone."""
+        return self._for_call() if self.timing is None else self._timed_for_call()
+
+    @contextmanager
+    def _timed_for_call(self) -> Iterator[_rpc.RPCClient]:
+        start = time.perf_counter()
+        try:
+            with self._for_call() as client:
+                yield client
+        finally:
+            self.timing.rpc_seconds += time.perf_counter() - start
+
+    @contextmanager
+    def _for_call(self) -> Iterator[_rpc.RPCClient]:
         if self.held:
             client = self.shared.client
             if client is None:

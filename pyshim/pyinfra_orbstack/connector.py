@@ -9,7 +9,10 @@ for use, docs/architecture.md for design.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pyinfra.api.command import StringCommand
@@ -21,7 +24,7 @@ from pyinfra.connectors.base import BaseConnector
 from pyinfra.connectors.util import CommandOutput, extract_control_arguments, remove_any_sudo_askpass_file
 from typing_extensions import Unpack, override
 
-from . import _binary, _commands, _connect, _inventory, _shared
+from . import _binary, _commands, _connect, _inventory, _metrics, _rpc, _shared
 from ._hostdata import OrbStackConnectorData, connector_data_meta, publish_machine_data
 from ._spool import FileOrIO, LocalDestination, LocalSource, SpoolDir
 from ._transfers import Transfers
@@ -69,6 +72,7 @@ class OrbStackConnector(BaseConnector):
         self.machine: dict[str, Any] = {}
         self.binary = _shared.HostBinary(_shared.for_state(state))
         self.spool = SpoolDir()
+        self.metrics: _metrics.Recorder | None = None  # deploy metrics, when on (connect decides)
 
     @override
     @staticmethod
@@ -99,6 +103,20 @@ class OrbStackConnector(BaseConnector):
 
     @override
     def connect(self) -> None:
+        self.metrics = _metrics.for_host(self.host)
+        if self.metrics is None:
+            self._connect()
+            return
+        start, replies = time.perf_counter(), list[dict[str, Any]]()
+        try:
+            self._connect(replies.append)
+        except ConnectError:
+            self.metrics.connected_host(self.host, self.machine_name, None, time.perf_counter() - start, "connect")
+            raise
+        self.metrics.connected_host(self.host, self.machine_name, replies[-1] if replies else None,
+                                    time.perf_counter() - start, None)
+
+    def _connect(self, on_reply: Callable[[dict[str, Any]], None] | None = None) -> None:
         try:
             client = self.binary.acquire()
         except (_binary.BinaryNotFoundError, _shared.ProtocolMismatchError) as e:
@@ -106,7 +124,7 @@ class OrbStackConnector(BaseConnector):
         except (OSError, TimeoutError) as e:
             raise ConnectError(f"could not start the pyinfra-orbstack binary: {e}") from None
         try:
-            self.machine = _connect.connect_machine(client, self.host, self.data)
+            self.machine = _connect.connect_machine(client, self.host, self.data, on_reply)
         except ConnectError:
             self.binary.release()
             raise
@@ -117,8 +135,22 @@ class OrbStackConnector(BaseConnector):
         # pyinfra removes its sudo askpass files right after disconnect(); done
         # here, while the binary still runs, that does not start it again.
         remove_any_sudo_askpass_file(self.host)
+        last = self.metrics is not None and self.metrics.disconnected(self.host, self._binary_stats())
         self.binary.release()
         self.spool.remove()
+        if last and self.metrics is not None:
+            self.metrics.report()
+
+    def _binary_stats(self) -> dict[str, Any] | None:
+        """The binary's counts (metrics), asked while this host still holds it."""
+        client = self.binary.shared.client
+        if client is None or not client.alive:
+            return None
+        try:
+            stats: dict[str, Any] = client.call("stats", {}, timeout=5)
+        except (_rpc.RPCError, ConnectionError, TimeoutError):
+            return None  # an older binary, or one that died: the shim's own figures remain
+        return stats
 
     @override
     def run_shell_command(
@@ -128,9 +160,21 @@ class OrbStackConnector(BaseConnector):
         print_input: bool = False,
         **arguments: Unpack[ConnectorArguments],
     ) -> tuple[bool, CommandOutput]:
-        return _commands.run_shell_command(
-            self.state, self.host, self.binary, self.target, command, print_output, print_input, arguments,
-        )
+        if self.metrics is None:
+            return _commands.run_shell_command(
+                self.state, self.host, self.binary, self.target, command, print_output, print_input, arguments,
+            )
+        with self.metrics.call(self.host, "command") as call:
+            self.binary.timing = call
+            try:
+                ok, output = _commands.run_shell_command(
+                    self.state, self.host, self.binary, self.target, command, print_output, print_input, arguments,
+                )
+            finally:
+                self.binary.timing = None
+            call.ok = ok
+            call.output_bytes = sum(len(line.line) + 1 for line in output.combined_lines)
+            return ok, output
 
     def _transfers(self) -> Transfers:
         return Transfers(self.state, self.host, self.binary, self.target)
@@ -148,8 +192,14 @@ class OrbStackConnector(BaseConnector):
         command_arguments: dict[str, Any] = dict(arguments)
         extract_control_arguments(command_arguments)  # type: ignore[arg-type]
         with LocalSource(self.spool, filename_or_io) as local_path:
-            self._transfers().put(local_path, remote_filename, remote_temp_filename, print_input,
-                                  command_arguments)
+            if self.metrics is None:
+                self._transfers().put(local_path, remote_filename, remote_temp_filename, print_input,
+                                      command_arguments)
+            else:
+                with self.metrics.call(self.host, "upload") as call, self._timed(call):
+                    self._transfers().put(local_path, remote_filename, remote_temp_filename, print_input,
+                                          command_arguments)
+                    call.moved = os.path.getsize(local_path)
         if print_output:
             echo(f"{self.host.print_prefix}file uploaded: {remote_filename}", err=True)
         return True
@@ -167,11 +217,25 @@ class OrbStackConnector(BaseConnector):
         command_arguments: dict[str, Any] = dict(arguments)
         extract_control_arguments(command_arguments)  # type: ignore[arg-type]
         with LocalDestination(self.spool, filename_or_io) as local_path:
-            self._transfers().get(remote_filename, local_path, remote_temp_filename, print_input,
-                                  command_arguments)
+            if self.metrics is None:
+                self._transfers().get(remote_filename, local_path, remote_temp_filename, print_input,
+                                      command_arguments)
+            else:
+                with self.metrics.call(self.host, "download") as call, self._timed(call):
+                    self._transfers().get(remote_filename, local_path, remote_temp_filename, print_input,
+                                          command_arguments)
+                    call.moved = os.path.getsize(local_path)
         if print_output:
             echo(f"{self.host.print_prefix}file downloaded: {remote_filename}", err=True)
         return True
+
+    @contextmanager
+    def _timed(self, call: _metrics.Call) -> Iterator[None]:
+        self.binary.timing = call
+        try:
+            yield
+        finally:
+            self.binary.timing = None
 
     @override
     def check_can_rsync(self) -> None:
