@@ -49,9 +49,6 @@ type Server struct {
 	counts       invocationCounter // orbctl invocations, for the stats method
 
 	sessions *session.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
-	// frames is the connection's stream, which the Conn writes through too:
-	// notify writes encoded notifications there, between whole messages.
-	frames jsonrpc2.ObjectStream
 }
 
 // EnvSessions turns command sessions off when "0" (docs/architecture.md,
@@ -87,8 +84,8 @@ func NewServer(opts Options) *Server {
 // children signalled) and waited for before it returns.
 func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
-	s.frames = newFrameStream(stream, s.opts.Logger.Printf)
-	conn := jsonrpc2.NewConn(ctx, s.frames, s, jsonrpc2.SetLogger(s.opts.Logger))
+	conn := jsonrpc2.NewConn(ctx, newFrameStream(stream, s.opts.Logger.Printf), s,
+		jsonrpc2.SetLogger(s.opts.Logger))
 	select {
 	case <-conn.DisconnectNotify():
 	case <-ctx.Done():
@@ -215,7 +212,7 @@ func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc
 		if err := checkTimeout(p.Timeout); err != nil {
 			return nil, err
 		}
-		return s.commandRun(ctx, req.ID, p)
+		return s.commandRun(ctx, conn, req.ID, p)
 	case MethodFilePut:
 		var p FilePutParams
 		if err := decode(req, &p); err != nil {
@@ -347,7 +344,3 @@ func (s *Server) shutdown(self jsonrpc2.ID) {
 		}
 	}
 }
-
-// notify sends a notification the binary encoded itself (encodeOutput). An
-// error means the client is gone, which the Conn finds out on its own.
-func (s *Server) notify(msg rawMessage) { _ = s.frames.WriteObject(msg) }
