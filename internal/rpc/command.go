@@ -8,9 +8,6 @@ import (
 	"io"
 	"regexp"
 	"sort"
-	"sync"
-	"time"
-	"unicode/utf8"
 
 	"github.com/sourcegraph/jsonrpc2"
 
@@ -43,7 +40,7 @@ func commandEnv(p CommandRunParams) ([]string, error) {
 	return env, nil
 }
 
-func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc2.ID, p CommandRunParams) (any, error) {
+func (s *Server) commandRun(ctx context.Context, id jsonrpc2.ID, p CommandRunParams) (any, error) {
 	if p.Machine == "" {
 		return nil, invalidParams("machine", "command.run needs a machine name")
 	}
@@ -77,7 +74,7 @@ func (s *Server) commandRun(ctx context.Context, conn *jsonrpc2.Conn, id jsonrpc
 	}
 
 	out := newOutputBatcher(func(runs []OutputRun) {
-		_ = conn.Notify(context.Background(), NotifyCommandOutput, CommandOutput{RequestID: id, Output: runs})
+		s.notify(encodeOutput(id, runs))
 	})
 	stdout, stderr := out.stream("stdout"), out.stream("stderr")
 	code, err := s.runCommand(runCtx, c, p, env, stdinData, stdout, stderr)
@@ -109,147 +106,4 @@ func (s *Server) runCommand(ctx context.Context, c *orbctl.Client, p CommandRunP
 		return code, err
 	}
 	return s.sessions.RunOnce(ctx, c, key, req)
-}
-
-// Output batching (docs/protocol.md, "command.output"): a command's stdout and
-// stderr go out as runs of raw text, in the order the binary read them, many
-// lines per notification. A notification leaves when flushSize bytes wait, or
-// flushDelay after the first byte of a batch, so that heavy output costs a few
-// messages per megabyte while live output (a build log) is never held back
-// longer than that; the rest goes before the command's reply. Lines are the
-// client's business: it splits the text at "\n".
-const (
-	flushSize  = 256 << 10
-	flushDelay = 5 * time.Millisecond
-)
-
-// outputBatcher gathers the runs of one command's output. Writers that find a
-// full batch send it themselves, so a slow client slows the command down
-// (its pipes fill) instead of the binary buffering without bound.
-type outputBatcher struct {
-	send   func([]OutputRun) // one notification
-	sendMu sync.Mutex        // batches leave one at a time, in order
-
-	mu     sync.Mutex
-	runs   []pendingRun
-	size   int
-	timer  *time.Timer // armed while a batch waits
-	closed bool
-}
-
-func newOutputBatcher(send func([]OutputRun)) *outputBatcher {
-	b := &outputBatcher{send: send}
-	b.timer = time.AfterFunc(time.Hour, b.flush)
-	b.timer.Stop()
-	return b
-}
-
-// stream returns the writer of one stream ("stdout" or "stderr").
-func (b *outputBatcher) stream(name string) *outputStream { return &outputStream{b: b, name: name} }
-
-func (b *outputBatcher) add(stream string, text []byte) {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	if n := len(b.runs); n > 0 && b.runs[n-1].stream == stream {
-		b.runs[n-1].text = append(b.runs[n-1].text, text...)
-	} else {
-		b.runs = append(b.runs, pendingRun{stream: stream, text: append([]byte(nil), text...)})
-	}
-	first := b.size == 0
-	b.size += len(text)
-	full := b.size >= flushSize
-	if first && !full {
-		b.timer.Reset(flushDelay)
-	}
-	b.mu.Unlock()
-	if full {
-		b.flush()
-	}
-}
-
-// flush sends the waiting batch, if any.
-func (b *outputBatcher) flush() {
-	b.sendMu.Lock()
-	defer b.sendMu.Unlock()
-	b.mu.Lock()
-	runs := b.runs
-	b.runs, b.size = nil, 0
-	b.timer.Stop()
-	b.mu.Unlock()
-	if len(runs) > 0 {
-		out := make([]OutputRun, len(runs))
-		for i, r := range runs {
-			out[i] = OutputRun{Stream: r.stream, Text: string(r.text)}
-		}
-		b.send(out)
-	}
-}
-
-type pendingRun struct {
-	stream string
-	text   []byte
-}
-
-// Close sends what is left, a stream's incomplete UTF-8 tail included, and
-// drops later writes (none come: the command's output is read to its end).
-func (b *outputBatcher) Close(streams ...*outputStream) {
-	for _, s := range streams {
-		s.mu.Lock()
-		if len(s.carry) > 0 {
-			b.add(s.name, s.carry)
-			s.carry = nil
-		}
-		s.mu.Unlock()
-	}
-	b.flush()
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-}
-
-// outputStream is one stream of a batcher. It holds back an incomplete UTF-8
-// sequence at the end of a write until the next, so that a character split
-// across two reads is not sent as two halves (each half would reach the
-// client as U+FFFD). Bytes that are not UTF-8 become U+FFFD, as JSON text
-// requires.
-type outputStream struct {
-	b     *outputBatcher
-	name  string
-	mu    sync.Mutex
-	carry []byte
-}
-
-func (s *outputStream) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := len(p)
-	if len(s.carry) > 0 {
-		p = append(s.carry, p...)
-		s.carry = nil
-	}
-	if cut := incompleteTail(p); cut < len(p) {
-		s.carry = append([]byte(nil), p[cut:]...)
-		p = p[:cut]
-	}
-	if len(p) > 0 {
-		s.b.add(s.name, p)
-	}
-	return n, nil
-}
-
-// incompleteTail returns where a UTF-8 sequence that the end of p cuts short
-// begins, or len(p).
-func incompleteTail(p []byte) int {
-	for i := len(p) - 1; i >= 0 && i >= len(p)-utf8.UTFMax; i-- {
-		if utf8.RuneStart(p[i]) {
-			if !utf8.FullRune(p[i:]) {
-				return i
-			}
-			break
-		}
-	}
-	return len(p)
 }

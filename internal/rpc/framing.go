@@ -88,14 +88,17 @@ type errorReply struct {
 
 // WriteObject implements jsonrpc2.ObjectCodec.
 func (frameCodec) WriteObject(w io.Writer, obj any) error {
-	data, err := json.Marshal(obj)
-	if err != nil {
-		return err
+	data, ok := obj.(rawMessage)
+	if !ok {
+		var err error
+		if data, err = json.Marshal(obj); err != nil {
+			return err
+		}
 	}
 	if _, err := fmt.Fprintf(w, "Content-Length: %d\r\n\r\n", len(data)); err != nil {
 		return err
 	}
-	_, err = w.Write(data)
+	_, err := w.Write(data)
 	return err
 }
 
@@ -361,3 +364,9 @@ func canonicalID(raw json.RawMessage) (json.RawMessage, error) {
 	}
 	return nil, fmt.Errorf("id %s is not allowed: a request's id is a string or an integer", quoteStart(string(raw)))
 }
+
+// rawMessage is a message already encoded as JSON, written as it is: command
+// output, which the binary encodes itself in one pass (output.go) where
+// jsonrpc2's Notify would encode it and then validate and compact it twice
+// more.
+type rawMessage []byte

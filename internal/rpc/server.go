@@ -49,6 +49,9 @@ type Server struct {
 	counts       invocationCounter // orbctl invocations, for the stats method
 
 	sessions *session.Pool // pools sessions unless PYINFRA_ORBSTACK_SESSIONS=0
+	// frames is the connection's stream, which the Conn writes through too:
+	// notify writes encoded notifications there, between whole messages.
+	frames jsonrpc2.ObjectStream
 }
 
 // EnvSessions turns command sessions off when "0" (docs/architecture.md,
@@ -84,8 +87,8 @@ func NewServer(opts Options) *Server {
 // children signalled) and waited for before it returns.
 func (s *Server) Serve(ctx context.Context, stream io.ReadWriteCloser) error {
 	s.baseCtx, s.stop = context.WithCancelCause(context.Background())
-	conn := jsonrpc2.NewConn(ctx, newFrameStream(stream, s.opts.Logger.Printf), s,
-		jsonrpc2.SetLogger(s.opts.Logger))
+	s.frames = newFrameStream(stream, s.opts.Logger.Printf)
+	conn := jsonrpc2.NewConn(ctx, s.frames, s, jsonrpc2.SetLogger(s.opts.Logger))
 	select {
 	case <-conn.DisconnectNotify():
 	case <-ctx.Done():
@@ -212,7 +215,7 @@ func (s *Server) dispatch(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc
 		if err := checkTimeout(p.Timeout); err != nil {
 			return nil, err
 		}
-		return s.commandRun(ctx, conn, req.ID, p)
+		return s.commandRun(ctx, req.ID, p)
 	case MethodFilePut:
 		var p FilePutParams
 		if err := decode(req, &p); err != nil {
@@ -344,3 +347,7 @@ func (s *Server) shutdown(self jsonrpc2.ID) {
 		}
 	}
 }
+
+// notify sends a notification the binary encoded itself (encodeOutput). An
+// error means the client is gone, which the Conn finds out on its own.
+func (s *Server) notify(msg rawMessage) { _ = s.frames.WriteObject(msg) }

@@ -341,36 +341,47 @@ func (s *session) kill(ctx context.Context, outDone, errDone chan endResult) {
 // agent writes it right after the command's output, so that a last line
 // without a newline stays one, byte for byte. The nonce in the marker cannot
 // come from a command, so a match is always the agent's.
+//
+// It works on whatever one read brought (up to the reader's 64 KiB), not line
+// by line: heavy output costs a search and a write per chunk. It holds back
+// only a tail that could be the start of the marker.
 func readUntil(r *bufio.Reader, marker []byte, w io.Writer) ([]byte, error) {
-	var line []byte // bytes read and not yet written
+	held := 0 // buffered bytes already searched, kept as a possible marker start
 	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
+		buf, err := r.Peek(held + 1) // waits for at least one new byte
 		if err != nil && err != bufio.ErrBufferFull {
-			if !bytes.HasPrefix(line, marker) {
-				w.Write(line)
+			if len(buf) > 0 {
+				w.Write(buf)
+				r.Discard(len(buf))
 			}
 			return nil, err
 		}
-		if i := bytes.Index(line, marker); i >= 0 {
+		buf, _ = r.Peek(r.Buffered())
+		if i := bytes.Index(buf, marker); i >= 0 {
 			if i > 0 {
-				w.Write(line[:i])
-				line = append(line[:0], line[i:]...)
+				w.Write(buf[:i])
+				r.Discard(i)
 			}
-			if err == nil {
-				return bytes.TrimSuffix(line[len(marker):], []byte{'\n'}), nil
+			line, err := r.ReadSlice('\n') // the marker's line: short
+			if err != nil {
+				return nil, err
 			}
-			continue // the rest of the marker's line is still to come
+			return bytes.TrimSuffix(line[len(marker):], []byte{'\n'}), nil
 		}
-		if err == nil {
-			w.Write(line)
-			line = line[:0]
-			continue
-		}
-		// A long line: pass it on, keeping a tail that may start the marker.
-		if keep := len(marker) - 1; len(line) > keep {
-			w.Write(line[:len(line)-keep])
-			line = append(line[:0], line[len(line)-keep:]...)
+		held = markerStart(buf, marker)
+		if n := len(buf) - held; n > 0 {
+			w.Write(buf[:n])
+			r.Discard(n)
 		}
 	}
+}
+
+// markerStart is the length of the longest end of buf that begins marker.
+func markerStart(buf, marker []byte) int {
+	for k := min(len(marker)-1, len(buf)); k > 0; k-- {
+		if bytes.HasSuffix(buf, marker[:k]) {
+			return k
+		}
+	}
+	return 0
 }

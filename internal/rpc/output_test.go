@@ -1,12 +1,15 @@
 package rpc
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/sourcegraph/jsonrpc2"
 )
 
 // sent records the batches an outputBatcher sends.
@@ -149,5 +152,65 @@ func TestOutputAfterCloseIsDropped(t *testing.T) {
 	time.Sleep(3 * flushDelay)
 	if got.String() != "" {
 		t.Fatalf("sent %s after close", got.String())
+	}
+}
+
+// decodeOutput reads a command.output notification as a client does.
+func decodeOutput(t testing.TB, msg []byte) (jsonrpc2.ID, []OutputRun) {
+	t.Helper()
+	var n struct {
+		JSONRPC string        `json:"jsonrpc"`
+		Method  string        `json:"method"`
+		Params  CommandOutput `json:"params"`
+	}
+	if err := json.Unmarshal(msg, &n); err != nil || n.JSONRPC != "2.0" || n.Method != NotifyCommandOutput {
+		t.Fatalf("not a command.output notification (%v): %.200s", err, msg)
+	}
+	return n.Params.RequestID, n.Params.Output
+}
+
+func TestEncodedOutputIsWhatJSONMarshalWouldSend(t *testing.T) {
+	runs := []OutputRun{
+		{Stream: "stdout", Text: "plain\n<html> & \"quotes\" \\ back\tslash\r\n"},
+		{Stream: "stderr", Text: "\x00\x01\x1f\x7f é € 😀 \u2028\u2029"},
+		{Stream: "stdout", Text: ""},
+	}
+	for _, id := range []jsonrpc2.ID{{Num: 7}, {Str: "x\"y\n", IsString: true}} {
+		msg := encodeOutput(id, runs)
+		gotID, gotRuns := decodeOutput(t, msg)
+		if gotID != id || fmt.Sprint(gotRuns) != fmt.Sprint(runs) {
+			t.Errorf("%s decodes to %v %q", msg, gotID, gotRuns)
+		}
+	}
+}
+
+func FuzzEncodeOutput(f *testing.F) {
+	for _, s := range []string{"", "a\nb", "\xff\xfe", "\xe2\x82", "\xed\xa0\x80", "\u2028", "\"\\", "\x00\t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		_, runs := decodeOutput(t, encodeOutput(jsonrpc2.ID{Num: 1}, []OutputRun{{Stream: "stdout", Text: text}}))
+		// encoding/json's own encoding of the same text, read back.
+		want, _ := json.Marshal(text)
+		var wantText string
+		json.Unmarshal(want, &wantText)
+		if len(runs) != 1 || runs[0].Text != wantText {
+			t.Fatalf("%q arrives as %q, encoding/json sends %q", text, runs, wantText)
+		}
+	})
+}
+
+// BenchmarkOutputPath: command output from the session's writes to encoded
+// notifications, as `make bench`'s 200 MB scenario drives it.
+func BenchmarkOutputPath(b *testing.B) {
+	chunk := []byte(strings.Repeat(strings.Repeat("x", 99)+"\n", 655))
+	b.SetBytes(int64(len(chunk)) * 100)
+	for i := 0; i < b.N; i++ {
+		out := newOutputBatcher(func(runs []OutputRun) { _ = encodeOutput(jsonrpc2.ID{Num: 1}, runs) })
+		st := out.stream("stdout")
+		for j := 0; j < 100; j++ {
+			st.Write(chunk)
+		}
+		out.Close(st)
 	}
 }
