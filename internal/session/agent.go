@@ -40,7 +40,7 @@ import (
 // does not read a regular file). Without stdin it gets /dev/null.
 //
 // Each command runs as `sh -c SCRIPT` in a new session (setsid), so its
-// process group id is its pid, which it writes to DIR/pg: a kill of that group
+// process group id is its pid, which is written to DIR/pg: a kill of that group
 // (as root, by a separate orbctl run: killScript) stops it and everything it
 // started, sudo included. It runs in the foreground, not with `&`: an
 // asynchronous command in a shell without job control would start with SIGINT
@@ -48,6 +48,10 @@ import (
 // in the agent's directory, which orbctl made the user's home (-w ""), and the
 // agent never changes directory, so one command's `cd` cannot leak into the
 // next; nor can its variables, since each command is a child process.
+// Where /proc is there (every Linux machine), the child is a subshell of the
+// agent that redirects its stderr, reads its own pid from /proc/self/stat and
+// execs setsid: one exec fewer than the fallback `setsid sh -c R`, where R is
+// a shell that does the same with $$ before it execs the command's shell.
 //
 // The agent does not read its stdin itself: a watcher (`sh -c …
 // pyinfra-orbstack-watch DIR`), started once, cats it into the FIFO DIR/q,
@@ -102,6 +106,11 @@ exec 3>&2 2>/dev/null 4<&- <"$d/q"
 printf '\n%s ready %s %s\n' "$n" "$reads" "$d"
 printf '\n%s ready\n' "$n" >&3
 r='exec 2>&3 3>&-; echo $$ >"$0"; exec sh -c "$1"'
+if read -r p _ </proc/self/stat 2>/dev/null && [ "$p" = $$ ]; then
+  run() { ( exec 2>&3 3>&-; read -r p _ </proc/self/stat; echo "$p" >"$d/pg"; exec setsid sh -c "$s" ); }
+else
+  run() { setsid sh -c "$r" "$d/pg" "$s"; }
+fi
 while IFS=' ' read -r id ns ni; do
   if [ "$ns" = l ]; then
     IFS= read -r s || break
@@ -114,10 +123,10 @@ while IFS=' ' read -r id ns ni; do
   [ "$t" = "$id" ] || break
   printf '%s start\n' "$id"
   if [ "$ni" = - ]; then
-    setsid sh -c "$r" "$d/pg" "$s" </dev/null
+    run </dev/null
     st=$?
   else
-    cat "$d/in" | setsid sh -c "$r" "$d/pg" "$s"
+    cat "$d/in" | run
     st=$?
     : >"$d/in"
   fi
