@@ -75,10 +75,19 @@ escalate() {
 }
 `
 
+// absoluteDest (and its twin for $src in stagedGetScript) makes a relative
+// $dest absolute against the staging script's directory, where orbctl
+// started the connector user (its home, as for a plain transfer), before the
+// escalation runs: a login escalation (sudo -i, su -l) starts in the target
+// user's home, where a relative path would name another file
+// (docs/connector.md, "Relative paths").
+const absoluteDest = `case $dest in /*) ;; *) dest=${PWD%/}/$dest ;; esac`
+
 // stagedPutScript runs as `sh -c stagedPutScript pyinfra-orbstack-put-as
 // NONCE STAGE DEST SIZE RUN` with the escalation command, the nonce line and
 // the file's SIZE bytes on stdin; RUN is installScript.
 const stagedPutScript = stagePrelude + `dest=$3 size=$4
+` + absoluteDest + `
 cat >"$s/data"
 got=$(($(wc -c <"$s/data")))
 if [ "$got" -ne "$size" ]; then
@@ -120,7 +129,9 @@ fi
 // stdin; RUN is fetchScript. The stage directory is 1733 so that a target
 // user other than its owner can create its copy there (with a name mktemp
 // chose, in a directory nobody else can list), then the copy goes to stdout.
-const stagedGetScript = stagePrelude + `printf '%s' "$3" >"$s/src"
+const stagedGetScript = stagePrelude + `src=$3
+case $src in /*) ;; *) src=${PWD%/}/$src ;; esac
+printf '%s' "$src" >"$s/src"
 printf '%s\n' "$4" >"$s/run"
 chmod 644 "$s/src" "$s/run" "$s/owner"
 chmod 1733 "$s"

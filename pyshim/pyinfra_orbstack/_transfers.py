@@ -82,6 +82,7 @@ class Transfers:
         print_input: bool,
         arguments: dict[str, Any],
     ) -> None:
+        remote_path = self.resolve(remote_path)
         if escalation_target(arguments) is None:
             self.transfer(method, local_path, remote_path)
             return
@@ -109,6 +110,15 @@ class Transfers:
         return_code, _ = execute_command_with_sudo_retry(self.host, arguments, execute)  # type: ignore[arg-type]
         if return_code != 0:
             raise OSError(str(failed[-1]))
+
+    def resolve(self, path: str) -> str:
+        """A remote path as every path the connector touches is read (docs/connector.md,
+        "Relative paths"): a relative one in `orbstack_workdir` when it is set, as
+        commands start there; otherwise it stays relative, and the binary resolves it
+        in the connector user's home, where commands start without a workdir."""
+        if self.target.workdir and not posixpath.isabs(path):
+            return posixpath.join(self.target.workdir, path)
+        return path
 
     def check_binary_escalates(self) -> None:
         """An older binary would ignore the escalation and transfer as the connector user."""
@@ -158,8 +168,8 @@ class Transfers:
         TMPDIR); @ssh stages at that very path, we in a new directory beside it.
         """
         if remote_temp_filename:
-            return posixpath.dirname(remote_temp_filename) or "."
-        return str(arguments.get("_temp_dir") or self.host.get_temp_dir_config())  # type: ignore[no-untyped-call]
+            return self.resolve(posixpath.dirname(remote_temp_filename) or ".")
+        return self.resolve(str(arguments.get("_temp_dir") or self.host.get_temp_dir_config()))  # type: ignore[no-untyped-call]
 
 
 def escalation_target(arguments: dict[str, Any]) -> str | None:
