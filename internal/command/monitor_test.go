@@ -134,3 +134,11 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestMonitorOnceWithoutOrbctlSaysWhereItLooked(t *testing.T) {
+	withoutOrbctl(t)
+	code, out, errOut := run(t, nil, "monitor", "--once", "--json")
+	if code != ExitOrbctlNotFound || out != "" || !strings.Contains(errOut, "orbctl") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

@@ -108,3 +108,13 @@ def test_a_machine_started_at_connect_is_counted(orb, tmp_path):
             (tmp_path / "pyinfra-orbstack-metrics.json").read_text())["hints"])
     finally:
         orb.orbctl("delete", "-f", name, check=False)
+
+
+def test_a_metrics_file_that_cannot_be_written_is_said_and_the_deploy_still_succeeds(orb, tmp_path):
+    machine = orb.machine("metrics")
+    target = tmp_path / "no-such-dir" / "m.json"
+    result, output = deploy(orb, tmp_path, "from pyinfra.operations import server\nserver.shell(commands=['true'])\n",
+                            f"@orbstack/{machine}", PYINFRA_ORBSTACK_METRICS=str(target))
+    assert result.returncode == 0, output
+    assert f"could not write {target}: No such file or directory" in output
+    assert "--> pyinfra-orbstack metrics:" in output and "Traceback" not in output
