@@ -120,8 +120,8 @@ demo: deps build venv ## create simulator machines and run a real pyinfra deploy
 	./testdata/demo/run-demo.sh
 
 .PHONY: bench
-bench: deps build venv ## benchmarks, reported as ratios against a baseline measured in the same run
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(VPY) pyshim/bench/bench.py
+bench: deps build venv ## benchmarks as ratios against baselines measured in the same run (BENCH_ARGS="--before REV --only ops,lines ...")
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(VPY) pyshim/bench/bench.py $(BENCH_ARGS)
 
 # Packaging and release: docs/releasing.md. Tools are built from source into .cache/.
 TOOLS              := $(CURDIR)/.cache/bin
