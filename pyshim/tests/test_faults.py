@@ -514,6 +514,40 @@ def test_killed_binary_leaves_no_command_or_session_directory_in_the_machine(orb
     check(problems)
 
 
+# -- 3b. The same faults while output streams (batched command.output, protocol 2)
+
+STREAMING = "trap '' TERM; while :; do seq 3000; sleep 0.02; done # {marker}"  # ~5 MB/s, ignores SIGTERM
+
+
+@each_transport
+@pytest.mark.parametrize("fault", ["timeout", "kill -9"])
+def test_a_command_streaming_output_is_stopped_by_a_timeout_or_a_killed_binary(orb, tmp_path, transport, fault):
+    machine = orb.machine("faults")
+    marker = sleep_marker()
+    timeout = ", _timeout=3" if fault == "timeout" else ""
+    write_deploy(tmp_path, f"server.shell(name='streaming', commands=[{STREAMING.format(marker=marker)!r}]{timeout})\n")
+    left_in_machine: list[str] = []
+    with PyinfraRun(transport_env(orb, transport), tmp_path, machine, *pyinfra_args(machine)) as run:
+        serve = run.serve()
+        wait_until_running(orb, machine, marker, run)
+        if fault == "kill -9":
+            time.sleep(1)  # batches in flight, the binary possibly blocked writing one
+            os.kill(serve.pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+        output = run.wait(timeout=60)
+        assert run.returncode != 0, output
+        if fault == "timeout":
+            assert "timed out" in output.lower(), f"pyinfra did not report a timeout:\n{output}"
+        else:
+            assert run.ended - killed_at < 10, f"pyinfra took {run.ended - killed_at:.1f} s to fail"
+        left_in_machine = still_running_after(orb, machine, marker, run)
+        problems = [f"still running in {machine} {GONE_WITHIN:.0f} s after the {fault}: {line}"
+                    for line in left_in_machine]
+        problems += host_leftover_problems(run)
+    kill_in_machine(orb, machine, left_in_machine)
+    check(problems)
+
+
 # -- 4.-6. Faults mid-transfer: a killed binary, a stopped or deleted machine
 
 
