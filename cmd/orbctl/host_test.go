@@ -115,6 +115,31 @@ func TestHostProblems(t *testing.T) {
 	})
 }
 
+// killPackageProxies kills the simulator's package proxies (docs/simulator.md,
+// "Package access") in the network namespace of pid and waits until they
+// are gone.
+func killPackageProxies(pid int) {
+	ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	entries, _ := os.ReadDir("/proc")
+	var killed []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if theirs, _ := os.Readlink("/proc/" + e.Name() + "/ns/net"); theirs == ns && strings.Contains(string(b), "__orbsim-pkgproxy") {
+			syscall.Kill(p, syscall.SIGKILL)
+			killed = append(killed, p)
+		}
+	}
+	for _, p := range killed {
+		for i := 0; i < 200 && syscall.Kill(p, 0) == nil; i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // countInits counts the running machine inits whose layers are under home.
 func countInits(home string) int {
 	out, _ := exec.Command("pgrep", "-f", "__orbsim-init .*"+home+"/machines/").Output()
@@ -170,6 +195,7 @@ func TestHostReboot(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		orbctl("delete", "-a", "-f")
+		killPackageProxies(holder.Process.Pid)
 		holder.Process.Kill()
 		holder.Wait()
 	})
@@ -182,6 +208,7 @@ func TestHostReboot(t *testing.T) {
 		require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	}
 	require.NoError(t, waitExit(booted.initPIDs()))
+	killPackageProxies(holder.Process.Pid) // every process dies in a reboot
 	o, err := inNS("sh", "-c", "ip link del orbsim0 && umount /run/orbsim && mount -t tmpfs orbsim-test /run/orbsim").CombinedOutput()
 	require.NoError(t, err, string(o))
 

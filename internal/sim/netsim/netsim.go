@@ -388,3 +388,31 @@ func HostsContent(old, self, gateway string, peers []Peer) string {
 	b.WriteString(blockEnd + "\n")
 	return b.String()
 }
+
+// IfUnused runs fn under the registry lock if no running machine holds an
+// address in prefix, and reports whether it did. Holding the lock orders fn
+// against Take: a machine that starts after fn sees fn's effects (the
+// package proxy's exit releases its lock inside fn, so the starter of that
+// machine starts a new proxy).
+func IfUnused(prefix netip.Prefix, fn func()) bool {
+	ran := false
+	_ = withRegistryLock(func() error {
+		entries, _ := os.ReadDir(filepath.Join(registry, "leases"))
+		for _, e := range entries {
+			a, err := netip.ParseAddr(e.Name())
+			if err != nil || !prefix.Contains(a) {
+				continue
+			}
+			if !leaseFree(e.Name(), state.Process{}) {
+				return nil
+			}
+		}
+		fn()
+		ran = true
+		return nil
+	})
+	return ran
+}
+
+// Registry is the host-global directory of leases and locks (/run/orbsim).
+func Registry() string { return registry }

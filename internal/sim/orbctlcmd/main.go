@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/pkgproxy"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/vm"
 	"github.com/spf13/cobra"
@@ -22,6 +23,8 @@ func Main(argv []string) int {
 			return guest.InitMain(argv[2])
 		case guest.ExecCommand:
 			return guest.ExecMain(argv[2])
+		case pkgproxy.Command:
+			return pkgproxy.Main(argv[2:])
 		}
 	}
 	logInvocation(argv[1:])

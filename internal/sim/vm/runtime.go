@@ -21,6 +21,7 @@ import (
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/guest"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/netsim"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/pkgproxy"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/sim/state"
 	"golang.org/x/sys/unix"
 )
@@ -92,6 +93,10 @@ func (r *Runtime) Start(m *state.Machine) error {
 	if m.Running() {
 		return nil
 	}
+	packages, err := pkgproxy.Enabled()
+	if err != nil {
+		return err
+	}
 	r.cleanup(m)
 	l := r.layers(m)
 	if _, err := os.Stat(l.Upper); errors.Is(err, os.ErrNotExist) {
@@ -154,7 +159,29 @@ func (r *Runtime) Start(m *state.Machine) error {
 		r.Stop(m)
 		return fmt.Errorf("machine didn't start in time (missing IP address): %w", err)
 	}
+	r.setUpPackages(m, packages)
 	return nil
+}
+
+// setUpPackages points the just started machine m at its plan's package
+// proxy, started if need be, or (ORBSIM_PACKAGES=0, or a proxy that cannot
+// start) removes what an earlier start wrote. A machine without package
+// access still runs, with a warning that says why.
+func (r *Runtime) setUpPackages(m *state.Machine, on bool) {
+	root := fmt.Sprintf("/proc/%d/root", m.Init.PID)
+	if on {
+		err := pkgproxy.Ensure(r.Net.Gateway, r.Net.Machines)
+		if err == nil {
+			err = pkgproxy.Configure(root, pkgproxy.Plan{Gateway: r.Net.Gateway, Machines: r.Net.Machines, Relay: r.Net.Relay})
+		}
+		if err == nil {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "orbsim: warning: %s cannot reach package registries: %v\n", m.Name, err)
+	}
+	if err := pkgproxy.Unconfigure(root); err != nil {
+		fmt.Fprintf(os.Stderr, "orbsim: warning: cannot remove the package proxy settings of %s: %v\n", m.Name, err)
+	}
 }
 
 // entryLock is the file that orders entering a machine (run, push, pull)
