@@ -28,8 +28,9 @@ def test_demo_deploy_converges(orb):
     second = run_pyinfra(orb.env, "-y", f"@orbstack/{name}", "deploy.py", cwd=demo, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     total = next(line for line in (second.stdout + second.stderr).splitlines() if "Grand total" in line)
-    # Only the demo's server.shell operation reports a change on a second run.
-    assert total.split()[3] == "1", total
+    # Nothing changes on a second run (pyinfra prints "-" for no operation with changes).
+    # Without inventory.py the host is in no `web` group: the nginx part is make demo's.
+    assert total.split()[3] == "-", total
 
 
 def test_a_put_file_comes_back_byte_exact(orb, tmp_path):

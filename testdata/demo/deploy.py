@@ -1,13 +1,17 @@
-"""The demo deploy: a tiny web-ish setup on two OrbStack machines.
+"""The demo deploy: a tiny web-ish setup on two OrbStack machines, and on the machines
+of the `web` group (inventory.py) the README's first deploy: nginx from the distro's
+archive, serving a page.
 
 Every operation is ordinary pyinfra; nothing here knows it runs on OrbStack (or on the
-simulator): that is the point of a connector.
+simulator, whose machines reach the package registries through its proxy:
+docs/simulator.md, "Package access"): that is the point of a connector. A second run
+changes nothing.
 """
 
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.operations import files, server
+from pyinfra.operations import apt, files, server, sysvinit
 
 machine = host.data.get("orbstack_machine", host.name)
 
@@ -51,10 +55,30 @@ files.line(
     _sudo=True,
 )
 
-server.shell(
-    name="Show who and where we are (sudo, as app)",
-    commands=["id -un && hostname && cat /srv/app/banner.txt"],
-    _sudo=True,
-    _sudo_user="app",
-    _chdir="/srv/app",
-)
+if "web" in host.groups:
+    apt.packages(
+        name="Install nginx",
+        packages=["nginx"],
+        update=True,
+        cache_time=3600,  # without it, apt-get update runs (a change) on every deploy
+        _sudo=True,
+    )
+
+    files.template(
+        name="Publish the home page",
+        src="templates/index.html.j2",
+        dest="/var/www/html/index.html",
+        machine=machine,
+        mode="644",
+        _sudo=True,
+    )
+
+    # Debian starts nginx when it installs it; this keeps it running after a
+    # machine restart (OrbStack machines run systemd, the simulator's do not:
+    # the init script works on both).
+    sysvinit.service(
+        name="Keep nginx running",
+        service="nginx",
+        running=True,
+        _sudo=True,
+    )
