@@ -78,6 +78,7 @@ class Side:
     label: str
     venv: Path
     binary: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment
 
 
 @dataclass
@@ -106,7 +107,8 @@ class Bench:
         wrapper.chmod(0o755)
 
     def pyinfra_once(self, side: Side, args: list[str]) -> Measure:
-        env = dict(self.env, BENCH_PY_RSS=str(self.work / "py.rss"), BENCH_BIN_RSS=str(self.work / "bin.rss"))
+        env = dict(self.env, BENCH_PY_RSS=str(self.work / "py.rss"), BENCH_BIN_RSS=str(self.work / "bin.rss"),
+                   **side.env)
         if side.binary is not None:
             env.update(BENCH_REAL_BINARY=str(side.binary), PYINFRA_ORBSTACK_BINARY=str(self.work / "binary_rss"))
         argv = [str(side.venv / "bin" / "python"), str(self.work / "pyinfra_rss.py"), *args]
@@ -207,7 +209,8 @@ def main() -> None:
     ap.add_argument("--bulk-mb", type=int, default=200, help="MB printed by the bulk output scenario")
     ap.add_argument("--big-mb", type=int, default=512, help="MiB uploaded by the files.put scenario")
     ap.add_argument("--before", metavar="REV", help="also measure this project at commit REV")
-    ap.add_argument("--only", help="comma-separated scenarios: floor,deploy5,exec,ops,fanout,lines,bulk,put")
+    ap.add_argument("--only", help="comma-separated scenarios: floor,deploy5,exec,ops (with metrics on/off),"
+                                   "fanout,lines,bulk,put")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
 
@@ -282,6 +285,10 @@ def main() -> None:
                             compare(before, ["-y", one, "ops200.py"]), invert=True))
             rows.append(Row("200 one-line ops on @local (reference)", "", "@local", None,
                             compare(local, ["-y", "@local", "ops200.py"])))
+            metrics = Side("ours, metrics on", OURS_VENV, BIN / "pyinfra-orbstack",
+                           env={"PYINFRA_ORBSTACK_METRICS": str(work / "metrics.json")})
+            rows.append(Row("200 ops with deploy metrics on vs off", "< 1.02x", "off", mine,
+                            compare(metrics, ["-y", one, "ops200.py"])))
         if wanted("fanout"):
             files(**{"ops20.py": ops_deploy(20)})
             ten = ",".join(f"@orbstack/{m}" for m in MACHINES[:10])
