@@ -102,6 +102,14 @@ test-orbstack-mode: deps build venv ## the e2e suite in its real-OrbStack mode, 
 test-matrix: deps build ## the e2e suite per Python 3.10-3.13 x pyinfra oldest/newest; summary in .cache/matrix/summary.md
 	./.ci/matrix
 
+# pyinfra's own end-to-end tests (tests/end-to-end of its sdist, for the oldest and the
+# newest supported pyinfra) against @orbstack simulator machines, with only their targets
+# and fixtures changed (pyshim/upstream_e2e/); a line per test (pass, or skipped and why)
+# in .cache/upstream-e2e/summary.md. PYINFRA_E2E_VERSIONS="3.9.0 newest" picks others.
+.PHONY: test-pyinfra-e2e
+test-pyinfra-e2e: deps build venv ## pyinfra's own e2e tests (oldest and newest pyinfra) against @orbstack machines, per-test report
+	$(VPY) pyshim/upstream_e2e/run.py $(PYINFRA_E2E_VERSIONS)
+
 # macOS is where the users are: the module must build, vet and compile its tests there.
 DARWIN_TARGETS := darwin_arm64 darwin_amd64
 
