@@ -63,6 +63,9 @@ type InitializeResult struct {
 	// MaxFrame is the largest frame body the binary reads (added later:
 	// a client that does not see it may assume the same 16 MiB).
 	MaxFrame int `json:"max_frame"`
+	// DefaultConnectTimeout is what machine.connect's timeout 0 means, in
+	// seconds, so that a client waiting on it need not know it.
+	DefaultConnectTimeout float64 `json:"default_connect_timeout"`
 }
 
 type MachinesListResult struct {

@@ -307,7 +307,8 @@ func (s *Server) initialize(p InitializeParams) (any, error) {
 				"; they come from different installs: reinstall pyinfra-orbstack, or point PYINFRA_ORBSTACK_BINARY at a matching binary",
 			ErrorData{Kind: "protocol_mismatch", BinaryProtocolVersion: ProtocolVersion, ClientProtocolVersion: p.ProtocolVersion})
 	}
-	res := InitializeResult{ProtocolVersion: ProtocolVersion, BinaryVersion: s.opts.Version, Capabilities: Capabilities, MaxFrame: MaxFrame}
+	res := InitializeResult{ProtocolVersion: ProtocolVersion, BinaryVersion: s.opts.Version, Capabilities: Capabilities, MaxFrame: MaxFrame,
+		DefaultConnectTimeout: orbctl.DefaultReadyTimeout.Seconds()}
 	if c, err := s.client(); err == nil {
 		res.Orbctl = OrbctlStatus{Path: c.Path, Found: true}
 	}

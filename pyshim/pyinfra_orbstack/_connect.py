@@ -35,7 +35,7 @@ def connect_machine(
         reply = client.call(
             "machine.connect",
             connect_params(data),
-            timeout=data["orbstack_connect_timeout"] + _rpc.TIMEOUT_GRACE_SECONDS,
+            timeout=connect_wait(client, data),
         )
     except _rpc.RPCError as e:
         raise ConnectError(connect_error_message(e, data)) from None
@@ -61,6 +61,12 @@ def connect_machine(
     return machine
 
 
+def connect_wait(client: _rpc.RPCClient, data: OrbStackConnectorData) -> float | None:
+    """How long to wait for a reply bounded by `orbstack_connect_timeout` (0: the binary's default)."""
+    timeout = data["orbstack_connect_timeout"] or client.default_connect_timeout
+    return timeout + _rpc.TIMEOUT_GRACE_SECONDS if timeout else None
+
+
 def user_and_workdir_problem(
     client: _rpc.RPCClient,
     data: OrbStackConnectorData,
@@ -81,7 +87,7 @@ def user_and_workdir_problem(
         result = client.call(
             "command.run",
             {"machine": name, "command": command, "user": user or "", "workdir": ""},
-            timeout=data["orbstack_connect_timeout"] + _rpc.TIMEOUT_GRACE_SECONDS,
+            timeout=connect_wait(client, data),
         )
     except _rpc.RPCError as e:
         if e.code == _rpc.BAD_ARGUMENT:
@@ -136,9 +142,8 @@ def connect_error_message(error: _rpc.RPCError, data: OrbStackConnectorData) -> 
         )
     if error.code == _rpc.NOT_READY:
         return (
-            f"OrbStack machine `{name}` did not become ready within "
-            f"{data['orbstack_connect_timeout']} s ({error.message}): check "
-            f"`orbctl logs {name}`, or raise `orbstack_connect_timeout`."
+            f"OrbStack machine `{name}` did not become ready in time ({error.message}): check "
+            f"`orbctl logs {name}`, or set a longer `orbstack_connect_timeout`."
         )
     if error.code == _rpc.BAD_ARGUMENT:  # the binary checks the name (and says what is wrong)
         return f"Invalid OrbStack machine `{name}`: {error.message}: check the spelling."

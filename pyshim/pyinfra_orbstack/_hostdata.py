@@ -13,8 +13,6 @@ from pyinfra.api.host import Host
 from pyinfra.connectors.base import DataMeta
 from typing_extensions import TypedDict
 
-DEFAULT_CONNECT_TIMEOUT = 120
-
 
 class OrbStackConnectorData(TypedDict, total=False):
     orbstack_machine: str
@@ -48,8 +46,9 @@ connector_data_meta: dict[str, DataMeta] = {
     ),
     "orbstack_start": DataMeta("Start the machine on connect if it is stopped.", True),
     "orbstack_connect_timeout": DataMeta(
-        "Seconds to wait on connect for the machine to start and answer commands.",
-        DEFAULT_CONNECT_TIMEOUT,
+        "Seconds to wait on connect for the machine to start and answer commands "
+        "(0: the binary's default, 120).",
+        0,
     ),
     "orbstack_image": DataMeta(
         "Create the machine from this image (`DISTRO[:VERSION]`, e.g. `debian:bookworm`) "

@@ -158,6 +158,8 @@ class RPCClient:
         self._closing = False
         # The binary's frame limit, from `initialize` (None: not known yet).
         self.max_frame: int | None = None
+        # What machine.connect's timeout 0 means, in seconds, from `initialize`.
+        self.default_connect_timeout: float | None = None
 
         # Raises OSError (FileNotFoundError, PermissionError) if argv[0] cannot run.
         self._proc = Popen(self.argv, stdin=PIPE, stdout=PIPE, stderr=PIPE)

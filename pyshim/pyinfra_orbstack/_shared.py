@@ -94,6 +94,7 @@ class SharedBinary:
         self.initialize_result = result
         # An older binary does not say: it had no limit.
         client.max_frame = result.get("max_frame")
+        client.default_connect_timeout = result.get("default_connect_timeout")
         return client
 
 

@@ -104,3 +104,16 @@ def test_a_binary_without_escalated_transfers_refuses_a_sudo_put(fake_binary, tm
         assert (tmp_path / "plain").read_bytes() == b"y"
     finally:
         disconnect_all(state)
+
+
+def test_connect_waits_for_the_hosts_timeout_or_the_binarys_default_plus_grace():
+    from types import SimpleNamespace
+
+    from pyinfra_orbstack import _connect, _rpc
+
+    binary = SimpleNamespace(default_connect_timeout=120.0)  # as initialize reports it
+    grace = _rpc.TIMEOUT_GRACE_SECONDS
+    assert _connect.connect_wait(binary, {"orbstack_connect_timeout": 0}) == 120 + grace
+    assert _connect.connect_wait(binary, {"orbstack_connect_timeout": 5}) == 5 + grace
+    # A binary that does not say: no wait of the shim's own, the binary's bounds the connect.
+    assert _connect.connect_wait(SimpleNamespace(default_connect_timeout=None), {"orbstack_connect_timeout": 0}) is None
