@@ -100,7 +100,7 @@ def run(
 
     def take(completed: list[tuple[str, list[str]]]) -> None:
         # Output comes in runs of many lines: pyinfra's per-line objects are
-        # made here, once per line, and nothing else is done per line.
+        # made here, one comprehension per run; printing (-vvv, exec) is per line.
         for stream, texts in completed:
             lines.extend([OutputLine(stream, text) for text in texts])
             if print_output:
