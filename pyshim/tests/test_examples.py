@@ -1,0 +1,102 @@
+"""Every project in examples/, run end to end as its README says, on machines of the
+target (the simulator, or a real OrbStack: see conftest).
+
+Each test runs the README's own commands (checked to appear in it verbatim) in the
+example's directory, twice where the README says a second run changes nothing, then the
+example's own checks. EXAMPLE_PREFIX, which every example's inventory honours, names
+the machines `pyinfra-orbstack-test-<run>-exN-...`; each test deletes its machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Machines
+
+EXAMPLES = REPO / "examples"
+
+
+class Example:
+    """One example directory, its README, and the environment its commands run in."""
+
+    def __init__(self, orb: Machines, directory: str, prefix: str):
+        self.orb = orb
+        self.dir = EXAMPLES / directory
+        self.readme = (self.dir / "README.md").read_text()
+        self.prefix = prefix
+        venv_bin = str(Path(sys.executable).parent)
+        self.env = dict(orb.env, EXAMPLE_PREFIX=prefix,
+                        PATH=f"{venv_bin}{os.pathsep}{orb.env['PATH']}")
+
+    def name(self, machine: str) -> str:
+        return f"{self.prefix}{machine}"
+
+    def run(self, command: str, timeout: float = 600, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """A command of the README, as a user types it in the example's directory."""
+        assert command in self.readme, f"not in {self.dir.name}/README.md: {command}"
+        result = subprocess.run(["bash", "-c", command], cwd=self.dir, env=env or self.env,
+                                capture_output=True, text=True, timeout=timeout, start_new_session=True)
+        if check:
+            assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def ip4(self, machine: str) -> str:
+        info = self.orb.orbctl("info", self.name(machine), "-f", "json")
+        return json.loads(info.stdout)["ip4"]
+
+    def from_the_mac(self, machine: str, path: str = "/") -> str:
+        """curl http://NAME.orb.local/PATH from this side. A Mac resolves NAME.orb.local;
+        the simulator's host does not (docs/simulator.md), so curl is told the address."""
+        host = f"{self.name(machine)}.orb.local"
+        result = subprocess.run(
+            ["curl", "-fsS", "--noproxy", "*", "-m", "10", "--resolve", f"{host}:80:{self.ip4(machine)}",
+             f"http://{host}{path}"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+def changes(output: str) -> list[str]:
+    """The Success column (operations that changed something) of every results table."""
+    return [line.split()[3] for line in output.splitlines() if "Grand total" in line]
+
+
+def assert_no_changes(result: subprocess.CompletedProcess) -> None:
+    out = result.stdout + result.stderr
+    totals = changes(out)
+    assert totals, out
+    assert all(t in ("-", "0") for t in totals), out
+
+
+@pytest.fixture()
+def example(orb) -> Iterator:
+    made: list[Example] = []
+
+    def make(directory: str) -> Example:
+        number = directory.split("-")[0]
+        made.append(Example(orb, directory, orb.new_name(f"ex{number}-")))
+        return made[-1]
+
+    yield make
+    for ex in made:
+        orb.delete_ours(ex.prefix)
+
+
+def test_01_first_deploy_serves_a_page_at_its_orb_local_name(example):
+    ex = example("01-first-deploy")
+    deploy = "pyinfra -y inventory.py deploy.py"
+    first = ex.run(deploy)
+    assert changes(first.stdout + first.stderr) == ["10"], first.stdout
+    assert_no_changes(ex.run(deploy))
+    assert "<h1>Hello from " + ex.name("hello") + "</h1>" in ex.from_the_mac("hello")
+    assert "Disallow: /" in ex.from_the_mac("hello", "/robots.txt")
+    owner = ex.orb.orbctl("run", "-m", ex.name("hello"), "stat", "-c", "%U", "/srv/hello/index.html")
+    assert owner.stdout.strip() == "site"
