@@ -100,3 +100,20 @@ def test_01_first_deploy_serves_a_page_at_its_orb_local_name(example):
     assert "Disallow: /" in ex.from_the_mac("hello", "/robots.txt")
     owner = ex.orb.orbctl("run", "-m", ex.name("hello"), "stat", "-c", "%U", "/srv/hello/index.html")
     assert owner.stdout.strip() == "site"
+
+
+def test_02_multi_machine_app_reaches_its_database_by_orb_local_name(example):
+    ex = example("02-multi-machine")
+    for command in ("pyinfra -y @local machines.py", "pyinfra -y inventory.py deploy.py"):
+        ex.run(command)
+        assert_no_changes(ex.run(command))
+    check = ex.run("pyinfra -y inventory.py check.py")
+    db = f"{ex.name('db')}.orb.local:6379 ("
+    for app in ("app1", "app2"):
+        assert f"@orbstack/{ex.name(app)} reaches {db}" in check.stdout + check.stderr, check.stderr
+        assert ex.orb.orbctl("run", "-m", ex.name(app), "app-check").stdout.strip() == "PONG"
+    # The check is a check: with the database down it fails and says which app cannot reach it.
+    ex.orb.orbctl("run", "-m", ex.name("db"), "/etc/init.d/redis-server", "stop")
+    down = ex.run("pyinfra -y inventory.py check.py", check=False)
+    assert down.returncode != 0
+    assert f"cannot reach {ex.name('db')}.orb.local:6379" in down.stdout + down.stderr
