@@ -117,3 +117,39 @@ def test_02_multi_machine_app_reaches_its_database_by_orb_local_name(example):
     down = ex.run("pyinfra -y inventory.py check.py", check=False)
     assert down.returncode != 0
     assert f"cannot reach {ex.name('db')}.orb.local:6379" in down.stdout + down.stderr
+
+
+def fact_data(result: subprocess.CompletedProcess) -> dict:
+    """The JSON after pyinfra's `--> Fact data for: ...` line."""
+    text = result.stdout + result.stderr
+    start = text.index("{", text.index("--> Fact data for: "))
+    return json.JSONDecoder().raw_decode(text, start)[0]
+
+
+def test_03_network_aliases_in_etc_hosts_resolve_and_reach_the_port(example):
+    ex = example("03-network")
+    deploy = "pyinfra -y inventory.py deploy.py"
+    ex.run(deploy)
+    assert_no_changes(ex.run(deploy))
+    front, back = (f"@orbstack/{ex.name(m)}" for m in ("front", "back"))
+    check = ex.run("pyinfra -y inventory.py check.py")
+    assert re.search(r"api\.internal is \['[0-9.]+'\], ping True, port 80 open True, /health 200", check.stderr), check.stderr
+
+    network = fact_data(ex.run("pyinfra inventory.py fact orbstack.Network"))
+    assert network[back]["orb_name"] == f"{ex.name('back')}.orb.local"
+    assert ex.ip4("back") in network[back]["ipv4"]
+    alias = fact_data(ex.run("pyinfra inventory.py --limit front fact "
+                             "pyinfra_orbstack.facts.linux.DnsLookup hostname=api.internal"))
+    # The alias's address is the one front resolves back's OrbStack name to (its relay).
+    relay = fact_data(subprocess.run(
+        ["pyinfra", "inventory.py", "--limit", "front", "fact", "pyinfra_orbstack.facts.linux.DnsLookup",
+         f"hostname={ex.name('back')}.orb.local"], cwd=ex.dir, env=ex.env, capture_output=True, text=True, timeout=300))
+    assert alias[front]["answers"] == relay[front]["answers"] != []
+    port = fact_data(ex.run("pyinfra inventory.py --limit front fact "
+                            "pyinfra_orbstack.facts.linux.TcpPort target=api.internal port=80"))
+    assert port == {front: {"open": True, "method": port[front]["method"], "missing": None, "error": None}}
+
+    # With back's web server stopped, check.py fails and says why.
+    ex.orb.orbctl("run", "-m", ex.name("back"), "/etc/init.d/nginx", "stop")
+    down = ex.run("pyinfra -y inventory.py check.py", check=False)
+    assert down.returncode != 0 and "cannot reach http://api.internal/health" in down.stderr, down.stderr
