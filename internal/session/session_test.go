@@ -103,6 +103,12 @@ func TestOutputBytesAndExitStatusAreThoseOfAPerCallRun(t *testing.T) {
 		lineOf(maxLineScript),
 		lineOf(maxLineScript + 1),
 		"printf 'two\n'\nprintf 'lines\n'",
+		// pyinfra's own wrapper: its shell reports a child killed by a signal
+		// ("Terminated"), so it must run as it is, not be unwrapped.
+		`sh -c 'echo "$0" "$#" "$$" >/dev/null; echo "$0" "$#"; exit 3'`,
+		`sh -c 'kill -TERM $$'`,
+		`sh -c 'nosuchcommand-x; printf "%s\n" "$(pwd)"'`,
+		`sh -c 'if'`,
 	}
 	for _, cmd := range commands {
 		got := run(p, c, "web", Request{Command: cmd})
