@@ -153,3 +153,27 @@ def test_03_network_aliases_in_etc_hosts_resolve_and_reach_the_port(example):
     ex.orb.orbctl("run", "-m", ex.name("back"), "/etc/init.d/nginx", "stop")
     down = ex.run("pyinfra -y inventory.py check.py", check=False)
     assert down.returncode != 0 and "cannot reach http://api.internal/health" in down.stderr, down.stderr
+
+
+def test_04_maintenance_restores_the_snapshot_when_the_health_check_fails(example, tmp_path):
+    ex = example("04-maintenance")
+    ex.env["BACKUP_DIR"] = str(tmp_path / "orb-backups")
+    deploy, maintain = "pyinfra -y inventory.py deploy.py", "./maintain.sh"
+    ex.run(deploy)
+    assert_no_changes(ex.run(deploy))
+    first = ex.run(maintain)
+    assert "maintain.sh: upgraded and healthy" in first.stdout
+    archives = sorted(p.name for p in (tmp_path / "orb-backups").iterdir())
+    assert len(archives) == 1 and re.fullmatch(re.escape(ex.name("app")) + r"-\d{8}T\d{6}Z\.tar\.zst", archives[0])
+    second = ex.run(maintain)
+    assert_no_changes(second)
+    assert "upgraded and healthy" in second.stdout
+
+    # A broken service, and a change made after the snapshot: the restore brings back the snapshot.
+    ex.orb.orbctl("run", "-m", ex.name("app"), "sh", "-c", "rm /var/www/html/health && touch /root/after-the-snapshot")
+    broken = ex.run(maintain, check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "the health check failed; restoring the snapshot" in broken.stderr
+    assert "restored from the snapshot and healthy again" in broken.stderr
+    assert ex.orb.orbctl("run", "-m", ex.name("app"), "ls", "/root").stdout.strip() == ""
+    assert ex.orb.orbctl("run", "-m", ex.name("app"), "cat", "/var/www/html/health").stdout == "ok\n"

@@ -1,0 +1,13 @@
+"""On the Mac (@local): replace the machine by its newest snapshot in BACKUP_DIR.
+force=True replaces it on every run, so maintain.sh runs this only after a failed check."""
+
+from pyinfra_orbstack.operations import orbstack
+
+from inventory import BACKUP_DIR, MACHINE
+
+orbstack.restore(
+    name=f"{MACHINE} from its newest snapshot",
+    machine=MACHINE,
+    directory=BACKUP_DIR,
+    force=True,
+)

@@ -1,0 +1,15 @@
+"""On the Mac (@local): an archive of the machine in BACKUP_DIR, at most a day old, the
+newest 3 kept. A second run the same day changes nothing; `max_age=0` would take one on
+every run (see docs/operations.md, orbstack.snapshot).
+"""
+
+from pyinfra_orbstack.operations import orbstack
+
+from inventory import BACKUP_DIR, MACHINE
+
+orbstack.snapshot(
+    name=f"A recent snapshot of {MACHINE}",
+    machine=MACHINE,
+    directory=BACKUP_DIR,
+    keep=3,
+)
