@@ -27,7 +27,7 @@ for other in inventory:
 if "back" in host.groups:
     apt.packages(
         name="A web server on back",
-        packages=["nginx-light"],
+        packages=["nginx"],
         update=True,
         cache_time=3600,
         _sudo=True,

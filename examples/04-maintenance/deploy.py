@@ -4,7 +4,7 @@ from pyinfra.operations import apt, files, sysvinit
 
 apt.packages(
     name="nginx",
-    packages=["nginx-light"],
+    packages=["nginx"],
     update=True,
     cache_time=3600,
     _sudo=True,

@@ -10,7 +10,7 @@ from pyinfra import host
 from pyinfra.facts.apt import SimulateOperationWillChange
 from pyinfra.operations import apt, sysvinit
 
-PACKAGES = ["nginx-light"]
+PACKAGES = ["nginx"]
 
 apt.update(
     name="Package lists at most an hour old",

@@ -177,3 +177,24 @@ def test_04_maintenance_restores_the_snapshot_when_the_health_check_fails(exampl
     assert "restored from the snapshot and healthy again" in broken.stderr
     assert ex.orb.orbctl("run", "-m", ex.name("app"), "ls", "/root").stdout.strip() == ""
     assert ex.orb.orbctl("run", "-m", ex.name("app"), "cat", "/var/www/html/health").stdout == "ok\n"
+
+
+def test_05_ci_pipeline_deploys_tests_and_leaves_no_machine(example):
+    ex = example("05-ci-pipeline")
+    workflow = (REPO / ".github" / "workflows" / "example-ci-pipeline.yml").read_text()
+    # Both jobs run the script this test runs (make lint-workflows checks the workflow):
+    # the macOS job as is, the Linux job as root (the simulator's machines need it).
+    macos, linux = workflow.split("\n  linux:")
+    assert "run: examples/05-ci-pipeline/ci.sh" in macos
+    assert 'run: sudo env "PATH=$PWD/bin:$PWD/.venv/bin:$PATH" examples/05-ci-pipeline/ci.sh' in linux
+    for _ in range(2):  # a rerun of the job is as good as the first
+        result = ex.run("./ci.sh")
+        out = result.stdout + result.stderr
+        machine = re.search(r"^created (\S+)$", result.stdout, re.M)[1]
+        assert machine.startswith(ex.name("ci-")), out
+        assert "ci.sh: second deploy: no changes" in out
+        assert f"@orbstack/{machine}: port 80 open, http://localhost/ 200" in out
+        assert f"ci.sh: passed on {machine}" in out
+        assert result.stdout.rstrip().endswith(f"deleted {machine}"), out
+        listed = ex.orb.orbctl("list", "-q").stdout.split()
+        assert not [m for m in listed if m.startswith(ex.prefix)], listed
