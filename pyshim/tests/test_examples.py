@@ -198,3 +198,49 @@ def test_05_ci_pipeline_deploys_tests_and_leaves_no_machine(example):
         assert result.stdout.rstrip().endswith(f"deleted {machine}"), out
         listed = ex.orb.orbctl("list", "-q").stdout.split()
         assert not [m for m in listed if m.startswith(ex.prefix)], listed
+
+
+def test_06_monitoring_the_exporter_and_the_node_exporter_serve_the_machine(example):
+    ex = example("06-monitoring")
+    deploy = "pyinfra -y inventory.py deploy.py"
+    ex.run(deploy)
+    assert_no_changes(ex.run(deploy))
+    machine = ex.name("watched")
+    resources = ex.run("pyinfra -y inventory.py resources.py")
+    assert re.search(rf"@orbstack/{machine}: load [0-9.]+, memory \d+ of \d+ MiB, / \d+ % used, \d+ processes",
+                     resources.stderr), resources.stderr
+    once = ex.run("pyinfra-orbstack monitor --once")
+    assert re.search(rf"^{machine}\s+running\s+\d+ ms", once.stdout, re.M), once.stdout
+
+    # The exporter as Prometheus scrapes it. `--port 0` instead of the README's 9787: the
+    # tests must not depend on a fixed port being free.
+    exporter = subprocess.Popen(["pyinfra-orbstack", "monitor", "--port", "0", "--interval", "1s"],
+                                env=ex.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for line in exporter.stderr:
+            if found := re.search(r"127\.0\.0\.1:(\d+)", line):
+                port = found[1]
+                break
+        assert port, "the exporter printed no address"
+        metrics = ""
+        for _ in range(50):
+            metrics = subprocess.run(["curl", "-fsS", "--noproxy", "*", f"http://127.0.0.1:{port}/metrics"],
+                                     capture_output=True, text=True, timeout=10).stdout
+            if f'orbstack_machine_probe_success{{machine="{machine}"}} 1' in metrics:
+                break
+            subprocess.run(["sleep", "0.2"])
+        assert f'orbstack_machine_running{{machine="{machine}"}} 1' in metrics, metrics
+        assert f'orbstack_machine_probe_success{{machine="{machine}"}} 1' in metrics, metrics
+        assert f'orbstack_machine_resources_success{{machine="{machine}"}} 1' in metrics, metrics
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+
+    # The node exporter, at the address prometheus.yml scrapes by name.
+    node = subprocess.run(["curl", "-fsS", "--noproxy", "*", "-m", "10", f"http://{ex.ip4('watched')}:9100/metrics"],
+                          capture_output=True, text=True, timeout=30)
+    assert "node_load1 " in node.stdout, node.stderr
+    config = (ex.dir / "prometheus.yml").read_text()
+    assert '"watched.orb.local:9100"' in config and '"127.0.0.1:9787"' in config
+    assert (ex.dir / "../../docs/monitoring/alerts.yml").resolve().is_file()
