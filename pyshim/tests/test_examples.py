@@ -49,6 +49,11 @@ class Example:
             assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         return result
 
+    def as_root(self, machine: str, *command: str) -> str:
+        """A command run as root in the machine, as `orb -m NAME -u root` would (for the
+        examples' own checks, not a step of the README)."""
+        return self.orb.orbctl("run", "-m", self.name(machine), "-u", "root", *command).stdout
+
     def ip4(self, machine: str) -> str:
         info = self.orb.orbctl("info", self.name(machine), "-f", "json")
         return json.loads(info.stdout)["ip4"]
@@ -113,7 +118,7 @@ def test_02_multi_machine_app_reaches_its_database_by_orb_local_name(example):
         assert f"@orbstack/{ex.name(app)} reaches {db}" in check.stdout + check.stderr, check.stderr
         assert ex.orb.orbctl("run", "-m", ex.name(app), "app-check").stdout.strip() == "PONG"
     # The check is a check: with the database down it fails and says which app cannot reach it.
-    ex.orb.orbctl("run", "-m", ex.name("db"), "/etc/init.d/redis-server", "stop")
+    ex.as_root("db", "/etc/init.d/redis-server", "stop")
     down = ex.run("pyinfra -y inventory.py check.py", check=False)
     assert down.returncode != 0
     assert f"cannot reach {ex.name('db')}.orb.local:6379" in down.stdout + down.stderr
@@ -150,7 +155,7 @@ def test_03_network_aliases_in_etc_hosts_resolve_and_reach_the_port(example):
     assert port == {front: {"open": True, "method": port[front]["method"], "missing": None, "error": None}}
 
     # With back's web server stopped, check.py fails and says why.
-    ex.orb.orbctl("run", "-m", ex.name("back"), "/etc/init.d/nginx", "stop")
+    ex.as_root("back", "/etc/init.d/nginx", "stop")
     down = ex.run("pyinfra -y inventory.py check.py", check=False)
     assert down.returncode != 0 and "cannot reach http://api.internal/health" in down.stderr, down.stderr
 
@@ -170,13 +175,13 @@ def test_04_maintenance_restores_the_snapshot_when_the_health_check_fails(exampl
     assert "upgraded and healthy" in second.stdout
 
     # A broken service, and a change made after the snapshot: the restore brings back the snapshot.
-    ex.orb.orbctl("run", "-m", ex.name("app"), "sh", "-c", "rm /var/www/html/health && touch /root/after-the-snapshot")
+    ex.as_root("app", "sh", "-c", "rm /var/www/html/health && touch /root/after-the-snapshot")
     broken = ex.run(maintain, check=False)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "the health check failed; restoring the snapshot" in broken.stderr
     assert "restored from the snapshot and healthy again" in broken.stderr
-    assert ex.orb.orbctl("run", "-m", ex.name("app"), "ls", "/root").stdout.strip() == ""
-    assert ex.orb.orbctl("run", "-m", ex.name("app"), "cat", "/var/www/html/health").stdout == "ok\n"
+    assert ex.as_root("app", "ls", "/root").strip() == ""
+    assert ex.as_root("app", "cat", "/var/www/html/health") == "ok\n"
 
 
 def test_05_ci_pipeline_deploys_tests_and_leaves_no_machine(example):
@@ -244,3 +249,14 @@ def test_06_monitoring_the_exporter_and_the_node_exporter_serve_the_machine(exam
     config = (ex.dir / "prometheus.yml").read_text()
     assert '"watched.orb.local:9100"' in config and '"127.0.0.1:9787"' in config
     assert (ex.dir / "../../docs/monitoring/alerts.yml").resolve().is_file()
+
+
+def test_every_example_has_a_test_here_and_a_link_where_its_topic_is_explained():
+    docs = "".join(p.read_text() for p in (REPO / "docs").glob("*.md"))
+    tests = Path(__file__).read_text()
+    index = (EXAMPLES / "README.md").read_text()
+    assert "(examples/)" in (REPO / "README.md").read_text()
+    for directory in sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()):
+        assert f'example("{directory}")' in tests, directory
+        assert f"](../examples/{directory})" in docs, directory
+        assert f"]({directory})" in index, directory
