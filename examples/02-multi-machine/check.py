@@ -1,13 +1,11 @@
 """Checks, with the network facts, that every app machine reaches the database's port:
-`pyinfra inventory.py check.py`. Changes nothing; fails naming the machines that do not.
+`pyinfra -y inventory.py check.py`. Changes nothing; fails naming the machines that do not.
 """
 
+from inventory import DB_HOST, DB_PORT
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-
 from pyinfra_orbstack.facts.linux import DnsLookup, TcpPort
-
-from inventory import DB_HOST, DB_PORT
 
 if "app" in host.groups:
     address = host.get_fact(DnsLookup, hostname=DB_HOST)

@@ -4,11 +4,10 @@ Redis on `db`, listening on the machines' network; on each app machine the clien
 app's settings pointing at DB_HOST, and a check script the app's operators run.
 """
 
+from inventory import DB_HOST, DB_PORT
 from pyinfra import host
 from pyinfra.operations import apt, files, sysvinit
 from pyinfra.operations.util import any_changed
-
-from inventory import DB_HOST, DB_PORT
 
 if "db" in host.groups:
     apt.packages(

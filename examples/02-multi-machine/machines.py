@@ -4,9 +4,8 @@ A database machine and two app machines. A second run changes nothing; a stopped
 machine is started, a missing one created.
 """
 
-from pyinfra_orbstack.operations import orbstack
-
 from inventory import app, db
+from pyinfra_orbstack.operations import orbstack
 
 for machine in (host.removeprefix("@orbstack/") for host in db + app):
     orbstack.machine(

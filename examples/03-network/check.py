@@ -4,7 +4,6 @@ Changes nothing; fails when `front` cannot resolve or reach `api.internal`.
 
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-
 from pyinfra_orbstack.facts.linux import DnsLookup, Http, Ping, TcpPort
 from pyinfra_orbstack.facts.network import Network
 

@@ -7,7 +7,6 @@ to, which is what OrbStack routes for it.
 
 from pyinfra import host, inventory
 from pyinfra.operations import apt, files, sysvinit
-
 from pyinfra_orbstack.facts.linux import DnsLookup
 
 for other in inventory:

@@ -3,7 +3,6 @@ http://localhost/health does not answer 2xx. Changes nothing."""
 
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-
 from pyinfra_orbstack.facts.linux import Http
 
 health = host.get_fact(Http, url="http://localhost/health")

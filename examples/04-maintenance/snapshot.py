@@ -3,9 +3,8 @@ newest 3 kept. A second run the same day changes nothing; `max_age=0` would take
 every run (see docs/operations.md, orbstack.snapshot).
 """
 
-from pyinfra_orbstack.operations import orbstack
-
 from inventory import BACKUP_DIR, MACHINE
+from pyinfra_orbstack.operations import orbstack
 
 orbstack.snapshot(
     name=f"A recent snapshot of {MACHINE}",

@@ -3,7 +3,6 @@ page answering 200. Changes nothing; fails saying what is wrong."""
 
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-
 from pyinfra_orbstack.facts.linux import Http, TcpPort
 
 port = host.get_fact(TcpPort, target="localhost", port=80)

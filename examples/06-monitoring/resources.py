@@ -4,7 +4,6 @@ would fill it. `pyinfra -y inventory.py resources.py`; changes nothing."""
 
 from pyinfra import host, logger
 from pyinfra.api.exceptions import PyinfraError
-
 from pyinfra_orbstack.facts.resources import Resources
 
 used = host.get_fact(Resources)

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, Machines
 
 EXAMPLES = REPO / "examples"
@@ -138,7 +137,8 @@ def test_03_network_aliases_in_etc_hosts_resolve_and_reach_the_port(example):
     assert_no_changes(ex.run(deploy))
     front, back = (f"@orbstack/{ex.name(m)}" for m in ("front", "back"))
     check = ex.run("pyinfra -y inventory.py check.py")
-    assert re.search(r"api\.internal is \['[0-9.]+'\], ping True, port 80 open True, /health 200", check.stderr), check.stderr
+    shown = r"api\.internal is \['[0-9.]+'\], ping True, port 80 open True, /health 200"
+    assert re.search(shown, check.stderr), check.stderr
 
     network = fact_data(ex.run("pyinfra inventory.py fact orbstack.Network"))
     assert network[back]["orb_name"] == f"{ex.name('back')}.orb.local"
