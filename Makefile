@@ -124,8 +124,8 @@ test-darwin: ## cross-build and vet the module and compile its tests (go test -c
 	done
 
 .PHONY: demo
-demo: deps build venv ## create simulator machines and run a real pyinfra deploy against them
-	./testdata/demo/run-demo.sh
+demo: deps build venv ## examples/01-first-deploy against simulator machines, twice (examples/demo.sh)
+	./examples/demo.sh
 
 .PHONY: bench
 bench: deps build venv ## benchmarks as ratios against baselines measured in the same run (BENCH_ARGS="--before REV --only ops,lines ...")

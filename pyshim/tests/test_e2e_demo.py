@@ -1,8 +1,7 @@
-"""The demo deploy and a file round trip, on a machine of the target (the simulator, or a
-real OrbStack: see conftest), with the real pyinfra CLI.
-
-What a user does first: `pyinfra @orbstack/NAME exec`, then testdata/demo/deploy.py twice
-(the second run changes nothing), then a file up and back.
+"""What a user does first, on a machine of the target (the simulator, or a real
+OrbStack: see conftest), with the real pyinfra CLI: `pyinfra @orbstack/NAME exec`, then a
+file up and back. (The first deploy itself, examples/01-first-deploy, which `make demo`
+runs, is tested twice over by test_examples.py.)
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from conftest import REPO, run_pyinfra
+from conftest import run_pyinfra
 
 
 def test_exec_runs_in_the_machine(orb):
@@ -18,19 +17,6 @@ def test_exec_runs_in_the_machine(orb):
     result = run_pyinfra(orb.env, f"@orbstack/{name}", "exec", "--", "uname", "-n")
     assert result.returncode == 0, result.stderr
     assert f"[@orbstack/{name}] {name}" in result.stdout + result.stderr
-
-
-def test_demo_deploy_converges(orb):
-    name = orb.machine("demo")
-    demo = REPO / "testdata" / "demo"
-    first = run_pyinfra(orb.env, "-y", f"@orbstack/{name}", "deploy.py", cwd=demo, timeout=600)
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = run_pyinfra(orb.env, "-y", f"@orbstack/{name}", "deploy.py", cwd=demo, timeout=600)
-    assert second.returncode == 0, second.stdout + second.stderr
-    total = next(line for line in (second.stdout + second.stderr).splitlines() if "Grand total" in line)
-    # Nothing changes on a second run (pyinfra prints "-" for no operation with changes).
-    # Without inventory.py the host is in no `web` group: the nginx part is make demo's.
-    assert total.split()[3] == "-", total
 
 
 def test_a_put_file_comes_back_byte_exact(orb, tmp_path):
