@@ -41,11 +41,11 @@ class Network(OrbStackFact):
             "hostname": "web",
             "orb_name": "web.orb.local",
             "interfaces": {"eth0": {"mac": "02:42:ac:11:00:02", "state": "up", "mtu": 1500,
-                                    "ipv4": ["192.168.138.2/23"], "ipv6": ["fd07:b51a:cc66::2/64"]}},
-            "ipv4": ["192.168.138.2"], "ipv6": ["fd07:b51a:cc66::2"],   # loopback excluded
-            "routes": [{"family": 4, "destination": "default", "gateway": "192.168.138.1",
+                                    "ipv4": ["192.168.139.10/24"], "ipv6": ["fd07:b51a:cc66::2/64"]}},
+            "ipv4": ["192.168.139.10"], "ipv6": ["fd07:b51a:cc66::2"],   # loopback excluded
+            "routes": [{"family": 4, "destination": "default", "gateway": "192.168.139.1",
                         "interface": "eth0"}],
-            "dns_servers": ["192.168.138.1"], "dns_search": [],
+            "dns_servers": ["192.168.139.1"], "dns_search": [],
             "source": "ip",   # or "proc" when the ip command is missing
         }
     """
