@@ -31,6 +31,13 @@ class OrbStackConnectorData(TypedDict, total=False):
     orbstack_version: str
     orbstack_default_user: str
     orbstack_ip4: str
+    orbstack_mac: str
+    orbstack_ssh_port: int
+    orbstack_ssh_user: str
+    orbstack_ssh_key: str
+    orbstack_ssh_config: str
+    orbstack_ssh_options: Any
+    orbstack_remote_binary: str
 
 
 connector_data_meta: dict[str, DataMeta] = {
@@ -80,6 +87,24 @@ connector_data_meta: dict[str, DataMeta] = {
     ),
     "orbstack_default_user": DataMeta("The machine's default user (read-only, from OrbStack).", ""),
     "orbstack_ip4": DataMeta("The machine's IPv4 address, once connected (read-only).", ""),
+    "orbstack_mac": DataMeta(
+        "The Mac the machine is on, as an ssh destination (an ssh_config alias, `user@host`, "
+        "`ssh://user@host:port`); empty: this Mac. Set by `@orbstack/MAC:MACHINE` (docs/remote.md).",
+        "",
+    ),
+    "orbstack_ssh_port": DataMeta("SSH port of `orbstack_mac` (0: ssh's own, from ssh_config or 22).", 0),
+    "orbstack_ssh_user": DataMeta("SSH login user on `orbstack_mac` (empty: ssh's own).", ""),
+    "orbstack_ssh_key": DataMeta("Private key file for `orbstack_mac` (empty: ssh's own, agent or config).", ""),
+    "orbstack_ssh_config": DataMeta(
+        "ssh config file (`ssh -F`) for `orbstack_mac` (empty: $PYINFRA_ORBSTACK_SSH_CONFIG, else ssh's default).",
+        "",
+    ),
+    "orbstack_ssh_options": DataMeta(
+        "More ssh options for `orbstack_mac`, as `{\"KEY\": \"VALUE\"}` or `[\"KEY=VALUE\"]` (ssh -o).", None,
+    ),
+    "orbstack_remote_binary": DataMeta(
+        "pyinfra-orbstack on `orbstack_mac` (empty: found on the PATH of its non-interactive shell).", "",
+    ),
 }
 
 # Read-only keys and the `Machine` field (docs/protocol.md) each is read from.
@@ -118,7 +143,9 @@ def connect_params(data: OrbStackConnectorData) -> dict[str, Any]:
         if data["orbstack_disk"]:
             create["disk"] = data["orbstack_disk"]
         if data["orbstack_user_data"]:
-            create["user_data"] = os.path.abspath(os.path.expanduser(data["orbstack_user_data"]))
+            # A file on the Mac the binary runs on: made absolute here only for this Mac.
+            user_data = data["orbstack_user_data"]
+            create["user_data"] = user_data if data["orbstack_mac"] else os.path.abspath(os.path.expanduser(user_data))
         params["create"] = create
     return params
 
@@ -130,3 +157,32 @@ def publish_machine_data(host: Host, data: OrbStackConnectorData, machine: dict[
         if value:
             setattr(host.data, key, value)
             data[key] = value  # type: ignore[literal-required]  # keys of MACHINE_DATA_FIELDS
+
+
+def mac_flags(data: OrbStackConnectorData) -> tuple[str, ...]:
+    """`serve`'s flags that reach the host's Mac (none for this Mac): the binary owns ssh."""
+    mac = data["orbstack_mac"]
+    if not mac:
+        return ()
+    flags = ["--mac", mac]
+    if data["orbstack_ssh_port"]:
+        flags += ["--ssh-port", str(data["orbstack_ssh_port"])]
+    for key, flag in (("orbstack_ssh_user", "--ssh-user"), ("orbstack_ssh_key", "--ssh-key"),
+                      ("orbstack_ssh_config", "--ssh-config"), ("orbstack_remote_binary", "--remote-binary")):
+        value = data[key]  # type: ignore[literal-required]  # keys of this tuple
+        if value:
+            flags += [flag, os.path.expanduser(value) if key in ("orbstack_ssh_key", "orbstack_ssh_config") else value]
+    for option in ssh_options(data["orbstack_ssh_options"]):
+        flags += ["--ssh-option", option]
+    return tuple(flags)
+
+
+def ssh_options(options: Any) -> list[str]:
+    """`orbstack_ssh_options` as KEY=VALUE strings (the binary checks each)."""
+    if not options:
+        return []
+    if isinstance(options, dict):
+        return [f"{key}={value}" for key, value in options.items()]
+    if isinstance(options, str):
+        return [options]
+    return [str(option) for option in options]

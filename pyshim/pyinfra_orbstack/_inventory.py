@@ -1,4 +1,6 @@
-"""Inventory for bare `@orbstack`: every machine, grouped by state, distro and arch.
+"""Inventory for bare `@orbstack` (every machine on this Mac) and `@orbstack/MAC:`
+(every machine on a Mac reached over SSH), grouped by state, distro and arch, and
+for a remote Mac by Mac too.
 
 `make_names_data` is static and runs while pyinfra loads the inventory, before
 any State (and so before the shared binary process) exists, so this runs the
@@ -22,14 +24,15 @@ LIST_TIMEOUT_SECONDS = 60
 HostNameData = tuple[str, dict[str, Any], list[str]]
 
 
-def list_machines() -> list[dict[str, Any]]:
-    """Machines as `Machine` objects (docs/protocol.md), or InventoryError."""
+def list_machines(mac: str = "") -> list[dict[str, Any]]:
+    """Machines on this Mac or on `mac` (an ssh destination), as `Machine` objects
+    (docs/protocol.md), or InventoryError."""
     try:
         binary = _binary.find_binary()
     except _binary.BinaryNotFoundError as e:
         raise InventoryError(f"Cannot list OrbStack machines: {e}") from None
 
-    argv = [binary, "list", "--json"]
+    argv = [binary, "list", "--json", *(["--mac", mac] if mac else [])]
     try:
         proc = Popen(argv, stdout=PIPE, stderr=PIPE, stdin=PIPE)
         stdout, stderr = proc.communicate(timeout=LIST_TIMEOUT_SECONDS)
@@ -43,7 +46,8 @@ def list_machines() -> list[dict[str, Any]]:
         ) from None
 
     if proc.returncode != 0:
-        raise InventoryError(f"Cannot list OrbStack machines: {_error_text(stderr, proc.returncode)}")
+        where = f" on Mac {mac}" if mac else ""
+        raise InventoryError(f"Cannot list OrbStack machines{where}: {_error_text(stderr, proc.returncode)}")
 
     try:
         listed = json.loads(stdout)
@@ -71,7 +75,12 @@ def group_name(prefix: str, value: str) -> str:
     return f"{prefix}_" + re.sub(r"[^A-Za-z0-9_]", "_", value)
 
 
-def names_data_for_machine(machine: dict[str, Any]) -> HostNameData:
+def mac_group(mac: str) -> str:
+    """The group of every host on one remote Mac."""
+    return group_name("orbstack_mac", mac)
+
+
+def names_data_for_machine(machine: dict[str, Any], mac: str = "") -> HostNameData:
     name = machine["name"]
     data = {
         "orbstack_machine": name,
@@ -82,18 +91,27 @@ def names_data_for_machine(machine: dict[str, Any]) -> HostNameData:
         "orbstack_ip4": machine.get("ip4") or "",
     }
     groups = ["@orbstack"]
+    if mac:
+        data["orbstack_mac"] = mac
+        groups.append(mac_group(mac))
     for prefix_value in (machine.get("state"), machine.get("distro"), machine.get("arch")):
         if prefix_value:
             groups.append(group_name("orbstack", prefix_value))
-    return f"@orbstack/{name}", data, groups
+    return f"@orbstack/{mac}:{name}" if mac else f"@orbstack/{name}", data, groups
 
 
-def all_machines_names_data() -> Iterator[HostNameData]:
-    machines = list_machines()
+def all_machines_names_data(mac: str = "") -> Iterator[HostNameData]:
+    machines = list_machines(mac)
     if not machines:
+        if mac:
+            raise InventoryError(
+                f"`@orbstack/{mac}:` means every OrbStack machine on Mac {mac}, and there are none: "
+                f"create one (`ssh {mac} orbctl create debian NAME`) or name one with `@orbstack/{mac}:NAME` "
+                "and `orbstack_image` in its data.",
+            )
         raise InventoryError(
             "`@orbstack` means every OrbStack machine, and there are none: create one "
             "(`orbctl create debian NAME`) or name one with `@orbstack/NAME`.",
         )
     for machine in sorted(machines, key=lambda m: m["name"]):
-        yield names_data_for_machine(machine)
+        yield names_data_for_machine(machine, mac)

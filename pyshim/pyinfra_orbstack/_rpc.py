@@ -39,6 +39,7 @@ BAD_ARGUMENT = -32007
 IO_ERROR = -32008
 PROTOCOL_MISMATCH = -32009
 NOT_READY = -32010
+MAC_UNREACHABLE = -32011
 CANCELLED = -32800
 
 # Extra time the binary gets past a request's own timeout (a command's, or

@@ -1,4 +1,8 @@
-"""One shared `pyinfra-orbstack serve` process per pyinfra run (State).
+"""One shared `pyinfra-orbstack serve` process per pyinfra run (State) and Mac.
+
+Hosts on this Mac share one; hosts on a remote Mac (`orbstack_mac`) share one
+per Mac and ssh settings: a local `serve --mac HOST` relay whose one ssh
+connection runs the binary on that Mac (docs/remote.md).
 
 Started lazily by the first host's connect(), exactly once however many hosts
 connect at the same moment, and shut down after the last host disconnects. An
@@ -24,16 +28,24 @@ from ._version import __version__
 logger = logging.getLogger("pyinfra.orbstack")
 
 INITIALIZE_TIMEOUT_SECONDS = 10
+# A remote Mac's handshake includes ssh's (its ConnectTimeout is 10 s) and the
+# remote binary's start: the relay answers with its own error before this.
+REMOTE_INITIALIZE_TIMEOUT_SECONDS = 45
 
 
 class ProtocolMismatchError(RuntimeError):
     """The binary and this package come from different installs."""
 
 
+class MacUnreachableError(RuntimeError):
+    """A remote Mac could not be reached, or has no usable binary (the message says which and what to do)."""
+
+
 class SharedBinary:
     """Reference-counted access to the run's one binary process."""
 
-    def __init__(self) -> None:
+    def __init__(self, mac_flags: tuple[str, ...] = ()) -> None:
+        self.mac_flags = mac_flags  # `serve --mac HOST …` for a remote Mac; () for this one
         self._lock = gevent.lock.Semaphore()
         self._client: _rpc.RPCClient | None = None
         self._users = 0
@@ -64,7 +76,7 @@ class SharedBinary:
         return self._client
 
     def _start(self) -> _rpc.RPCClient:
-        argv = [_binary.find_binary(), "serve"]
+        argv = [_binary.find_binary(), "serve", *self.mac_flags]
         if logging.getLogger("pyinfra").isEnabledFor(logging.DEBUG):
             argv.append("--debug")
         client = _rpc.RPCClient(argv)
@@ -74,10 +86,14 @@ class SharedBinary:
             result = client.call(
                 "initialize",
                 {"protocol_version": _rpc.PROTOCOL_VERSION, "client_version": __version__},
-                timeout=INITIALIZE_TIMEOUT_SECONDS,
+                timeout=REMOTE_INITIALIZE_TIMEOUT_SECONDS if self.mac_flags else INITIALIZE_TIMEOUT_SECONDS,
             )
         except _rpc.RPCError as e:
             client.close()
+            if e.data.get("mac"):  # the relay's words name the Mac and the fix
+                if e.code == _rpc.PROTOCOL_MISMATCH:
+                    raise ProtocolMismatchError(e.message) from None
+                raise MacUnreachableError(e.message) from None
             if e.code == _rpc.PROTOCOL_MISMATCH:
                 raise ProtocolMismatchError(
                     mismatch_message(argv[0], e.data.get("binary_protocol_version", "?")),
@@ -172,16 +188,19 @@ def mismatch_message(binary: str, binary_protocol: object) -> str:
     )
 
 
-# One SharedBinary per pyinfra State; weak so a finished State frees its entry.
-_by_state: weakref.WeakKeyDictionary[object, SharedBinary] = weakref.WeakKeyDictionary()
+# One SharedBinary per pyinfra State and Mac; weak so a finished State frees its entry.
+_by_state: weakref.WeakKeyDictionary[object, dict[tuple[str, ...], SharedBinary]] = weakref.WeakKeyDictionary()
 _live_clients: weakref.WeakSet[_rpc.RPCClient] = weakref.WeakSet()
 
 
-def for_state(state: object) -> SharedBinary:
-    """The SharedBinary of a pyinfra State (made on first use)."""
-    shared = _by_state.get(state)
+def for_state(state: object, mac_flags: tuple[str, ...] = ()) -> SharedBinary:
+    """The SharedBinary of a pyinfra State for one Mac (made on first use)."""
+    per_mac = _by_state.get(state)
+    if per_mac is None:
+        per_mac = _by_state[state] = {}
+    shared = per_mac.get(mac_flags)
     if shared is None:
-        shared = _by_state[state] = SharedBinary()
+        shared = per_mac[mac_flags] = SharedBinary(mac_flags)
     return shared
 
 

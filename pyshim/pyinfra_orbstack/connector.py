@@ -25,7 +25,7 @@ from pyinfra.connectors.util import CommandOutput, extract_control_arguments, re
 from typing_extensions import Unpack, override
 
 from . import _binary, _commands, _connect, _inventory, _metrics, _rpc, _shared
-from ._hostdata import OrbStackConnectorData, connector_data_meta, publish_machine_data
+from ._hostdata import OrbStackConnectorData, connector_data_meta, mac_flags, publish_machine_data
 from ._spool import FileOrIO, LocalDestination, LocalSource, SpoolDir
 from ._transfers import Transfers
 
@@ -48,6 +48,8 @@ class OrbStackConnector(BaseConnector):
     the ``pyinfra-orbstack`` binary and ``orbctl``. Use ``@orbstack/NAME`` for one
     machine, or ``@orbstack`` for every machine (grouped as ``orbstack_running``,
     ``orbstack_<distro>``, ``orbstack_<arch>``). A stopped machine is started on connect.
+    ``@orbstack/MAC:NAME`` and ``@orbstack/MAC:`` reach machines on another Mac over
+    SSH (MAC is anything ``ssh`` accepts; grouped as ``orbstack_mac_<MAC>`` too).
 
     Examples:
 
@@ -58,6 +60,9 @@ class OrbStackConnector(BaseConnector):
 
         # Run a command on every machine
         pyinfra @orbstack exec -- uname -a
+
+        # Every machine on the Mac mini reached as `ssh mini-1`
+        pyinfra @orbstack/mini-1: exec -- uname -a
     """
 
     handles_execution = True
@@ -70,7 +75,7 @@ class OrbStackConnector(BaseConnector):
         super().__init__(state, host)
         # Kept cheap: pyinfra builds every host's connector before connecting any.
         self.machine: dict[str, Any] = {}
-        self.binary = _shared.HostBinary(_shared.for_state(state))
+        self.binary = _shared.HostBinary(_shared.for_state(state, mac_flags(self.data)))
         self.spool = SpoolDir()
         self.metrics: _metrics.Recorder | None = None  # deploy metrics, when on (connect decides)
 
@@ -80,11 +85,28 @@ class OrbStackConnector(BaseConnector):
         if name is None:
             yield from _inventory.all_machines_names_data()
             return
-        if not name or "/" in name:
+        # MAC:MACHINE (machine names hold no ":"; a MAC may, e.g. ssh://ci@mini:2222).
+        mac, on_mac, machine = name.rpartition(":")
+        if on_mac and not mac:
             raise InventoryError(
-                f"Invalid @orbstack host `@orbstack/{name}`: use `@orbstack/MACHINE` "
-                "for one machine or `@orbstack` for all of them.",
+                f"Invalid @orbstack host `@orbstack/{name}`: name the Mac before the colon, "
+                "as `@orbstack/MAC:MACHINE` (MAC is an ssh destination) or `@orbstack/MAC:` for every "
+                "machine on it.",
             )
+        if on_mac and not machine:
+            yield from _inventory.all_machines_names_data(mac)
+            return
+        if not machine or "/" in machine:
+            raise InventoryError(
+                f"Invalid @orbstack host `@orbstack/{name}`: use `@orbstack/MACHINE` for one machine, "
+                "`@orbstack` for all of them, or `@orbstack/MAC:MACHINE` / `@orbstack/MAC:` for machines "
+                "on another Mac reached over SSH.",
+            )
+        if on_mac:
+            yield f"@orbstack/{name}", {"orbstack_machine": machine, "orbstack_mac": mac}, [
+                "@orbstack", _inventory.mac_group(mac),
+            ]
+            return
         yield f"@orbstack/{name}", {"orbstack_machine": name}, ["@orbstack"]
 
     @property
@@ -119,7 +141,7 @@ class OrbStackConnector(BaseConnector):
     def _connect(self, on_reply: Callable[[dict[str, Any]], None] | None = None) -> None:
         try:
             client = self.binary.acquire()
-        except (_binary.BinaryNotFoundError, _shared.ProtocolMismatchError) as e:
+        except (_binary.BinaryNotFoundError, _shared.ProtocolMismatchError, _shared.MacUnreachableError) as e:
             raise ConnectError(str(e)) from None
         except (OSError, TimeoutError) as e:
             raise ConnectError(f"could not start the pyinfra-orbstack binary: {e}") from None

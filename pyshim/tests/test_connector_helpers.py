@@ -81,10 +81,44 @@ def test_inventory_data_chooses_user_and_workdir():
     assert (data["orbstack_user"], data["orbstack_workdir"]) == ("app", "/srv")
 
 
-@pytest.mark.parametrize("name", ["", "a/b"])
+@pytest.mark.parametrize("name", ["", "a/b", ":web", "mini-1:a/b"])
 def test_a_malformed_host_name_is_an_inventory_error(name):
-    with pytest.raises(InventoryError, match="@orbstack/MACHINE"):
+    with pytest.raises(InventoryError, match="@orbstack/MA"):
         list(OrbStackConnector.make_names_data(name))
+
+
+@pytest.mark.parametrize(("name", "mac", "machine"), [
+    ("mini-1:web", "mini-1", "web"),
+    ("ci@10.0.0.5:web", "ci@10.0.0.5", "web"),
+    ("ssh://ci@mini-2:2222:web", "ssh://ci@mini-2:2222", "web"),
+])
+def test_a_machine_on_another_mac_is_named_mac_colon_machine(name, mac, machine):
+    inventory = Inventory(([f"@orbstack/{name}"], {}))
+    State(inventory, Config())
+    host = inventory.get_host(f"@orbstack/{name}")
+    assert (host.data.orbstack_machine, host.data.orbstack_mac) == (machine, mac)
+    assert {"@orbstack", "orbstack_mac_" + "".join(c if c.isalnum() else "_" for c in mac)} <= set(host.groups)
+
+
+def test_hosts_share_one_binary_per_mac_and_ssh_settings():
+    inventory = Inventory(([
+        "@orbstack/web", "@orbstack/db",
+        "@orbstack/mini-1:web", "@orbstack/mini-1:db",
+        ("@orbstack/mini-2:web", {"orbstack_ssh_port": 2222, "orbstack_ssh_user": "ci",
+                                  "orbstack_ssh_options": {"ProxyJump": "bastion"},
+                                  "orbstack_remote_binary": "/opt/homebrew/bin/pyinfra-orbstack"}),
+    ], {}))
+    State(inventory, Config())
+    shared = {name: inventory.get_host(f"@orbstack/{name}").connector.binary.shared
+              for name in ("web", "db", "mini-1:web", "mini-1:db", "mini-2:web")}
+    assert shared["web"] is shared["db"] and shared["mini-1:web"] is shared["mini-1:db"]
+    assert len({id(s) for s in shared.values()}) == 3
+    assert shared["web"].mac_flags == ()
+    assert shared["mini-1:web"].mac_flags == ("--mac", "mini-1")
+    assert shared["mini-2:web"].mac_flags == (
+        "--mac", "mini-2", "--ssh-port", "2222", "--ssh-user", "ci",
+        "--remote-binary", "/opt/homebrew/bin/pyinfra-orbstack", "--ssh-option", "ProxyJump=bastion",
+    )
 
 
 def test_a_binary_without_escalated_transfers_refuses_a_sudo_put(fake_binary, tmp_path):
