@@ -235,6 +235,46 @@ def orb(real_binary, tmp_path_factory):
             machines.orbctl("stop", "-a", check=False, timeout=120)
 
 
+@pytest.fixture(scope="session")
+def remote_macs(orb, real_binary, tmp_path_factory):
+    """Remote Macs for issue 13 (pyshim/tests/remote_macs.py), at least two, in order:
+    `remote_macs.list`, or by alias `remote_macs["mac-a"]`.
+
+    Simulator: two fake Macs, `mac-a` and `mac-b` (each an sshd on 127.0.0.1 with its
+    own ORBSIM_HOME), more with `remote_macs.start(alias, binary=...)`; at the end every
+    machine of each is deleted and the sshds are stopped. OrbStack: the real Macs named
+    by PYINFRA_ORBSTACK_TEST_REMOTE_MACS (ssh aliases), skipping without it; at the
+    end only this session's machines (named `orb.prefix...`: `remote_macs.new_name`)
+    are deleted from them. `remote_macs.env` sets PYINFRA_ORBSTACK_SSH_CONFIG to
+    the ssh config that names them (fake Macs; for real ones, as the user set it).
+    """
+    import remote_macs as harness
+
+    if _target().kind == "simulator":
+        if os.geteuid() != 0 or not Path(harness.SSHD).is_file():
+            pytest.skip(f"fake Macs need root and {harness.SSHD} (apt-get install openssh-server; .ci/deps)")
+        macs: harness.FakeMacs | harness.RealMacs = harness.FakeMacs(
+            BIN, orb.prefix, tmp_path_factory.mktemp("remote-macs"))
+        try:
+            for alias in ("mac-a", "mac-b"):
+                macs.start(alias)
+        except BaseException:
+            macs.stop()
+            raise
+    else:
+        aliases = os.environ.get(harness.REAL_MACS_VARIABLE, "").split()
+        if len(aliases) < 2:
+            pytest.skip(f"set {harness.REAL_MACS_VARIABLE}='ALIAS1 ALIAS2' (ssh aliases of two Macs with OrbStack "
+                        "and pyinfra-orbstack on the PATH of non-interactive shells) to test remote Macs")
+        macs = harness.RealMacs(aliases, orb.prefix)
+    macs.env["PYINFRA_ORBSTACK_BINARY"] = str(real_binary)  # @local, as the orb fixture's env
+    macs.env["PYTHONUNBUFFERED"] = "1"
+    try:
+        yield macs
+    finally:
+        macs.stop()
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
