@@ -32,9 +32,16 @@ Against a real OrbStack (conftest's target `orbstack`) the same tests use real M
 reached with the user's own ssh config (or PYINFRA_ORBSTACK_SSH_CONFIG when set).
 `remote_macs` (conftest) skips when that variable is unset.
 
-API (both kinds): `.alias`, `.ssh(*remote_args)`, `.orbctl(*args, check=True)`,
-`.pyinfra_ssh_data` (host data for pyinfra's @ssh connector). Fake Macs only:
-`.port`, `.key`, `.home`, `.env`, `.kill_sshd()`, `.restart_sshd()`.
+API. The `remote_macs` fixture is a `FakeMacs` (simulator) or `RealMacs` (OrbStack):
+`.list` (the Macs in order; at least two), `[alias]`, `.new_name(role)` (a machine
+name of this session: cleanup deletes those), `.env` (os.environ with
+PYINFRA_ORBSTACK_SSH_CONFIG, and PYINFRA_ORBSTACK_BINARY, to run pyinfra with),
+`.ssh_config`; fake ones also `.known_hosts` and `.start(alias, binary=True)` (one more
+fake Mac). Each Mac (both kinds): `.alias`, `.ssh(*remote_args, check=False)` (the
+system ssh), `.orbctl(*args, check=True)` (the Mac's orbctl), `.pyinfra_ssh_data`
+(host data for pyinfra's @ssh connector). Fake Macs only: `.port`, `.key` (user's
+private key), `.home` (ORBSIM_HOME), `.env` (to run bin/orbctl here as that Mac's),
+`.kill_sshd()`, `.restart_sshd()`.
 """
 
 from __future__ import annotations
@@ -92,8 +99,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _is_sshd(pid: int) -> bool:
+    """sshd itself, or (OpenSSH >= 9.8) its per-connection sshd-session / sshd-auth."""
     try:
-        return os.readlink(f"/proc/{pid}/exe") == SSHD
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("sshd")
     except OSError:
         return False
 
