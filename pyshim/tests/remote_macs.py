@@ -125,8 +125,11 @@ def _kill(pids: list[int]) -> None:
 class FakeMac:
     """One fake Mac: an sshd on 127.0.0.1:`port` whose sessions see their own ORBSIM_HOME."""
 
-    def __init__(self, macs: FakeMacs, alias: str, binary: bool = True):
+    def __init__(self, macs: FakeMacs, alias: str, binary: bool = True,
+                 session_env: dict[str, str] | None = None):
         self.macs = macs
+        # More variables for every session (e.g. ORBSIM_LATENCY for make bench).
+        self.session_env = dict(session_env or {})
         self.alias = alias
         self.dir = Path(tempfile.mkdtemp(prefix=f"{alias}-", dir=macs.dir))
         self.home = str(self.dir / "orbsim")  # the Mac's ORBSIM_HOME
@@ -180,7 +183,7 @@ MaxSessions 100
 Subsystem sftp internal-sftp
 # No AcceptEnv: the client's environment never reaches the Mac.
 # Every session's PATH and ORBSIM_HOME (SetEnv overrides sshd's default PATH).
-SetEnv PATH={self.path} ORBSIM_HOME={self.home}
+SetEnv PATH={self.path} ORBSIM_HOME={self.home}{"".join(f" {k}={v}" for k, v in self.session_env.items())}
 """)
 
     def _start(self) -> None:
@@ -289,10 +292,11 @@ class FakeMacs:
         self.env = dict(os.environ, **{SSH_CONFIG_VARIABLE: str(self.ssh_config)})
         self.macs: dict[str, FakeMac] = {}
 
-    def start(self, alias: str, binary: bool = True) -> FakeMac:
-        """A new fake Mac `alias` (`binary=False`: no pyinfra-orbstack on its PATH)."""
+    def start(self, alias: str, binary: bool = True, session_env: dict[str, str] | None = None) -> FakeMac:
+        """A new fake Mac `alias` (`binary=False`: no pyinfra-orbstack on its PATH;
+        `session_env`: more variables every session of it sees)."""
         assert alias not in self.macs, alias
-        mac = FakeMac(self, alias, binary=binary)
+        mac = FakeMac(self, alias, binary=binary, session_env=session_env)
         self.macs[alias] = mac
         self._write_client_files()
         return mac
