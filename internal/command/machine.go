@@ -47,6 +47,10 @@ found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
 		newCmdMachineDiff(f),
 		newCmdMachineLogs(f),
 		newCmdMachineDefault(f),
+		newCmdMachineMigrate(f),
+		newCmdMachineWhere(f),
+		newCmdMachineExportStream(f),
+		newCmdMachineImportStream(f),
 	)
 	return cmd
 }
