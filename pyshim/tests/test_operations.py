@@ -26,6 +26,7 @@ from pyinfra_orbstack.facts.orbstack import (
     DefaultMachine,
     Machine,
     MachineDifferences,
+    MachineLocations,
     MachineSettings,
     Snapshots,
     binary,
@@ -55,8 +56,10 @@ class FakeOrbStack:
     --json` and `machine settings --json` would), the default machine, snapshot dirs."""
 
     def __init__(self, machines=(), config=None, default=None, snapshots=None,
-                 stage=StateStage.Execute, settings=None, differences=None):
+                 stage=StateStage.Execute, settings=None, differences=None, macs=None):
         self.machines = {m["name"]: m for m in machines}
+        # other Macs' machines, for orbstack.MachineLocations: Mac -> [records]
+        self.macs = {mac: {m["name"]: m for m in ms} for mac, ms in (macs or {}).items()}
         self.config = dict(config or {})  # full key -> value
         # machine settings: full key -> (wanted value, current value) as the binary
         # computes them from cpus/memory/disk/mounts/user
@@ -91,6 +94,8 @@ class FakeOrbStack:
             return self.default
         if cls is Binary:
             return self.binary
+        if cls is MachineLocations:
+            return {mac: self.macs.get(mac, {}).get(kwargs["machine"]) for mac in kwargs["macs"]}
         if cls is Snapshots:
             return self.snapshots.get((kwargs["directory"], kwargs["machine"]), [])
         raise AssertionError(f"unexpected fact {cls.__name__}")
@@ -586,6 +591,77 @@ def test_restore_needs_exactly_one_source():
     assert "exactly one of archive= or directory=" in refused(orbstack.restore, machine="web")
 
 
+# machine_migrated: moving a machine between Macs
+
+
+def test_machine_migrated_moves_it_with_the_binary():
+    world = FakeOrbStack(macs={"mac-a": [record()]})
+    assert run(orbstack.machine_migrated, world, machine="web", source="mac-a",
+               destination="mac-b") == [
+        pio("machine", "migrate", "--from", "mac-a", "--to", "mac-b", "web"),
+    ]
+    assert ("MachineLocations", {"machine": "web", "macs": ("mac-a", "mac-b")}) in world.facts_read
+
+
+def test_machine_migrated_passes_delete_source_checks_and_timeout():
+    world = FakeOrbStack(macs={"local": [record()]})
+    assert run(orbstack.machine_migrated, world, machine="web", source="local",
+               destination="admin@mini.lan", delete_source=True,
+               checks=["/srv/app/config.yml", "/etc/hosts"], timeout=300) == [
+        pio("machine", "migrate", "--from", "local", "--to", "admin@mini.lan", "--delete-source",
+            "--check", "/srv/app/config.yml", "--check", "/etc/hosts", "--timeout", "300s", "web"),
+    ]
+
+
+def test_machine_migrated_is_a_noop_once_it_is_on_the_destination():
+    world = FakeOrbStack(macs={"mac-b": [record()]})
+    assert run(orbstack.machine_migrated, world, machine="web", source="mac-a",
+               destination="mac-b", delete_source=True) == []
+    assert world.noops == ["machine web is already on mac-b"]
+    # Kept on the source (no delete_source): on both is the wanted state.
+    world = FakeOrbStack(macs={"mac-a": [record()], "mac-b": [record()]})
+    assert run(orbstack.machine_migrated, world, machine="web", source="mac-a",
+               destination="mac-b") == []
+
+
+def test_machine_migrated_on_both_with_delete_source_is_an_error():
+    # The binary deletes the source only right after its own successful import: a
+    # machine of the same name on both Macs may be two different machines.
+    world = FakeOrbStack(macs={"mac-a": [record()], "mac-b": [record()]})
+    message = refused(orbstack.machine_migrated, world, machine="web", source="mac-a",
+                      destination="mac-b", delete_source=True)
+    assert "web is on both mac-a and mac-b" in message
+
+
+def test_machine_migrated_refuses_bad_arguments():
+    for kwargs, said in [
+        ({"source": "mac-a", "destination": "mac-a"}, "the same Mac"),
+        ({"source": "-oProxyCommand=x", "destination": "mac-b"}, "is not a Mac"),
+        ({"source": "mac-a", "destination": ""}, "is not a Mac"),
+        ({"source": "mac-a", "destination": "mac-b", "checks": ["etc/passwd"]}, "absolute paths"),
+    ]:
+        assert said in refused(orbstack.machine_migrated, machine="web", **kwargs)
+
+
+def test_machine_migrated_missing_everywhere_still_runs():
+    # An earlier operation of the deploy may create it on the source; the binary
+    # refuses (exit status 3) if it is still missing then.
+    world = FakeOrbStack()
+    assert run(orbstack.machine_migrated, world, machine="web", source="mac-a",
+               destination="mac-b") == [
+        pio("machine", "migrate", "--from", "mac-a", "--to", "mac-b", "web"),
+    ]
+
+
+def test_machine_locations_fact_asks_the_binary_about_every_mac():
+    fact = MachineLocations()
+    command = fact.command(machine="web", macs=("local", "mac-b"))
+    assert command.endswith(shlex.join(["machine", "where", "--json", "--mac=local", "--mac=mac-b", "web"]))
+    assert fact.process(['{"local": {"name": "web", "state": "running"}, "mac-b": null}']) == {
+        "local": {"name": "web", "state": "running"}, "mac-b": None,
+    }
+
+
 # A Mac over @ssh: the operations run the pyinfra-orbstack on its PATH, and say what to
 # do while pyinfra prepares when it is missing or speaks another protocol.
 
@@ -610,3 +686,4 @@ def test_over_ssh_the_operations_run_the_binary_on_the_mac_s_path():
 )
 def test_over_ssh_a_missing_or_other_binary_stops_the_deploy_while_it_prepares(binary, message):
     assert message in refused(orbstack.machine, over_ssh(binary), machine="web")
+

@@ -165,6 +165,36 @@ class Machine(OrbStackFact):
         return data or None
 
 
+class MachineLocations(OrbStackFact):
+    """
+    Which of several Macs have a machine (``pyinfra-orbstack machine where NAME --mac
+    MAC... --json``), keyed by the Macs as given: the machine as ``orbstack.Machine``
+    reports it, or ``None`` where it is absent.
+
+    .. code:: python
+
+        {"mac-a": {"name": "web", "state": "running", ...}, "mac-b": None}
+
+    A Mac is ``"local"`` (the host this fact runs on) or an ssh destination reached from
+    that host with the user's ssh config, where ``pyinfra-orbstack`` is on the PATH
+    (docs/remote.md). A Mac that cannot be reached fails the fact, naming it: where a
+    machine is cannot be known then.
+    """
+
+    def command(self, machine: str, macs: tuple[str, ...] | list[str]) -> str:
+        return binary_guard() + binary(
+            "machine", "where", "--json", *(f"--mac={mac}" for mac in macs), machine,
+        )
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {}
+
+    def process(self, output: list[str]) -> dict[str, dict[str, Any] | None]:
+        data: dict[str, dict[str, Any] | None] = _json("orbstack.MachineLocations", output) or {}
+        return data
+
+
 class MachineSettings(OrbStackFact):
     """
     Wanted per-machine settings of an existing machine next to their current values:

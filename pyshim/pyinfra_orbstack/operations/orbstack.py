@@ -1,6 +1,6 @@
 """
 Manage OrbStack machines as pyinfra state: create, start/stop, clone, rename, configure,
-snapshot and restore them.
+snapshot and restore them, and move them between Macs.
 
 These operations run on the Mac where OrbStack lives (normally ``@local``; the Mac over
 ``@ssh`` works the same, see docs/operations.md). Each one reads facts, compares them
@@ -44,6 +44,7 @@ from pyinfra_orbstack.facts.orbstack import (
     DefaultMachine,
     Machine,
     MachineDifferences,
+    MachineLocations,
     MachineSettings,
     Snapshots,
     binary,
@@ -604,3 +605,82 @@ def restore(
         yield binary("machine", "delete", machine)
     start = ["--start", *wait] if running else []
     yield binary("machine", "import", "-n", machine, *start, str(archive))
+
+
+@operation()
+@show_plan
+def machine_migrated(
+    machine: str,
+    source: str,
+    destination: str,
+    delete_source: bool = False,
+    checks: list[str] | tuple[str, ...] | None = None,
+    timeout: float | None = None,
+) -> Iterator[str]:
+    """
+    Move a machine from one Mac to another (``pyinfra-orbstack machine migrate``):
+    exported on ``source``, streamed through the host this runs on (normally
+    ``@local``; never stored there) and imported on ``destination``, which checks the
+    archive's sha256 and that the machine's files match before the machine gets its
+    name. Nothing to do once the machine is on ``destination`` (and, with
+    ``delete_source``, gone from ``source``).
+
+    + machine: the machine's name (the same on both Macs)
+    + source: the Mac it is on: an ssh destination (an alias of your ssh config,
+      ``[user@]host``), or ``"local"`` for the host this operation runs on
+    + destination: the Mac to move it to, the same way
+    + delete_source: delete it on ``source`` once ``destination`` has reported success
+      (by default the source machine is kept, unchanged)
+    + checks: more files (absolute paths in the machine) whose sha256 must be equal on
+      both Macs, beyond ``/etc/os-release``, ``/etc/passwd`` and ``/etc/group``
+    + timeout: seconds starting the machine on either Mac may take (default 120)
+
+    A failed migration leaves the source machine as it was and nothing on the
+    destination; the operation fails naming the stage (export, transfer, import,
+    verification) and the Mac.
+
+    .. code:: python
+
+        orbstack.machine_migrated(name="web moves to the Mac mini", machine="web",
+                                  source="mac-a", destination="mac-mini",
+                                  delete_source=True)
+    """
+    for what, mac in (("source", source), ("destination", destination)):
+        if not mac or mac.startswith("-") or any(c in mac for c in "\0\r\n"):
+            raise OperationError(f"orbstack.machine_migrated: {what} {mac!r} is not a Mac: give an "
+                                 "ssh destination (e.g. mac-mini or admin@mac-mini.lan) or \"local\"")
+    if source == destination:
+        raise OperationError(f"orbstack.machine_migrated: source and destination are the same Mac ({source})")
+    extra = list(checks or ())
+    for path in extra:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise OperationError(
+                f"orbstack.machine_migrated: checks must be absolute paths in the machine, not {path!r}",
+            )
+    wait = timeout_args(timeout)
+
+    where = host.get_fact(MachineLocations, machine=machine, macs=(source, destination))
+    on_source, on_destination = where.get(source), where.get(destination)
+    if on_destination:
+        if on_source and delete_source:
+            # Deleting the source here could destroy the only copy of a different
+            # machine that happens to share the name: the binary deletes only right
+            # after a destination it streamed to has reported success.
+            raise OperationError(
+                f"{machine} is on both {source} and {destination}; delete_source=True deletes "
+                "the source only right after a migration succeeds. Check the machine on "
+                f"{destination}, then delete the one on {source} (orbstack.machine with "
+                "present=False run against it)",
+            )
+        host.noop(f"machine {machine} is already on {destination}")
+        return
+    if not on_source:
+        # It may be created by an earlier operation of this deploy: the binary says
+        # "not on Mac ..." (exit status 3) if it is still missing when this runs.
+        plan_note(f"{machine} is not on {source} now")
+    args = ["machine", "migrate", "--from", source, "--to", destination]
+    if delete_source:
+        args.append("--delete-source")
+    for path in extra:
+        args += ["--check", path]
+    yield binary(*args, *wait, machine)
