@@ -166,6 +166,7 @@ machines from scripts and CI pipelines (machine, config).`,
 		NewCmdLimits(f),
 		NewCmdMonitor(f),
 		NewCmdLogs(f),
+		NewCmdTransfer(f),
 	)
 	return root
 }

@@ -8,11 +8,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/orbctl"
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/remote"
 )
 
 // ListOptions are list's flags.
 type ListOptions struct {
 	JSON bool
+	Mac  remote.Mac // list --mac HOST: that Mac's machines, over ssh
 }
 
 // NewCmdList builds `list`.
@@ -28,13 +30,25 @@ Machines are sorted by name. With --json the output is an array of the
 protocol's Machine objects, each with "config": every key orbctl reported under
 config, whatever the OrbStack version.`,
 		Example: `  pyinfra-orbstack list
-  pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'`,
+  pyinfra-orbstack list --json | jq -r '.[] | select(.state == "running") | .name'
+  pyinfra-orbstack list --json --mac mini-2`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkMac(cmd, opts.Mac); err != nil {
+				return err
+			}
+			if !opts.Mac.IsLocal() {
+				remoteArgs := []string{"list"}
+				if opts.JSON {
+					remoteArgs = append(remoteArgs, "--json")
+				}
+				return runOnMac(f, cmd, opts.Mac, remoteArgs...)
+			}
 			return listRun(cmd, f, opts)
 		},
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "print JSON instead of a table")
+	addMacFlags(cmd, &opts.Mac)
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/remote"
 	"github.com/pyinfra-orbstack/pyinfra-orbstack/internal/rpc"
 )
 
@@ -22,6 +23,7 @@ type ServeOptions struct {
 	Out   io.Writer
 	Err   io.Writer
 	Debug bool
+	Mac   remote.Mac // serve --mac HOST: a relay to that Mac's serve
 }
 
 // NewCmdServe builds `serve`.
@@ -34,16 +36,23 @@ func NewCmdServe(f *Factory) *cobra.Command {
 stdout, with Content-Length framing. Stdout carries only protocol messages; logs
 go to stderr. It exits when stdin closes or the client calls "shutdown".
 
+With --mac HOST it is a relay: it runs "pyinfra-orbstack serve" on that Mac over
+one ssh connection and speaks the same protocol for it (docs/remote.md).
+
 pyinfra starts this command itself: run it by hand only to debug the protocol.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.In, opts.Out, opts.Err = f.In, f.Out, f.Err
+			if err := checkMac(cmd, opts.Mac); err != nil {
+				return err
+			}
 			return serveRun(cmd, f, opts)
 		},
 	}
 	// Nothing but protocol may reach stdout, not even cobra's messages.
 	cmd.SetOut(f.Err)
 	cmd.Flags().BoolVar(&opts.Debug, "debug", false, "log each request and orbctl call to stderr (command texts are never logged)")
+	addMacFlags(cmd, &opts.Mac)
 	return cmd
 }
 
@@ -60,13 +69,20 @@ func serveRun(cmd *cobra.Command, f *Factory, opts *ServeOptions) error {
 	interrupted := make(chan os.Signal, 1)
 	signal.Notify(interrupted, os.Interrupt)
 	defer signal.Stop(interrupted)
-	srv := rpc.NewServer(rpc.Options{
-		Version: f.Version,
-		Getenv:  f.Getenv,
-		Logger:  log.New(opts.Err, "pyinfra-orbstack: ", log.LstdFlags),
-		Debug:   opts.Debug,
-	})
-	err := srv.Serve(cmd.Context(), stdio{opts.In, opts.Out})
+	logger := log.New(opts.Err, "pyinfra-orbstack: ", log.LstdFlags)
+	var err error
+	if opts.Mac.IsLocal() {
+		srv := rpc.NewServer(rpc.Options{
+			Version: f.Version,
+			Getenv:  f.Getenv,
+			Logger:  logger,
+			Debug:   opts.Debug,
+		})
+		err = srv.Serve(cmd.Context(), stdio{opts.In, opts.Out})
+	} else {
+		relay := remote.NewRelay(remote.RelayOptions{Mac: opts.Mac, Getenv: f.Getenv, Logger: logger, Debug: opts.Debug, Version: f.Version})
+		err = relay.Serve(cmd.Context(), opts.In, opts.Out)
+	}
 	select {
 	case <-interrupted:
 		return &exitError{code: ExitInterrupted}

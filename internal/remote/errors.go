@@ -14,6 +14,7 @@ const (
 	HostKey       Kind = "host_key"       // the host key is unknown or changed
 	BinaryMissing Kind = "binary_missing" // no pyinfra-orbstack on the remote PATH (or at Mac.Binary)
 	Failed        Kind = "failed"         // anything else: the remote binary's own error
+	Lost          Kind = "dropped"        // the connection ended after the remote binary answered (Dropped)
 )
 
 // Error is a failure reaching or running the binary on a Mac, worded for the
@@ -65,7 +66,7 @@ func Classify(m Mac, code int, stderr string) *Error {
 
 // Dropped is the error of calls pending when the SSH connection to m ended.
 func Dropped(m Mac, stderr string) *Error {
-	return &Error{Kind: Unreachable, Mac: m.Host, Message: fmt.Sprintf(
+	return &Error{Kind: Lost, Mac: m.Host, Message: fmt.Sprintf(
 		"the SSH connection to Mac %s dropped (%s): the command's outcome there is unknown; check `ssh %s true` and run pyinfra again",
 		m.Host, orNothing(lastLines(stderr, 2)), m.Host)}
 }

@@ -51,6 +51,9 @@ type Mac struct {
 	// ControlPath, when set, is a connection master's socket the command
 	// rides on (Master sets it): no new SSH handshake per command.
 	ControlPath string
+	// Master makes the command the connection master on ControlPath
+	// instead of a client of it.
+	Master bool
 }
 
 // IsLocal reports whether m is the Mac this binary runs on.
@@ -94,7 +97,20 @@ func (m Mac) Check() error {
 // SSHArgs is the ssh command line (without the program) that runs the remote
 // binary with args on m. getenv is os.Getenv in production.
 func (m Mac) SSHArgs(getenv func(string) string, args ...string) []string {
+	argv := m.options(getenv)
+	// -T: no terminal (the protocol is binary-clean); -e none: no escape
+	// character in the byte stream.
+	return append(argv, "-T", "-e", "none", "--", m.Host, RemoteCommand(m.Binary, args...))
+}
+
+// options is the ssh command line's options, without the destination.
+func (m Mac) options(getenv func(string) string) []string {
 	argv := []string{}
+	if m.ControlPath != "" && m.Master {
+		// Before the user's -o (the first value wins): the master's socket
+		// is private to this run.
+		argv = append(argv, "-o", "ControlPath="+m.ControlPath, "-o", "ControlMaster=yes", "-o", "ControlPersist=no")
+	}
 	config := m.Config
 	if config == "" {
 		config = getenv(EnvSSHConfig)
@@ -117,12 +133,9 @@ func (m Mac) SSHArgs(getenv func(string) string, args ...string) []string {
 	for _, o := range defaultOptions {
 		argv = append(argv, "-o", o)
 	}
-	if m.ControlPath != "" {
+	if m.ControlPath != "" && !m.Master {
 		argv = append(argv, "-o", "ControlPath="+m.ControlPath, "-o", "ControlMaster=no")
 	}
-	// -T: no terminal (the protocol is binary-clean); -e none: no escape
-	// character in the byte stream.
-	argv = append(argv, "-T", "-e", "none", "--", m.Host, RemoteCommand(m.Binary, args...))
 	return argv
 }
 

@@ -33,6 +33,22 @@ type ErrorData struct {
 	// Escalation is set when a transfer's escalation command failed: the
 	// client's escalation (e.g. sudo asking for a password) speaks there.
 	Escalation *EscalationFailure `json:"escalation,omitempty"`
+	// Mac is the ssh destination a relay (serve --mac) speaks for, on its
+	// errors about that Mac; Reason is how reaching it failed
+	// (internal/remote's Kind: unreachable, auth_failed, host_key,
+	// binary_missing, dropped, failed).
+	Mac    string `json:"mac,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// NewError is an application error in the protocol's shape.
+func NewError(code int64, message string, data ErrorData) *jsonrpc2.Error {
+	return newError(code, message, data)
+}
+
+// Cancelled is the error of a request cancelled by $/cancelRequest.
+func Cancelled() *jsonrpc2.Error {
+	return newError(CodeCancelled, "request cancelled", ErrorData{Kind: "cancelled"})
 }
 
 // EscalationFailure is how a transfer's escalation command ended.
@@ -76,7 +92,7 @@ func toRPCError(ctx context.Context, err error) *jsonrpc2.Error {
 		return rpcErr
 	}
 	if errors.Is(context.Cause(ctx), errCancelled) || errors.Is(err, errCancelled) {
-		return newError(CodeCancelled, "request cancelled", ErrorData{Kind: "cancelled"})
+		return Cancelled()
 	}
 	var oe *orbctl.Error
 	if errors.As(err, &oe) {

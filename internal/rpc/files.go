@@ -102,51 +102,93 @@ func remoteMessage(machine, what string, code int, stderr string) string {
 	return fmt.Sprintf("%s on %s failed: %s", what, machine, msg)
 }
 
-func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
-	if p.Machine == "" {
-		return nil, invalidParams("machine", "file.put needs a machine name")
-	}
-	if err := checkLocalPath("local_path", p.LocalPath); err != nil {
-		return nil, err
-	}
-	if err := checkRemotePath("remote_path", p.RemotePath); err != nil {
-		return nil, err
-	}
-	if p.Escalation != nil {
-		if err := checkEscalation(p.Escalation); err != nil {
-			return nil, err
+// CheckPutParams checks file.put's params as the binary does before any
+// work; the relay (internal/remote) checks with it too.
+func CheckPutParams(p FilePutParams) error {
+	if p.Machine != "" {
+		if err := checkLocalPath("local_path", p.LocalPath); err != nil {
+			return err
 		}
+	}
+	return checkTransfer(MethodFilePut, p.Machine, p.RemotePath, p.Escalation)
+}
+
+// CheckGetParams checks file.get's params as the binary does before any work.
+func CheckGetParams(p FileGetParams) error {
+	if p.Machine != "" && checkRemotePath("remote_path", p.RemotePath) == nil {
+		if err := checkLocalPath("local_path", p.LocalPath); err != nil {
+			return err
+		}
+	}
+	return checkTransfer(MethodFileGet, p.Machine, p.RemotePath, p.Escalation)
+}
+
+// checkTransfer checks the params a transfer has wherever its local end is.
+func checkTransfer(method, machine, remotePath string, e *Escalation) error {
+	if machine == "" {
+		return invalidParams("machine", "%s needs a machine name", method)
+	}
+	if err := checkRemotePath("remote_path", remotePath); err != nil {
+		return err
+	}
+	if e != nil {
+		return checkEscalation(e)
+	}
+	return nil
+}
+
+func (s *Server) filePut(ctx context.Context, p FilePutParams) (any, error) {
+	if err := CheckPutParams(p); err != nil {
+		return nil, err
 	}
 	c, err := s.client()
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p.LocalPath)
+	body, size, done, err := OpenLocal(p.Machine, p.LocalPath)
 	if err != nil {
-		return nil, ioError(p.Machine, fmt.Sprintf("cannot read the local file: %v", err))
+		return nil, err
 	}
-	defer f.Close()
+	defer done()
+	return s.put(ctx, c, p, body, size)
+}
+
+// OpenLocal opens the local file of a put: its bytes and their count. The
+// bytes go through a pipe from this process (not orbctl reading the file
+// itself), so that if the binary dies the machine sees the input end and
+// putScript keeps the old destination; exactly size bytes go, so a file that
+// changes meanwhile fails the size check instead of landing half-written.
+// done closes the file.
+func OpenLocal(machine, localPath string) (body io.Reader, size int64, done func(), err error) {
+	f, err := os.Open(localPath)
+	if err != nil {
+		return nil, 0, nil, ioError(machine, fmt.Sprintf("cannot read the local file: %v", err))
+	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		return nil, ioError(p.Machine, fmt.Sprintf("local_path %s is not a regular file", p.LocalPath))
+		f.Close()
+		return nil, 0, nil, ioError(machine, fmt.Sprintf("local_path %s is not a regular file", localPath))
 	}
-	// The bytes go through a pipe from this process (not orbctl reading the
-	// file itself), so that if the binary dies the machine sees the input end
-	// and putScript keeps the old destination; exactly size bytes go, so a
-	// file that changes meanwhile fails the size check instead of landing
-	// half-written.
-	size := fi.Size()
-	var body io.Reader = io.LimitReader(f, size)
+	size = fi.Size()
+	body = io.LimitReader(f, size)
 	if size == 0 { // maybe a file that does not know its size (/proc)
 		data, err := io.ReadAll(io.LimitReader(f, maxSizelessFile+1))
 		if err != nil {
-			return nil, ioError(p.Machine, fmt.Sprintf("cannot read the local file: %v", err))
+			f.Close()
+			return nil, 0, nil, ioError(machine, fmt.Sprintf("cannot read the local file: %v", err))
 		}
 		if len(data) > maxSizelessFile {
-			return nil, ioError(p.Machine, fmt.Sprintf("local_path %s reports size 0 but holds more than %d bytes", p.LocalPath, maxSizelessFile))
+			f.Close()
+			return nil, 0, nil, ioError(machine, fmt.Sprintf("local_path %s reports size 0 but holds more than %d bytes", localPath, maxSizelessFile))
 		}
 		size, body = int64(len(data)), bytes.NewReader(data)
 	}
+	return body, size, func() { f.Close() }, nil
+}
+
+// put writes size bytes from body to p.RemotePath in the machine (p.LocalPath
+// is not read): file.put's and the transfer subcommand's remote half.
+func (s *Server) put(ctx context.Context, c *orbctl.Client, p FilePutParams, body io.Reader, size int64) (any, error) {
 	if p.Escalation != nil {
 		return s.putEscalated(ctx, c, p, body, size)
 	}
@@ -190,31 +232,50 @@ type pipedFile struct{ f *os.File }
 func (w pipedFile) Write(p []byte) (int, error) { return w.f.Write(p) }
 
 func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
-	if p.Machine == "" {
-		return nil, invalidParams("machine", "file.get needs a machine name")
-	}
-	if err := checkRemotePath("remote_path", p.RemotePath); err != nil {
+	if err := CheckGetParams(p); err != nil {
 		return nil, err
-	}
-	if err := checkLocalPath("local_path", p.LocalPath); err != nil {
-		return nil, err
-	}
-	if p.Escalation != nil {
-		if err := checkEscalation(p.Escalation); err != nil {
-			return nil, err
-		}
 	}
 	c, err := s.client()
 	if err != nil {
 		return nil, err
 	}
+	size, err := Download(p.Machine, p.LocalPath, func(w io.Writer) error { return s.get(ctx, c, p, w) })
+	if err != nil {
+		return nil, err
+	}
+	return FileResult{Size: size}, nil
+}
+
+// get streams p.RemotePath from the machine to out: file.get's and the
+// transfer subcommand's remote half.
+func (s *Server) get(ctx context.Context, c *orbctl.Client, p FileGetParams, out io.Writer) error {
+	if p.Escalation != nil {
+		return s.getEscalated(ctx, c, p, out)
+	}
+	var stderr bytes.Buffer
+	code, err := c.Run(ctx, orbctl.RunSpec{
+		Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", getScript, "sh", p.RemotePath},
+		Stdout: out, Stderr: &stderr,
+	})
+	if err == nil && code != 0 {
+		err = remoteFailure(p.Machine, "reading "+p.RemotePath, code, stderr.String())
+	}
+	return err
+}
+
+// Download writes what fill writes into a new part file next to localPath
+// (PartPattern, this process's pid) and renames it to localPath when fill
+// succeeds; on any failure the part file is removed. fill's writer is a
+// pipedFile, so that a child process it hands it to writes through a pipe
+// from this process. It returns the size written.
+func Download(machine, localPath string, fill func(io.Writer) error) (int64, error) {
 	// A temp name of our own next to the destination (so the rename stays on
 	// one file system): a fixed "local_path.part" could be a user's file.
 	// CreateTemp makes it 0600.
-	dir, base := filepath.Split(p.LocalPath)
+	dir, base := filepath.Split(localPath)
 	f, err := os.CreateTemp(dir, PartPattern(base, os.Getpid()))
 	if err != nil {
-		return nil, ioError(p.Machine, fmt.Sprintf("cannot write the local file: %v", err))
+		return 0, ioError(machine, fmt.Sprintf("cannot write the local file: %v", err))
 	}
 	part := f.Name()
 	ok := false
@@ -224,32 +285,19 @@ func (s *Server) fileGet(ctx context.Context, p FileGetParams) (any, error) {
 			os.Remove(part)
 		}
 	}()
-	if p.Escalation != nil {
-		err = s.getEscalated(ctx, c, p, pipedFile{f})
-	} else {
-		var stderr bytes.Buffer
-		var code int
-		code, err = c.Run(ctx, orbctl.RunSpec{
-			Machine: p.Machine, User: p.User, Argv: []string{"sh", "-c", getScript, "sh", p.RemotePath},
-			Stdout: pipedFile{f}, Stderr: &stderr,
-		})
-		if err == nil && code != 0 {
-			err = remoteFailure(p.Machine, "reading "+p.RemotePath, code, stderr.String())
-		}
-	}
-	if err != nil {
-		return nil, err
+	if err := fill(pipedFile{f}); err != nil {
+		return 0, err
 	}
 	fi, err := f.Stat()
 	if err == nil {
 		err = f.Close()
 	}
 	if err == nil {
-		err = os.Rename(part, p.LocalPath)
+		err = os.Rename(part, localPath)
 	}
 	if err != nil {
-		return nil, ioError(p.Machine, fmt.Sprintf("cannot write the local file: %v", err))
+		return 0, ioError(machine, fmt.Sprintf("cannot write the local file: %v", err))
 	}
 	ok = true
-	return FileResult{Size: fi.Size()}, nil
+	return fi.Size(), nil
 }

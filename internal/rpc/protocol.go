@@ -15,7 +15,13 @@ import (
 const ProtocolVersion = 2
 
 // Capabilities lists the optional features a client may rely on.
-var Capabilities = []string{"command.run", "file.put", "file.get", "file.escalation", "machines.list", "machine.connect", "cancel"}
+// CapTransferStream says the binary has the transfer subcommand (transfer.go),
+// which a relay on another Mac uses for file.put and file.get.
+var Capabilities = []string{"command.run", "file.put", "file.get", "file.escalation", "machines.list", "machine.connect", "cancel", CapTransferStream}
+
+// CapTransferStream is the capability of the transfer subcommand: a relay
+// (serve --mac) refuses a remote binary without it.
+const CapTransferStream = "transfer.stream"
 
 // Error codes (docs/protocol.md, "Errors").
 const (
@@ -29,6 +35,7 @@ const (
 	CodeIOError            = -32008
 	CodeProtocolMismatch   = -32009
 	CodeNotReady           = -32010
+	CodeMacUnreachable     = -32011 // a relay (serve --mac) could not reach its Mac, or lost it
 	CodeCancelled          = -32800
 )
 

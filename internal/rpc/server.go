@@ -297,15 +297,8 @@ func (s *Server) client() (*orbctl.Client, error) {
 }
 
 func (s *Server) initialize(p InitializeParams) (any, error) {
-	if p.ProtocolVersion == nil {
-		return nil, invalidParams("protocol_version", "initialize needs protocol_version (this binary speaks %d)", ProtocolVersion)
-	}
-	if *p.ProtocolVersion != ProtocolVersion {
-		return nil, newError(CodeProtocolMismatch,
-			"protocol mismatch: the pyinfra-orbstack binary speaks protocol "+itoa(ProtocolVersion)+
-				" but the Python shim speaks "+itoa(*p.ProtocolVersion)+
-				"; they come from different installs: reinstall pyinfra-orbstack, or point PYINFRA_ORBSTACK_BINARY at a matching binary",
-			ErrorData{Kind: "protocol_mismatch", BinaryProtocolVersion: ProtocolVersion, ClientProtocolVersion: p.ProtocolVersion})
+	if err := CheckInitialize(p); err != nil {
+		return nil, err
 	}
 	res := InitializeResult{ProtocolVersion: ProtocolVersion, BinaryVersion: s.opts.Version, Capabilities: Capabilities, MaxFrame: MaxFrame,
 		DefaultConnectTimeout: orbctl.DefaultReadyTimeout.Seconds()}
@@ -313,6 +306,22 @@ func (s *Server) initialize(p InitializeParams) (any, error) {
 		res.Orbctl = OrbctlStatus{Path: c.Path, Found: true}
 	}
 	return res, nil
+}
+
+// CheckInitialize refuses an initialize whose client speaks another protocol
+// (a relay answers it itself, as a local binary does).
+func CheckInitialize(p InitializeParams) error {
+	if p.ProtocolVersion == nil {
+		return invalidParams("protocol_version", "initialize needs protocol_version (this binary speaks %d)", ProtocolVersion)
+	}
+	if *p.ProtocolVersion != ProtocolVersion {
+		return newError(CodeProtocolMismatch,
+			"protocol mismatch: the pyinfra-orbstack binary speaks protocol "+itoa(ProtocolVersion)+
+				" but the Python shim speaks "+itoa(*p.ProtocolVersion)+
+				"; they come from different installs: reinstall pyinfra-orbstack, or point PYINFRA_ORBSTACK_BINARY at a matching binary",
+			ErrorData{Kind: "protocol_mismatch", BinaryProtocolVersion: ProtocolVersion, ClientProtocolVersion: p.ProtocolVersion})
+	}
+	return nil
 }
 
 func (s *Server) machinesList(ctx context.Context) (any, error) {
