@@ -30,7 +30,8 @@ always addressed by name: "orbctl delete" with an ID crashes orbctl, and
 
 Exit statuses: 0 ok, 1 other failure, 2 bad usage or argument, 3 machine not
 found, 4 machine already exists, 5 not ready in time, 6 orbctl not found,
-7 OrbStack not running.`,
+7 OrbStack not running, 8 another Mac not reachable over ssh or without
+pyinfra-orbstack (migrate, where).`,
 	}
 	cmd.AddCommand(
 		newCmdMachineCreate(f),

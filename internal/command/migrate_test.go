@@ -414,3 +414,13 @@ func TestMachineWhereLooksOnEveryMac(t *testing.T) {
 		t.Fatalf("unreachable Mac: %v: %s", err, out)
 	}
 }
+
+func TestMigrateMissingCheckFileStopsAtExportAndRestopsTheSource(t *testing.T) {
+	w := newTwoMacs(t)
+	before, sum := w.machine("stopped")
+	code, _, errOut := w.migrate("web", "--from", "mac-a", "--to", "mac-b", "--check", "/etc/nope")
+	if code != ExitFailure || !strings.Contains(errOut, "export on Mac mac-a failed: cannot read /etc/nope in machine web") {
+		t.Fatalf("exit %d, %q", code, errOut)
+	}
+	w.untouched(before, sum) // stopped again
+}

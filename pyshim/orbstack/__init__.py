@@ -20,6 +20,7 @@ from pyinfra_orbstack.facts.orbstack import (
     Logs,
     Machine,
     MachineDifferences,
+    MachineLocations,
     Machines,
     MachineSettings,
     Snapshots,
@@ -34,6 +35,7 @@ from pyinfra_orbstack.operations.orbstack import (
     default_machine,
     default_user,
     machine,
+    machine_migrated,
     rename,
     restart,
     restore,
@@ -44,10 +46,10 @@ __all__ = [
     # facts on the Mac (target @local)
     "Machines", "Machine", "Status", "Version", "Config", "ConfigValue", "DefaultMachine",
     "SshConnection", "Logs", "Snapshots", "Binary", "ConfigValues", "MachineSettings",
-    "MachineDifferences", "Limits",
+    "MachineDifferences", "Limits", "MachineLocations",
     # facts inside a machine (target @orbstack/NAME)
     "Network", "Resources", "Ping", "TcpPort", "Http", "DnsLookup",
     # operations (target @local)
     "machine", "restart", "clone", "rename", "config", "default_machine", "default_user",
-    "snapshot", "restore",
+    "snapshot", "restore", "machine_migrated",
 ]

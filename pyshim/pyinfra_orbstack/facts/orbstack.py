@@ -181,7 +181,9 @@ class MachineLocations(OrbStackFact):
     machine is cannot be known then.
     """
 
-    def command(self, machine: str, macs: tuple[str, ...] | list[str]) -> str:
+    def command(self, machine: str, macs: tuple[str, ...] | list[str] | str) -> str:
+        if isinstance(macs, str):  # the CLI's macs=local,mac-b
+            macs = macs.split(",")
         return binary_guard() + binary(
             "machine", "where", "--json", *(f"--mac={mac}" for mac in macs), machine,
         )
