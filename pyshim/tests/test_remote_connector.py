@@ -1,0 +1,276 @@
+"""Issue 13, item 1: `@orbstack/MAC:MACHINE` — machines on other Macs reached over SSH.
+
+Seen from outside as a user sees it: the real `pyinfra` CLI, the real binary as the
+local relay (`serve --mac`) and on each remote Mac (`ssh MAC pyinfra-orbstack serve`,
+system OpenSSH), real sshd servers (pyshim/tests/remote_macs.py), simulator machines
+in each Mac's own ORBSIM_HOME. Both "Macs" are this box, so the process list sampled
+here is both Macs' process lists.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import TESTS, run_pyinfra
+from test_faults import (
+    ArgvSampler,
+    PyinfraRun,
+    kill_in_machine,
+    poll,
+    process_table,
+    running_in_machine,
+    sleep_marker,
+    wait_until_running,
+)
+
+SSH_VARIABLES = ("PYINFRA_ORBSTACK_SSH_CONFIG", "PYINFRA_ORBSTACK_SSH")
+
+
+def remote_env(orb, macs) -> dict[str, str]:
+    """The local simulator's environment (this Mac) plus how to reach the remote Macs."""
+    env = dict(orb.env)
+    env.update({k: v for k, v in macs.env.items() if k in SSH_VARIABLES})
+    return env
+
+
+def write_inventory(directory: Path, hosts: list[tuple[str, dict]]) -> None:
+    (directory / "inventory.py").write_text(f"hosts = {hosts!r}\n")
+
+
+def serves(table=None) -> list:
+    """Every `pyinfra-orbstack serve` process on this box: (relay or remote, process)."""
+    table = table or process_table()
+    found = []
+    for p in table.values():
+        args = p.args
+        if len(args) >= 2 and args[0].endswith("pyinfra-orbstack") and args[1] == "serve":
+            found.append(("relay" if "--mac" in args else "serve", p))
+    return found
+
+
+@pytest.fixture(scope="module")
+def mac_machines(remote_macs):
+    """One running machine on each of the two remote Macs, made over ssh as a user would."""
+    made = {}
+    for mac in remote_macs.list[:2]:
+        name = remote_macs.new_name(f"rc-{mac.alias}")
+        mac.ssh("orbctl", "create", "-u", "dev", "debian", name, check=True, timeout=600)
+        made[mac.alias] = name
+    return made
+
+
+def test_a_deploy_reaches_a_machine_on_another_mac_and_only_there(orb, remote_macs, mac_machines, tmp_path):
+    mac = remote_macs.list[0]
+    machine = mac_machines[mac.alias]
+    payload = os.urandom(3 << 20) + b"\x00 end\n"
+    (tmp_path / "payload.bin").write_bytes(payload)
+    (tmp_path / "deploy.py").write_text(f"""
+from io import StringIO
+from pyinfra.operations import files, server
+server.shell(name="who", commands=["echo on-$(hostname) > /tmp/rc-who"])
+files.put(name="bytes", src="payload.bin", dest="/tmp/rc-payload.bin")
+files.put(name="in memory", src=StringIO("from memory\\n"), dest="/tmp/rc-memory.txt")
+files.get(name="back", src="/tmp/rc-payload.bin", dest={str(tmp_path / "back.bin")!r})
+""")
+    result = run_pyinfra(remote_env(orb, remote_macs), "-y", f"@orbstack/{mac.alias}:{machine}", "deploy.py",
+                         cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "back.bin").read_bytes() == payload
+    there = mac.orbctl("run", "-m", machine, "sh", "-c", "cat /tmp/rc-who /tmp/rc-memory.txt; sha256sum /tmp/rc-payload.bin").stdout
+    import hashlib
+    assert there.splitlines() == [f"on-{machine}", "from memory", f"{hashlib.sha256(payload).hexdigest()}  /tmp/rc-payload.bin"]
+    # Not on this Mac's simulator, whose machines have other names.
+    assert machine not in orb.orbctl("list", "-q").stdout.split()
+
+
+def test_mac_colon_is_every_machine_on_that_mac(orb, remote_macs, mac_machines, tmp_path):
+    mac_b = remote_macs.list[1]
+    result = run_pyinfra(remote_env(orb, remote_macs), f"@orbstack/{mac_b.alias}:", "exec", "--", "hostname",
+                         cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    listed = set(mac_b.orbctl("list", "-q").stdout.split())
+    assert mac_machines[mac_b.alias] in listed
+    for name in listed:
+        assert f"@orbstack/{mac_b.alias}:{name}" in text
+    assert mac_machines[remote_macs.list[0].alias] not in text
+
+
+@pytest.mark.simulator("twenty machines on fake Macs; on real Macs it would create them there")
+def test_twenty_machines_on_three_macs_in_one_run(orb, remote_macs, tmp_path):
+    mac_a, mac_b = remote_macs.list[:2]
+    names = {"": [orb.new_name(f"t3-l{i}") for i in range(6)],
+             mac_a.alias: [remote_macs.new_name(f"t3-a{i}") for i in range(7)],
+             mac_b.alias: [remote_macs.new_name(f"t3-b{i}") for i in range(7)]}
+    hosts = [(f"@orbstack/{mac + ':' if mac else ''}{name}", {"orbstack_image": "debian"})
+             for mac, group in names.items() for name in group]
+    write_inventory(tmp_path, hosts)
+    (tmp_path / "deploy.py").write_text("""
+from io import StringIO
+from pyinfra import host
+from pyinfra.operations import files, server
+server.shell(name="mark", commands=[f"echo {host.name} > /tmp/t3-who"])
+files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
+""")
+    env = remote_env(orb, remote_macs)
+    try:
+        with PyinfraRun(env, tmp_path, "t3-", "-y", "inventory.py", "deploy.py") as run:
+            seen_serves: dict[tuple[int, int], str] = {}
+            while run.running:
+                for kind, p in serves():
+                    seen_serves.setdefault(p.key, kind)
+                time.sleep(0.05)
+            output = run.wait(timeout=600)
+        assert run.returncode == 0, output
+        for mac, group in names.items():
+            target = {"": orb, mac_a.alias: mac_a, mac_b.alias: mac_b}[mac]
+            for name in group:
+                host = f"@orbstack/{mac + ':' if mac else ''}{name}"
+                got = target.orbctl("run", "-m", name, "cat", "/tmp/t3-who", "/tmp/t3-put").stdout
+                assert got == f"{host}\n{host}\n", (host, got)
+        # One local binary for this Mac, one relay per remote Mac, one remote binary per Mac.
+        kinds = sorted(seen_serves.values())
+        assert kinds == ["relay", "relay", "serve", "serve", "serve"], kinds
+        exec_result = run_pyinfra(env, "inventory.py", "exec", "--", "cat", "/tmp/t3-who", cwd=tmp_path, timeout=600)
+        assert exec_result.returncode == 0, exec_result.stdout + exec_result.stderr
+        assert sum(host in exec_result.stdout + exec_result.stderr for host, _ in hosts) == 20
+    finally:
+        orb.delete_ours(orb.new_name("t3-"))
+        for mac in (mac_a, mac_b):
+            left = [m for m in mac.orbctl("list", "-q").stdout.split() if "t3-" in m]
+            if left:
+                mac.orbctl("delete", "-f", *left, check=False, timeout=600)
+
+
+@pytest.mark.simulator("needs a fake Mac without pyinfra-orbstack")
+def test_a_mac_without_the_binary_fails_its_hosts_only(orb, remote_macs, mac_machines, tmp_path):
+    bare = remote_macs.macs.get("mac-bare") or remote_macs.start("mac-bare", binary=False)
+    mac_a = remote_macs.list[0]
+    write_inventory(tmp_path, [(f"@orbstack/{bare.alias}:nothing", {}),
+                               (f"@orbstack/{mac_a.alias}:{mac_machines[mac_a.alias]}", {})])
+    (tmp_path / "deploy.py").write_text(
+        "from pyinfra.operations import server\nserver.shell(commands=['echo went > /tmp/rc-went'])\n")
+    result = run_pyinfra(remote_env(orb, remote_macs), "-y", "inventory.py", "deploy.py", cwd=tmp_path, timeout=300)
+    text = result.stdout + result.stderr
+    assert "pyinfra-orbstack is not installed on Mac mac-bare" in text, text
+    assert "orbstack_remote_binary" in text and "Traceback" not in text
+    assert mac_a.orbctl("run", "-m", mac_machines[mac_a.alias], "cat", "/tmp/rc-went").stdout == "went\n"
+
+
+@pytest.mark.simulator("a fake remote binary of another protocol")
+def test_a_remote_binary_of_another_protocol_is_refused_naming_the_mac(orb, remote_macs, mac_machines, tmp_path):
+    mac_a = remote_macs.list[0]
+    old = mac_a.dir / "old-pyinfra-orbstack"
+    old.write_text(f"#!/bin/sh\nFAKE_PROTOCOL_VERSION=1 exec {sys.executable} {TESTS / 'fake_binary.py'} \"$@\"\n")
+    old.chmod(0o755)
+    write_inventory(tmp_path, [(f"@orbstack/{mac_a.alias}:{mac_machines[mac_a.alias]}",
+                                {"orbstack_remote_binary": str(old)})])
+    result = run_pyinfra(remote_env(orb, remote_macs), "-y", "inventory.py", "exec", "--", "true",
+                         cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "mac-a" in text and "protocol" in text and "Traceback" not in text, text
+
+
+def test_an_unreachable_mac_is_a_connect_error_saying_what_to_check(orb, remote_macs, tmp_path):
+    result = run_pyinfra(remote_env(orb, remote_macs), "@orbstack/ssh://root@127.0.0.1:1:web", "exec", "--", "true",
+                         cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "cannot reach Mac ssh://root@127.0.0.1:1 over SSH" in text, text
+    assert "Traceback" not in text
+
+
+def _remote_serves_of(mac) -> list:
+    return [p for kind, p in serves() if kind == "serve" and mac.home in _environ(p.pid)]
+
+
+def _environ(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.simulator("kills a fake Mac's sshd")
+def test_the_mac_dropping_off_fails_pending_calls_within_seconds_and_stops_the_command(
+        orb, remote_macs, mac_machines, tmp_path):
+    mac_a = remote_macs.list[0]
+    machine = mac_machines[mac_a.alias]
+    marker = sleep_marker()
+    (tmp_path / "deploy.py").write_text(
+        f"from pyinfra.operations import server\nserver.shell(commands=['sleep {marker}'])\n")
+    try:
+        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
+            lines = wait_until_running(mac_a, machine, marker, run)
+            remote = _remote_serves_of(mac_a)
+            assert remote, "no remote serve for mac-a was found"
+            dropped = time.monotonic()
+            mac_a.kill_sshd()
+            output = run.wait(timeout=60)
+            took = run.ended - dropped
+        assert run.returncode != 0
+        assert "SSH connection to Mac mac-a dropped" in output, output
+        assert took < 20, f"pyinfra took {took:.1f} s to give up on a dropped Mac"
+        # The remote binary saw its connection end and killed the command.
+        left = poll(lambda: running_in_machine(mac_a, machine, marker), lambda found: not found, 15)
+        assert not left, f"still running on mac-a after the connection dropped: {left}"
+        gone = poll(lambda: [p for p in remote if p.pid in process_table()], lambda found: not found, 15)
+        assert not gone, f"remote serve still running: {[p.line() for p in gone]}"
+    finally:
+        kill_in_machine(mac_a, machine, running_in_machine(mac_a, machine, marker))
+        mac_a.restart_sshd()
+
+
+@pytest.mark.parametrize("fault", ["timeout", "ctrl-c"])
+def test_a_timeout_or_ctrl_c_kills_the_command_on_the_remote_mac(orb, remote_macs, mac_machines, tmp_path, fault):
+    mac_b = remote_macs.list[1]
+    machine = mac_machines[mac_b.alias]
+    marker = sleep_marker()
+    timeout = ", _timeout=2" if fault == "timeout" else ""
+    (tmp_path / "deploy.py").write_text(
+        f"from pyinfra.operations import server\n"
+        f"server.shell(commands=[\"trap '' TERM; sleep {marker}; echo done\"]{timeout})\n")
+    try:
+        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                        "-y", f"@orbstack/{mac_b.alias}:{machine}", "deploy.py") as run:
+            wait_until_running(mac_b, machine, marker, run)
+            if fault == "ctrl-c":
+                os.killpg(run.proc.pid, signal.SIGINT)
+            output = run.wait(timeout=60)
+        if fault == "timeout":
+            assert run.returncode != 0 and "timed out" in output, output
+        else:  # pyinfra's own words (and exit status 0) for Ctrl-C
+            assert "Exiting upon user request" in output, output
+        left = poll(lambda: running_in_machine(mac_b, machine, marker), lambda found: not found, 10)
+        assert not left, f"still running on {mac_b.alias} after the {fault}: {left}"
+        assert not poll(lambda: [p for _, p in serves() if mac_b.alias in p.args], lambda f: not f, 10)
+    finally:
+        kill_in_machine(mac_b, machine, running_in_machine(mac_b, machine, marker))
+
+
+def test_command_text_and_sudo_password_stay_out_of_both_macs_process_lists(orb, remote_macs, mac_machines, tmp_path):
+    mac_a = remote_macs.list[0]
+    machine = mac_machines[mac_a.alias]
+    marker = f"cmd-secret-{secrets.token_hex(8)}"
+    password = f"pw-secret-{secrets.token_hex(8)}"
+    (tmp_path / "deploy.py").write_text(
+        "from io import StringIO\nfrom pyinfra.operations import files, server\n"
+        f"server.shell(name='secretive', commands=['echo {marker} > /tmp/rc-secret; sleep 2'], _sudo=True, "
+        f"_sudo_password={password!r})\n"
+        f"files.put(src=StringIO('{marker}\\n'), dest='/tmp/rc-secret-file', _sudo=True, _sudo_password={password!r})\n")
+    with ArgvSampler({"the command text": marker, "the sudo password": password}) as sampler:
+        result = run_pyinfra(remote_env(orb, remote_macs), "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py",
+                             cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the command text" in sampler.in_machine, "the sampling never overlapped the command"
+    leaks = [f"{' and '.join(found)}: {p.line()}" for p, found in sampler.on_host.values()]
+    assert not leaks, "\n".join(leaks)
