@@ -22,6 +22,7 @@ from conftest import TESTS, run_pyinfra
 from test_faults import (
     ArgvSampler,
     PyinfraRun,
+    host_leftover_problems,
     kill_in_machine,
     poll,
     process_table,
@@ -274,3 +275,120 @@ def test_command_text_and_sudo_password_stay_out_of_both_macs_process_lists(orb,
     assert "the command text" in sampler.in_machine, "the sampling never overlapped the command"
     leaks = [f"{' and '.join(found)}: {p.line()}" for p, found in sampler.on_host.values()]
     assert not leaks, "\n".join(leaks)
+
+
+def _relay_of(run: PyinfraRun, alias: str):
+    relays = [p for kind, p in serves() if kind == "relay" and p.ppid == run.proc.pid and alias in p.args]
+    assert len(relays) == 1, f"want one relay for {alias} under pyinfra, found {[p.line() for p in relays]}"
+    return relays[0]
+
+
+@pytest.mark.simulator("kill -9 of the local relay")
+def test_a_killed_relay_ends_the_command_on_the_remote_mac_and_leaves_nothing(orb, remote_macs, mac_machines,
+                                                                             tmp_path):
+    mac_a = remote_macs.list[0]
+    machine = mac_machines[mac_a.alias]
+    marker = sleep_marker()
+    (tmp_path / "deploy.py").write_text(
+        f"from pyinfra.operations import server\nserver.shell(commands=[\"trap '' TERM; sleep {marker}\"])\n")
+    try:
+        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
+            wait_until_running(mac_a, machine, marker, run)
+            remote = _remote_serves_of(mac_a)
+            os.kill(_relay_of(run, mac_a.alias).pid, signal.SIGKILL)
+            output = run.wait(timeout=60)
+            problems = host_leftover_problems(run)  # ssh and anything else the relay started
+        assert run.returncode != 0, output
+        assert "Traceback" not in output
+        left = poll(lambda: running_in_machine(mac_a, machine, marker), lambda found: not found, 15)
+        assert not left, f"still running on {mac_a.alias} after the relay died: {left}"
+        assert not poll(lambda: [p for p in remote if p.pid in process_table()], lambda f: not f, 15)
+        assert not problems, problems
+    finally:
+        kill_in_machine(mac_a, machine, running_in_machine(mac_a, machine, marker))
+
+
+@pytest.fixture(scope="module")
+def big_payload(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("remote-big") / "big.bin"
+    with open(path, "wb") as f:
+        for _ in range(512):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def _temp_files(mac, machine: str, directory: str) -> list[str]:
+    out = mac.orbctl("run", "-m", machine, "-u", "root", "sh", "-c",
+                     f"for f in {directory}/.pyinfra-orbstack.*; do [ -e \"$f\" ] && stat -c '%s %n' \"$f\"; done; true",
+                     check=False).stdout
+    return out.split("\n")[:-1]
+
+
+@pytest.mark.simulator("kills the relay or a fake Mac's sshd")
+@pytest.mark.parametrize("fault", ["relay killed", "mac dropped"])
+def test_a_put_cut_mid_way_keeps_the_old_file_and_leaves_no_temp_file(orb, remote_macs, mac_machines, tmp_path,
+                                                                     big_payload, fault):
+    mac_a = remote_macs.list[0]
+    machine = mac_machines[mac_a.alias]
+    dest = "/var/tmp/rc-big.bin"
+    mac_a.orbctl("run", "-m", machine, "-u", "dev", "sh", "-c", f"echo old > {dest}")
+    (tmp_path / "deploy.py").write_text(
+        f"from pyinfra.operations import files\nfiles.put(src={str(big_payload)!r}, dest={dest!r})\n")
+    try:
+        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
+            midway = poll(lambda: [t for t in _temp_files(mac_a, machine, "/var/tmp") if int(t.split()[0]) > 0],
+                          lambda found: found or not run.running, 60, interval=0.05)
+            if not midway:
+                pytest.fail(f"the upload was never seen under way:\n{run.output}")
+            if fault == "relay killed":
+                os.kill(_relay_of(run, mac_a.alias).pid, signal.SIGKILL)
+            else:
+                mac_a.kill_sshd()
+            output = run.wait(timeout=60)
+            problems = host_leftover_problems(run)
+        assert run.returncode != 0, output
+        assert "Traceback" not in output
+        assert mac_a.orbctl("run", "-m", machine, "cat", dest).stdout == "old\n", "the old file was not kept"
+        left = poll(lambda: _temp_files(mac_a, machine, "/var/tmp"), lambda found: not found, 15)
+        assert not left, f"temp files left in the machine: {left}"
+        assert not problems, problems
+    finally:
+        if fault == "mac dropped":
+            mac_a.restart_sshd()
+
+
+@pytest.mark.simulator("kills the relay or a fake Mac's sshd")
+@pytest.mark.parametrize("fault", ["relay killed", "mac dropped"])
+def test_a_get_cut_mid_way_leaves_no_part_file_here(orb, remote_macs, mac_machines, tmp_path, big_payload, fault):
+    mac_a = remote_macs.list[0]
+    machine = mac_machines[mac_a.alias]
+    source = "/var/tmp/rc-big-source.bin"
+    mac_a.orbctl("run", "-m", machine, "-u", "root", "sh", "-c",
+                 f"head -c {512 << 20} /dev/urandom > {source}; chmod 644 {source}")
+    local = tmp_path / "got"
+    local.mkdir()
+    (tmp_path / "deploy.py").write_text(
+        f"from pyinfra.operations import files\nfiles.get(src={source!r}, dest={str(local / 'big.bin')!r})\n")
+    try:
+        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
+            parts = poll(lambda: [p for p in local.iterdir() if p.stat().st_size > 0],
+                         lambda found: found or not run.running, 60, interval=0.02)
+            if not parts or parts[0].name == "big.bin":
+                pytest.fail(f"the download was never seen under way: {parts}\n{run.output}")
+            if fault == "relay killed":
+                os.kill(_relay_of(run, mac_a.alias).pid, signal.SIGKILL)
+            else:
+                mac_a.kill_sshd()
+            output = run.wait(timeout=60)
+            problems = host_leftover_problems(run)
+        assert run.returncode != 0, output
+        assert "Traceback" not in output
+        assert not list(local.iterdir()), f"left here: {list(local.iterdir())}"
+        assert not problems, problems
+    finally:
+        if fault == "mac dropped":
+            mac_a.restart_sshd()
+        mac_a.orbctl("run", "-m", machine, "-u", "root", "rm", "-f", source, check=False)
