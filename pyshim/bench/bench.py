@@ -10,7 +10,10 @@ Baselines, all in the same run and against the same simulator machines:
   * the prior art: elazar/pyinfra-orbstack 0.11.0 from PyPI, in its own venv (both
     packages register the `orbstack` connector, so they cannot share one);
   * with --before REV: this project at an earlier commit (its binary and shim built in
-    .cache/bench-before-REV), for before/after tables.
+    .cache/bench-before-REV), for before/after tables;
+  * for a remote Mac (scenarios remote, scp): a fake Mac (pyshim/tests/remote_macs.py:
+    an sshd on 127.0.0.1 with its own simulator state, the same --latency), against
+    the same deploy on this Mac, and `scp` of the same file to that Mac.
 
 --latency (default: $ORBSIM_LATENCY, else 20ms, the modelled cost of one real orbctl
 call into the OrbStack VM) is added to every orbctl invocation. Results are medians;
@@ -188,6 +191,23 @@ BIG_PUT = ("from pyinfra.operations import files\n"
            "files.put(name='big file', src='big.bin', dest='{dest}', force=True)\n")
 
 
+def start_remote_mac(work: Path, env: dict[str, str], latency: str):
+    """A fake remote Mac with one machine: (the Macs, our Side reaching it, its host name)."""
+    sys.path.insert(0, str(ROOT / "pyshim" / "tests"))
+    import remote_macs as harness  # the tests' fake Macs: sshd on 127.0.0.1, own ORBSIM_HOME
+
+    macs = harness.FakeMacs(BIN, "bench-", work)
+    try:
+        mac = macs.start("bench-mac", session_env={"ORBSIM_LATENCY": latency})
+        mac.orbctl("create", "debian", "bench-r1")
+    except BaseException:
+        macs.stop()
+        raise
+    remote = Side("ours, remote Mac", OURS_VENV, BIN / "pyinfra-orbstack",
+                  env={harness.SSH_CONFIG_VARIABLE: str(macs.ssh_config)})
+    return macs, remote, f"@orbstack/{mac.alias}:bench-r1"
+
+
 @dataclass
 class Row:
     title: str
@@ -210,7 +230,8 @@ def main() -> None:
     ap.add_argument("--big-mb", type=int, default=512, help="MiB uploaded by the files.put scenario")
     ap.add_argument("--before", metavar="REV", help="also measure this project at commit REV")
     ap.add_argument("--only", help="comma-separated scenarios: floor,deploy5,exec,ops (with metrics on/off),"
-                                   "fanout,lines,bulk,put")
+                                   "fanout,lines,bulk,put,remote,scp")
+    ap.add_argument("--remote-mb", type=int, default=256, help="MiB uploaded by the scp scenario")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
 
@@ -236,6 +257,7 @@ def main() -> None:
     prior = Side("prior", prior_venv) if prior_venv else None
     before = ensure_before(args.before) if args.before else None
     rows: list[Row] = []
+    macs = None
 
     def compare(side: Side | None, args_: list[str], repeat: int | None = None) -> Measure | None:
         if side is None:
@@ -324,6 +346,41 @@ def main() -> None:
                             compare(ours, ["-y", one, "put-machine.py"]),
                             compare(before, ["-y", one, "put-machine.py"])))
 
+        if wanted("remote") or wanted("scp"):
+            macs, remote, remote_host = start_remote_mac(work, env, args.latency)
+        if wanted("remote"):
+            files(**{"ops20.py": ops_deploy(20)})
+            # Alternated, so that a change of load falls on both alike.
+            here_runs, there_runs = [], []
+            for _ in range(max(args.repeat, 3)):
+                here_runs.append(bench.pyinfra_once(ours, ["-y", one, "ops20.py"]))
+                there_runs.append(bench.pyinfra_once(remote, ["-y", remote_host, "ops20.py"]))
+            here, there = (Measure(statistics.median(r.seconds for r in runs), max(r.py_mib for r in runs),
+                                   max(r.bin_mib for r in runs)) for runs in (here_runs, there_runs))
+            rows.append(Row("20 ops, machine on a remote Mac vs on this Mac", "", "this Mac", here, there,
+                            note=f"{len(here_runs)} pairs, alternating; sshd on 127.0.0.1"))
+        if wanted("scp"):
+            assert macs is not None
+            big = work / "remote-big.bin"
+            with open(big, "wb") as f:
+                for _ in range(args.remote_mb):
+                    f.write(os.urandom(1 << 20))
+            files(**{"put-remote.py": BIG_PUT.replace("big.bin", big.name).format(dest="/tmp/bench-remote.bin"),
+                     "put-remote-tiny.py": BIG_PUT.replace("big.bin", "small.txt").format(dest="/tmp/bench-tiny"),
+                     "small.txt": "hello\n"})
+            mac = macs.list[0]
+            scp = bench.shell_loop(f"scp -q -F {macs.ssh_config} {big} {mac.alias}:{mac.dir}/scp-dest.bin")
+            whole = compare(remote, ["-y", remote_host, "put-remote.py"])
+            tiny = compare(remote, ["-y", remote_host, "put-remote-tiny.py"])
+            assert whole is not None and tiny is not None
+            # The transfer's own time: the run with the big file less the same run with a
+            # 6-byte one (pyinfra's start, connect, ssh handshake, facts).
+            net = Measure(max(whole.seconds - tiny.seconds, 1e-3), whole.py_mib, whole.bin_mib)
+            rows.append(Row(f"files.put of {args.remote_mb} MiB to a remote Mac's machine vs scp", "<= 1.43x (>= 0.7x scp's throughput)",
+                            "scp", scp, net,
+                            note=f"ours {args.remote_mb / net.seconds:.0f} MiB/s net of a 6-byte put's run "
+                                 f"({whole.seconds:.2f}s - {tiny.seconds:.2f}s), scp {args.remote_mb / scp.seconds:.0f} MiB/s"))
+
         print(f"\nORBSIM_LATENCY={args.latency}, median of {args.repeat} unless noted, {os.cpu_count()}-core machine")
         print("ratio = ours / baseline (lower is better), or baseline / ours where the goal says so\n")
         head = f"{'scenario':<50} {'baseline':>16} {'ours':>8} {'ratio':>7} {'goal':<36} {'RSS py base/ours':>17} {'RSS bin':>8}"
@@ -346,6 +403,8 @@ def main() -> None:
                 line += f"  ({row.note})"
             print(line)
     finally:
+        if macs is not None:
+            macs.stop()
         subprocess.run([orbctl, "stop", "-a"], env=env, capture_output=True)
         subprocess.run([orbctl, "delete", "-f", "-a"], env=env, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
