@@ -178,8 +178,8 @@ func writeAnswer(w *bufio.Writer, result any, e *jsonrpc2.Error) error {
 	return w.Flush()
 }
 
-// countedReader calls done once its left bytes have been read, or its input
-// failed.
+// countedReader calls done once its left bytes have been read. (Input that
+// ends early is the put script's to report: "cut short".)
 type countedReader struct {
 	r    io.Reader
 	left int64
@@ -189,7 +189,7 @@ type countedReader struct {
 func (c *countedReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.left -= int64(n)
-	if c.left <= 0 || err != nil {
+	if c.left <= 0 {
 		c.done()
 	}
 	return n, err
