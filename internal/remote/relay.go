@@ -10,6 +10,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,7 @@ type Relay struct {
 	dead             *jsonrpc2.Error // the answer to every request once the connection is gone
 	shutdownAnswered bool
 	finishOnce       sync.Once
+	transferRuns     map[string]int // machine → transfers run on the Mac (their orbctl runs are not in the remote serve's stats)
 }
 
 // RelayOptions configure a Relay.
@@ -85,7 +87,7 @@ func NewRelay(opts RelayOptions) *Relay {
 	return &Relay{
 		opts: opts, session: opts.Mac, stderr: &tail{max: 16 << 10},
 		sshDone: make(chan struct{}), remoteEOF: make(chan struct{}), finished: make(chan struct{}),
-		pending: map[string]pendingCall{}, transfers: map[string]context.CancelFunc{},
+		pending: map[string]pendingCall{}, transfers: map[string]context.CancelFunc{}, transferRuns: map[string]int{},
 	}
 }
 
@@ -217,11 +219,17 @@ func (r *Relay) readStderr(f *os.File) {
 	sc.Buffer(make([]byte, 64<<10), 64<<10)
 	for sc.Scan() {
 		line := sc.Text()
-		r.stderr.add(line + "\n")
+		if !remoteLog.MatchString(line) { // ssh's own words: what a failure is worded from
+			r.stderr.add(line + "\n")
+		}
 		r.opts.Logger.Printf("Mac %s: %s", r.opts.Mac.Host, line)
 	}
 	io.Copy(io.Discard, f) // an overlong line ends the scanner, not ssh's pipe
 }
+
+// remoteLog is a log line of the remote binary (log.LstdFlags after its
+// prefix), not a message of ssh's.
+var remoteLog = regexp.MustCompile(`^pyinfra-orbstack( [a-z]+)?: \d{4}/\d\d/\d\d \d\d:\d\d:\d\d `)
 
 // lost handles the end of ssh: every pending request, and every later one,
 // gets the error that says why.
@@ -484,7 +492,47 @@ func (r *Relay) fromRemote(body []byte) {
 			body = rpc.ErrorReply(call.rawID, e)
 		}
 	}
+	if found && call.method == rpc.MethodStats {
+		body = r.addTransferStats(body)
+	}
 	r.write(body)
+}
+
+// addTransferStats adds the transfers this relay ran on the Mac (each one
+// `orbctl run` there, in a process of its own) to the remote serve's stats.
+func (r *Relay) addTransferStats(body []byte) []byte {
+	var resp struct {
+		JSONRPC string           `json:"jsonrpc"`
+		ID      json.RawMessage  `json:"id"`
+		Result  *rpc.StatsResult `json:"result"`
+	}
+	if json.Unmarshal(body, &resp) != nil || resp.Result == nil {
+		return body
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.transferRuns) == 0 {
+		return body
+	}
+	st := resp.Result
+	if st.Orbctl == nil {
+		st.Orbctl = map[string]int{}
+	}
+	if st.Machines == nil {
+		st.Machines = map[string]*rpc.MachineStats{}
+	}
+	for machine, n := range r.transferRuns {
+		st.Orbctl["run"] += n
+		if st.Machines[machine] == nil {
+			st.Machines[machine] = &rpc.MachineStats{}
+		}
+		st.Machines[machine].Transfers += n
+	}
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return body
+	}
+	return out
 }
 
 // checkInitialized turns the remote's answer to initialize into an error

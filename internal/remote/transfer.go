@@ -226,6 +226,11 @@ func (r *Relay) runTransfer(ctx context.Context, method string, params rpc.Trans
 		werr = <-waitErr
 	}
 	if readErr == nil {
+		if remoteErr == nil || remoteErr.Code != jsonrpc2.CodeInvalidParams {
+			r.mu.Lock()
+			r.transferRuns[params.Machine]++
+			r.mu.Unlock()
+		}
 		return result, remoteErr
 	}
 	if ctx.Err() != nil {
