@@ -580,3 +580,51 @@ func TestListOnAMac(t *testing.T) {
 	_, errOut, code = run(fakeSSH(t, ""), "--ssh-option", "NoEquals")
 	assert.Equal(t, command.ExitUsage, code, errOut)
 }
+
+// An escalation rides in the transfer's header (never an argv), and its
+// failure comes back with data.escalation as a local one's does.
+func TestRelayEscalatedTransfers(t *testing.T) {
+	orb, sim := orbctltest.WithMachines(t, map[string]string{"web": "running"})
+	if !sim {
+		t.Skip("needs the simulator's machines (sudo)")
+	}
+	p := startRelay(t, fakeSSH(t, ""), orb, nil)
+	p.ok(1, rpc.MethodInitialize, initParams(), nil)
+	p.sh(2, "sudo -n true")
+	stage := func(n int) string { return fmt.Sprintf("/tmp/pyinfra-orbstack-%016x", time.Now().UnixNano()+int64(n)) }
+	local, want := randomFile(t, 300<<10)
+	s := stage(1)
+	p.ok(3, rpc.MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": "/root/relayed",
+		"escalation": map[string]any{"command": "sudo -H -n sh -c 'sh " + s + "/run'", "stage_dir": s}}, nil)
+	back := filepath.Join(t.TempDir(), "back")
+	s = stage(2)
+	p.ok(4, rpc.MethodFileGet, map[string]any{"machine": "web", "local_path": back, "remote_path": "/root/relayed",
+		"escalation": map[string]any{"command": "sudo -H -n sh -c 'sh " + s + "/run'", "stage_dir": s}}, nil)
+	got, _ := os.ReadFile(back)
+	assert.True(t, bytes.Equal(want, got), "the file came back different")
+	s = stage(3)
+	r := p.call(5, rpc.MethodFileGet, map[string]any{"machine": "web", "local_path": back, "remote_path": "/root/relayed",
+		"escalation": map[string]any{"command": "echo 'sudo: a password is required' >&2; exit 1", "stage_dir": s}})
+	require.NotNil(t, r.Error)
+	assert.Equal(t, int64(rpc.CodeIOError), r.Error.Code)
+	assert.Equal(t, map[string]any{"exit_code": float64(1), "stderr": []any{"sudo: a password is required"}}, data(r.Error)["escalation"])
+	log, _ := os.ReadFile(p.log)
+	assert.NotContains(t, string(log), "sudo", "an escalation command reached ssh's argv")
+}
+
+// A user whose ssh config gives the Mac a ControlPath keeps it: no master
+// of ours, no ControlPath of ours on the sessions.
+func TestRelayRespectsTheUsersControlPath(t *testing.T) {
+	orb := world(t, map[string]string{"web": "running"})
+	ssh := fakeSSH(t, "")
+	script, _ := os.ReadFile(ssh)
+	require.NoError(t, os.WriteFile(ssh, bytes.Replace(script, []byte(`*" -G "*) exit 0`),
+		[]byte(`*" -G "*) echo "user root"; echo "controlpath /home/me/.ssh/cm-%C"; exit 0`), 1), 0o755))
+	p := startRelay(t, ssh, orb, nil)
+	p.ok(1, rpc.MethodInitialize, initParams(), nil)
+	local, _ := randomFile(t, 10)
+	p.ok(2, rpc.MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": "/tmp/cp"}, nil)
+	log, _ := os.ReadFile(p.log)
+	assert.NotContains(t, string(log), "ControlPath")
+	assert.NotContains(t, string(log), "ControlMaster")
+}
