@@ -269,10 +269,15 @@ func (m *migration) run(ctx context.Context, deleteSource bool) error {
 	if err != nil {
 		return err
 	}
+	// A side that outlives its process (a child still holding its stderr)
+	// must not hold this command forever.
+	exp.WaitDelay = 30 * time.Second
 	if err := exp.Start(); err != nil {
 		return m.stageError(stageExport, 0, err.Error())
 	}
-	stopWatch := context.AfterFunc(ctx, func() { terminate(exp) })
+	// Closing our end makes the source's next write fail, whatever it is
+	// (ssh, or a process between it and the binary): it cleans up.
+	stopWatch := context.AfterFunc(ctx, func() { terminate(exp); _ = expOut.Close() })
 	defer stopWatch()
 	src := bufio.NewReaderSize(expOut, 1<<20)
 	line, err := src.ReadBytes('\n')
@@ -281,6 +286,7 @@ func (m *migration) run(ctx context.Context, deleteSource bool) error {
 		err = json.Unmarshal(line, &header)
 	}
 	if err != nil || header.Size <= 0 {
+		_ = expOut.Close()
 		werr := exp.Wait()
 		if werr == nil {
 			return m.stageError(stageExport, 0, fmt.Sprintf("the source sent no archive (%.200q)", line))
@@ -299,8 +305,10 @@ func (m *migration) run(ctx context.Context, deleteSource bool) error {
 	if err != nil {
 		return err
 	}
+	imp.WaitDelay = 30 * time.Second
 	if err := imp.Start(); err != nil {
 		terminate(exp)
+		_ = expOut.Close()
 		_ = exp.Wait()
 		return m.stageError(stageImport, 0, err.Error())
 	}
@@ -318,6 +326,7 @@ func (m *migration) run(ctx context.Context, deleteSource bool) error {
 		terminate(exp)
 	}
 	impWait := imp.Wait()
+	_ = expOut.Close() // all read, or a failure: the source's writes end here
 	expWait := exp.Wait()
 	transferred := time.Now()
 

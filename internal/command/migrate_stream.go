@@ -290,6 +290,10 @@ func importStream(ctx context.Context, f *Factory, in io.Reader) (res importResu
 		return fail(stageImport, err)
 	}
 	defer os.RemoveAll(dir)
+	if free, ok := freeBytes(dir); ok && free < uint64(req.Size) {
+		return fail(stageImport, fmt.Errorf("not enough space for the archive in %s: %s needed, %s free",
+			filepath.Dir(dir), humanBytes(req.Size), humanBytes(int64(free))))
+	}
 	path := filepath.Join(dir, req.Name+".tar.zst")
 	file, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -311,6 +315,9 @@ func importStream(ctx context.Context, f *Factory, in io.Reader) (res importResu
 	// controller (a signal still cleans up).
 	start := time.Now()
 	temp := "migrating-" + randomHex(4)
+	if _, err := c.Info(ctx, temp); err == nil {
+		temp = "migrating-" + randomHex(4) // never someone else's
+	}
 	imported := false
 	defer func() {
 		if !res.OK && imported {
@@ -361,4 +368,13 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// freeBytes is the space left for an unprivileged user on dir's file system.
+func freeBytes(dir string) (uint64, bool) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true //nolint:gosec,unconvert // Bsize is uint32 on darwin, int64 on linux
 }

@@ -352,29 +352,77 @@ func TestMigrateControllerKilledMidTransfer(t *testing.T) {
 	w := newTwoMacs(t)
 	before, sum := w.machine("running")
 	w.set("mac-a", "slow", "")
+	w.killController(syscall.SIGKILL, func() bool { return partial(filepath.Join(w.root, "mac-b", "tmp")) })
+	os.Remove(filepath.Join(w.root, "mac-a", "slow"))
+	w.untouched(before, sum)
+}
+
+func TestMigrateControllerInterruptedMidTransfer(t *testing.T) {
+	w := newTwoMacs(t)
+	before, sum := w.machine("stopped")
+	w.set("mac-a", "slow", "")
+	out := w.killController(syscall.SIGTERM, func() bool { return partial(filepath.Join(w.root, "mac-b", "tmp")) })
+	if !strings.Contains(out, "migrating web: transfer from Mac mac-a to Mac mac-b failed: interrupted after") {
+		t.Errorf("output: %q", out)
+	}
+	os.Remove(filepath.Join(w.root, "mac-a", "slow"))
+	w.untouched(before, sum)
+}
+
+// Once the destination has every byte, it finishes without the controller.
+func TestMigrateControllerKilledDuringTheImportLeavesItFinished(t *testing.T) {
+	w := newTwoMacs(t)
+	before, sum := w.machine("running")
+	marker := filepath.Join(w.root, "mac-b", "importing")
+	w.wrapOrbctl("mac-b", "import", `touch "$FAKESSH_ROOT/mac-b/importing"; sleep 1; exec "$FAKESSH_ORBCTL" "$@"`)
+	w.killController(syscall.SIGKILL, func() bool { _, err := os.Stat(marker); return err == nil })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := w.info("mac-b", "web"); m != nil && m["state"] == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web never arrived on mac-b: %q", w.sim("mac-b", "list"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	w.noTempFiles()
+	if got := w.sim("mac-b", "list", "-q"); got != "web\n" {
+		t.Fatalf("mac-b has %q", got)
+	}
+	if data := w.sim("mac-b", "run", "-m", "web", "-u", "root", "sha256sum", "/srv/data"); data != sum {
+		t.Fatalf("data on mac-b %q, on mac-a %q", data, sum)
+	}
+	if a := w.info("mac-a", "web"); a == nil || a["id"] != before["id"] {
+		t.Fatalf("web on mac-a: %v", a)
+	}
+}
+
+// killController starts a migration of web from mac-a to mac-b, sends sig
+// once ready() holds, and returns the controller's output.
+func (w *twoMacs) killController(sig syscall.Signal, ready func() bool) string {
+	w.t.Helper()
 	cmd := exec.Command(w.bin, "machine", "migrate", "web", "--from", "mac-a", "--to", "mac-b")
 	cmd.Env = w.env
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
-	// Kill it once mac-b has part of the archive.
 	deadline := time.Now().Add(30 * time.Second)
-	for !partial(filepath.Join(w.root, "mac-b", "tmp")) {
+	for !ready() {
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
 			cmd.Wait()
-			t.Fatalf("mac-b never received part of the archive: %s", out.String())
+			w.t.Fatalf("the migration never got there: %s", out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	if err := cmd.Process.Signal(sig); err != nil {
+		w.t.Fatal(err)
 	}
 	cmd.Wait()
-	os.Remove(filepath.Join(w.root, "mac-a", "slow"))
-	w.untouched(before, sum)
+	return out.String()
 }
 
 // partial reports whether an import temp dir under tmp holds a non-empty file.
