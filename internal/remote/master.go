@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +48,34 @@ func controlDir() (string, error) {
 	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
 		base = os.TempDir()
 	}
-	return os.MkdirTemp(base, "pyinfra-orbstack-ssh-")
+	sweepControlDirs(base)
+	return os.MkdirTemp(base, controlDirPrefix+strconv.Itoa(os.Getpid())+"-")
+}
+
+const controlDirPrefix = "pyinfra-orbstack-ssh-"
+
+// sweepControlDirs removes the control directories of relays that are gone
+// (killed with SIGKILL, which no cleanup survives): those of this user whose
+// name's pid no longer runs. (ssh removes its socket when it ends.)
+func sweepControlDirs(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, controlDirPrefix+"*-*"))
+	for _, d := range dirs {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), controlDirPrefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != os.Getuid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func controlSocket(dir string) string { return filepath.Join(dir, "c") }

@@ -628,3 +628,23 @@ func TestRelayRespectsTheUsersControlPath(t *testing.T) {
 	assert.NotContains(t, string(log), "ControlPath")
 	assert.NotContains(t, string(log), "ControlMaster")
 }
+
+// A relay killed with SIGKILL cannot remove its control directory: the
+// next relay does, and leaves a live relay's alone.
+func TestAKilledRelaysControlDirectoryIsSweptByTheNext(t *testing.T) {
+	orb := world(t, map[string]string{"web": "running"})
+	first := startRelay(t, fakeSSH(t, ""), orb, nil)
+	first.ok(1, rpc.MethodInitialize, initParams(), nil)
+	live := startRelay(t, fakeSSH(t, ""), orb, nil)
+	live.ok(1, rpc.MethodInitialize, initParams(), nil)
+	require.NoError(t, first.cmd.Process.Kill())
+	<-first.eof
+	<-first.exited
+	dead := first.controlDirs()
+	require.Len(t, dead, 1)
+	assert.DirExists(t, dead[0])
+	next := startRelay(t, fakeSSH(t, ""), orb, nil)
+	next.ok(1, rpc.MethodInitialize, initParams(), nil)
+	assert.NoDirExists(t, dead[0])
+	assert.DirExists(t, live.controlDirs()[0])
+}
