@@ -177,7 +177,8 @@ func sideFailure(mac remote.Mac, err error, stderr string) (int, string) {
 	}
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	msg := strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "Error: ")
-	if len(lines) > 1 && strings.HasPrefix(msg, "List the machines") || strings.HasPrefix(msg, "Start OrbStack") || strings.HasPrefix(msg, "Run '") {
+	// Main's hint lines follow the error line: the error is the one to show.
+	if len(lines) > 1 && (strings.HasPrefix(msg, "List the machines") || strings.HasPrefix(msg, "Start OrbStack") || strings.HasPrefix(msg, "Run '")) {
 		msg = strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-2]), "Error: ")
 	}
 	if msg == "" {
@@ -444,8 +445,14 @@ func lookUp(ctx context.Context, f *Factory, self, name string, mac remote.Mac) 
 		return nil, &migrateError{code: code, msg: fmt.Sprintf("looking for %s on %s: %s", name, macLabel(mac), oneLine(msg))}
 	}
 	var m *orbctl.Machine
+	var extra struct {
+		Config map[string]any `json:"config"`
+	}
 	if err := json.Unmarshal(stdout.Bytes(), &m); err != nil {
 		return nil, fmt.Errorf("looking for %s on %s: unreadable answer %.200q", name, macLabel(mac), stdout.String())
+	}
+	if m != nil && json.Unmarshal(stdout.Bytes(), &extra) == nil {
+		m.Config = extra.Config // not in Machine's own JSON
 	}
 	return m, nil
 }

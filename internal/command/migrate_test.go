@@ -449,7 +449,8 @@ func TestMachineWhereLooksOnEveryMac(t *testing.T) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if len(got) != 3 || got["local"] != nil || got["mac-a"] != nil || got["mac-b"]["state"] != "running" {
+	if len(got) != 3 || got["local"] != nil || got["mac-a"] != nil || got["mac-b"]["state"] != "running" ||
+		got["mac-b"]["config"].(map[string]any)["default_username"] != "dev" {
 		t.Fatalf("where: %s", out)
 	}
 	if !strings.HasPrefix(string(out), "{\n  \"local\": null,\n  \"mac-b\": {") {
