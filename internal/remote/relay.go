@@ -411,11 +411,14 @@ func (r *Relay) route(body []byte) {
 			}
 		}
 	case rpc.MethodShutdown:
+		// As a local binary does: the other requests are cancelled and
+		// their replies sent before shutdown's.
 		r.mu.Lock()
 		for _, cancel := range r.transfers {
 			cancel()
 		}
 		r.mu.Unlock()
+		waitFor(r.transfersWG.Wait, 5*time.Second)
 	}
 	r.mu.Lock()
 	if r.inFlight(key) {
@@ -452,8 +455,17 @@ func (r *Relay) readRemote(f *os.File) {
 	for {
 		body, err := rpc.ReadFrame(br)
 		if err != nil {
-			if err != io.EOF {
+			if err != io.EOF && !errors.Is(err, io.ErrUnexpectedEOF) {
 				r.opts.Logger.Printf("reading Mac %s's answers: %v", r.opts.Mac.Host, err)
+				r.mu.Lock()
+				if r.dead == nil {
+					r.dead = macError(&Error{Kind: Failed, Mac: r.opts.Mac.Host, Message: fmt.Sprintf(
+						"pyinfra-orbstack serve on Mac %s wrote something else than the protocol to its stdout (%v): "+
+							"does a shell startup file there (~/.zshenv, ~/.bashrc) print text in non-interactive shells? "+
+							"`ssh %s true` must print nothing", r.opts.Mac.Host, err, r.opts.Mac.Host)})
+				}
+				r.mu.Unlock()
+				killGroup(r.ssh, syscall.SIGTERM)
 			}
 			// ssh ends with its remote command; one that does not (a child
 			// holding the pipe) is not waited for.

@@ -648,3 +648,15 @@ func TestAKilledRelaysControlDirectoryIsSweptByTheNext(t *testing.T) {
 	assert.NoDirExists(t, dead[0])
 	assert.DirExists(t, live.controlDirs()[0])
 }
+
+// A shell startup file that prints text on the Mac garbles the protocol:
+// the error says so, naming the Mac.
+func TestARemoteThatPrintsTextIsNamed(t *testing.T) {
+	ssh := fakeSSH(t, `echo "Welcome to mac-a!"`)
+	p := startRelay(t, ssh, "/nonexistent", nil)
+	r := p.call(1, rpc.MethodInitialize, initParams())
+	require.NotNil(t, r.Error)
+	assert.Equal(t, int64(rpc.CodeMacUnreachable), r.Error.Code)
+	assert.Contains(t, r.Error.Message, "shell startup file")
+	assert.Equal(t, "failed", data(r.Error)["reason"])
+}

@@ -209,9 +209,9 @@ func (r *Relay) runTransfer(ctx context.Context, method string, params rpc.Trans
 		io.CopyBuffer(stdin, src, make([]byte, transferBuffer))
 	}()
 	result, remoteErr, readErr := rpc.ReadTransferAnswer(bufio.NewReaderSize(stdout, transferBuffer), dst)
-	if readErr != nil {
-		// No answer: the session ended (or was killed). Make sure it is gone
-		// before asking why.
+	garbled := readErr != nil && readErr != io.EOF && !errors.Is(readErr, io.ErrUnexpectedEOF)
+	if garbled {
+		// Not a transfer's answer: nothing more to read from it.
 		killGroup(cmd, syscall.SIGKILL)
 	}
 	stdin.Close()
@@ -241,6 +241,11 @@ func (r *Relay) runTransfer(ctx context.Context, method string, params rpc.Trans
 	r.mu.Unlock()
 	if dead != nil {
 		return nil, dead
+	}
+	if garbled {
+		return nil, macError(&Error{Kind: Failed, Mac: r.opts.Mac.Host, Message: fmt.Sprintf(
+			"the transfer on Mac %s answered with something else than a pyinfra-orbstack transfer (%v): is its pyinfra-orbstack the same version as here (%s), and does no shell startup file there print text?",
+			r.opts.Mac.Host, readErr, r.opts.Version)})
 	}
 	code := 255
 	var exit *exec.ExitError
