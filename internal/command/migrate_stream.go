@@ -14,6 +14,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -209,8 +211,18 @@ func exportStream(ctx context.Context, c *orbctl.Client, out io.Writer, name str
 	if _, err := out.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("the receiving end went away: %w", err)
 	}
-	// Stop sending when a signal comes, even while stdout blocks.
-	go func() { <-ctx.Done(); file.Close() }()
+	// Stop sending when a signal comes, and remove the archive at once,
+	// even while a write to stdout blocks.
+	sent := make(chan struct{})
+	defer close(sent)
+	go func() {
+		select {
+		case <-ctx.Done():
+			file.Close()
+			os.RemoveAll(dir)
+		case <-sent:
+		}
+	}()
 	if n, err := io.Copy(out, file); err != nil || n != h.Size {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -300,7 +312,29 @@ func importStream(ctx context.Context, f *Factory, in io.Reader) (res importResu
 		return fail(stageImport, err)
 	}
 	sum := sha256.New()
-	n, err := io.Copy(io.MultiWriter(file, sum), io.LimitReader(r, req.Size))
+	// A signal while waiting for bytes: a blocked read of stdin cannot be
+	// interrupted, so clean up (nothing is imported yet) and exit from here.
+	var mu sync.Mutex
+	receiving := true
+	count := &migrateCounter{}
+	go func() {
+		<-ctx.Done()
+		mu.Lock()
+		if !receiving {
+			mu.Unlock()
+			return
+		}
+		os.RemoveAll(dir)
+		line, _ := json.Marshal(importResult{Name: req.Name, Stage: stageTransfer, Exit: ExitFailure,
+			Error: fmt.Sprintf("interrupted after %d of %d bytes", count.Load(), req.Size)})
+		_, _ = f.Out.Write(append(line, '\n'))
+		fmt.Fprintf(f.Err, "Error: %s failed: interrupted\n", stageTransfer)
+		os.Exit(ExitFailure)
+	}()
+	n, err := io.Copy(io.MultiWriter(file, sum, count), io.LimitReader(r, req.Size))
+	mu.Lock()
+	receiving = false
+	mu.Unlock()
 	if cerr := file.Close(); err == nil && cerr != nil {
 		return fail(stageImport, fmt.Errorf("cannot write the archive: %w", cerr))
 	}
@@ -378,3 +412,9 @@ func freeBytes(dir string) (uint64, bool) {
 	}
 	return st.Bavail * uint64(st.Bsize), true //nolint:gosec,unconvert // Bsize is uint32 on darwin, int64 on linux
 }
+
+// migrateCounter counts what goes through it, readable from another goroutine.
+type migrateCounter struct{ n atomic.Int64 }
+
+func (c *migrateCounter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); return len(p), nil }
+func (c *migrateCounter) Load() int64                 { return c.n.Load() }

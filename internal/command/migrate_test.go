@@ -473,3 +473,69 @@ func TestMigrateMissingCheckFileStopsAtExportAndRestopsTheSource(t *testing.T) {
 	}
 	w.untouched(before, sum) // stopped again
 }
+
+// side runs one Mac's end (export-stream, import-stream) on mac-a's world.
+func (w *twoMacs) side(args ...string) *exec.Cmd {
+	cmd := exec.Command(w.bin, append([]string{"machine"}, args...)...)
+	cmd.Env = append(w.env, "ORBSIM_HOME="+filepath.Join(w.root, "mac-a", "orbsim"), "TMPDIR="+filepath.Join(w.root, "mac-a", "tmp"))
+	return cmd
+}
+
+func TestExportStreamRemovesItsArchiveOnSIGTERMEvenWhileBlocked(t *testing.T) {
+	w := newTwoMacs(t)
+	w.machine("running")
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := w.side("export-stream", "web")
+	cmd.Stdout = wr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	wr.Close()
+	defer r.Close()
+	// The header and the first 64 KiB fill the pipe: it blocks in a write.
+	head := make([]byte, 1)
+	if _, err := r.Read(head); err != nil {
+		t.Fatal(err)
+	}
+	archives, _ := filepath.Glob(filepath.Join(w.root, "mac-a", "tmp", "pyinfra-orbstack-export-*"))
+	if len(archives) != 1 {
+		t.Fatalf("temp dirs while streaming: %v", archives)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	w.noTempFiles()
+	r.Close()
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("export-stream succeeded after SIGTERM")
+	}
+}
+
+func TestImportStreamCleansUpOnSIGTERMWhileWaitingForBytes(t *testing.T) {
+	w := newTwoMacs(t)
+	cmd := w.side("import-stream")
+	in, _ := cmd.StdinPipe()
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(in, `{"name":"web","size":1000000,"sha256":"%s","state":"running","checks":{}}`+"\n", strings.Repeat("0", 64))
+	in.Write(make([]byte, 1000))
+	deadline := time.Now().Add(10 * time.Second)
+	for !partial(filepath.Join(w.root, "mac-a", "tmp")) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var res importResult
+	json.Unmarshal(out.Bytes(), &res)
+	if err == nil || res.OK || res.Stage != stageTransfer || !strings.Contains(res.Error, "interrupted after 1000 of 1000000 bytes") {
+		t.Fatalf("exit %v, result %q", err, out.String())
+	}
+	w.noTempFiles()
+	if got := w.sim("mac-a", "list", "-q"); got != "" {
+		t.Fatalf("machines: %q", got)
+	}
+}
