@@ -660,3 +660,50 @@ func TestARemoteThatPrintsTextIsNamed(t *testing.T) {
 	assert.Contains(t, r.Error.Message, "shell startup file")
 	assert.Equal(t, "failed", data(r.Error)["reason"])
 }
+
+// Many requests in flight at once, commands and transfers, each answered
+// under its own id; a large stdin_b64 frame passes whole.
+func TestRelayConcurrentRequestsAndLargeFrames(t *testing.T) {
+	orb := world(t, map[string]string{"web": "running"})
+	p := startRelay(t, fakeSSH(t, ""), orb, nil)
+	p.ok(1, rpc.MethodInitialize, initParams(), nil)
+	p.sh(2, "mkdir -p /tmp/conc")
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id := 100 + i
+			if i%3 == 0 {
+				local, want := randomFile(t, 50<<10+i)
+				var put rpc.FileResult
+				p.ok(id, rpc.MethodFilePut, map[string]any{"machine": "web", "local_path": local, "remote_path": fmt.Sprintf("/tmp/conc/%d", i)}, &put)
+				assert.Equal(t, int64(len(want)), put.Size)
+				return
+			}
+			var run rpc.CommandRunResult
+			p.ok(id, rpc.MethodCommandRun, map[string]any{"machine": "web", "command": fmt.Sprintf("sleep 0.%d; exit %d", i%5, i)}, &run)
+			assert.Equal(t, i, run.ExitCode)
+		}(i)
+	}
+	wg.Wait()
+	stdin := bytes.Repeat([]byte("x"), 6<<20)
+	var run rpc.CommandRunResult
+	p.ok(200, rpc.MethodCommandRun, map[string]any{"machine": "web", "command": `test "$(wc -c)" -eq 6291456`, "stdin_b64": stdin}, &run)
+	assert.Equal(t, 0, run.ExitCode)
+	// An id already in flight is refused, as a local binary does.
+	slow := p.start(300, rpc.MethodCommandRun, map[string]any{"machine": "web", "command": "sleep 2"})
+	ch := make(chan reply, 1)
+	p.mu.Lock()
+	p.waiting["300"] = ch
+	p.mu.Unlock()
+	p.send(map[string]any{"jsonrpc": "2.0", "id": 300, "method": rpc.MethodStats})
+	r := p.wait(ch, 10*time.Second)
+	require.NotNil(t, r.Error)
+	assert.Equal(t, int64(jsonrpc2.CodeInvalidRequest), r.Error.Code)
+	p.mu.Lock()
+	p.waiting["300"] = slow
+	p.mu.Unlock()
+	r = p.wait(slow, 10*time.Second)
+	assert.Nil(t, r.Error)
+}
