@@ -111,10 +111,6 @@ type migrateError struct {
 
 func (e *migrateError) Error() string { return e.msg }
 
-// migrateUnreachable is the status when a Mac cannot be reached over ssh or
-// has no pyinfra-orbstack: the same as list --mac's (docs/cli.md).
-const migrateUnreachable = 8
-
 // reported prints a migrateError and ends with its status; other errors go
 // to Main as they are.
 func reported(f *Factory, err error) error {
@@ -173,7 +169,7 @@ func sideFailure(mac remote.Mac, err error, stderr string) (int, string) {
 		}
 	}
 	if !mac.IsLocal() && (code == 255 || code == 127 || code == 126 && strings.Contains(stderr, remote.DefaultBinary)) {
-		return migrateUnreachable, remote.Classify(mac, code, stderr).Message
+		return ExitMacUnreachable, remote.Classify(mac, code, stderr).Message
 	}
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	msg := strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "Error: ")
@@ -439,7 +435,7 @@ func lookUp(ctx context.Context, f *Factory, self, name string, mac remote.Mac) 
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		code, msg := sideFailure(mac, err, stderr.String())
-		if code == migrateUnreachable {
+		if code == ExitMacUnreachable {
 			return nil, &migrateError{code: code, msg: msg}
 		}
 		return nil, &migrateError{code: code, msg: fmt.Sprintf("looking for %s on %s: %s", name, macLabel(mac), oneLine(msg))}

@@ -289,7 +289,7 @@ func TestMigrateRefusals(t *testing.T) {
 		{[]string{"web", "--from", "local", "--to", ""}, ExitUsage, "--from and --to are required"},
 		{[]string{"web", "--from", "mac-a", "--to", "-oProxyCommand=x"}, ExitUsage, "must not start with"},
 		{[]string{"web", "--from", "mac-a", "--to", "mac-b", "--check", "etc/passwd"}, ExitUsage, "absolute path"},
-		{[]string{"web", "--from", "nowhere", "--to", "mac-b"}, migrateUnreachable, "cannot reach Mac nowhere"},
+		{[]string{"web", "--from", "nowhere", "--to", "mac-b"}, ExitMacUnreachable, "cannot reach Mac nowhere"},
 	} {
 		code, _, errOut := w.migrate(c.args...)
 		if code != c.code || !strings.Contains(errOut, c.want) {
@@ -315,7 +315,7 @@ func TestMigrateStreamCutMidway(t *testing.T) {
 	before, sum := w.machine("running")
 	w.set("mac-a", "cut", "300000")
 	code, _, errOut := w.migrate("web", "--from", "mac-a", "--to", "mac-b")
-	if code != migrateUnreachable || !strings.Contains(errOut, "transfer from Mac mac-a to Mac mac-b failed: the stream from Mac mac-a stopped after") ||
+	if code != ExitMacUnreachable || !strings.Contains(errOut, "transfer from Mac mac-a to Mac mac-b failed: the stream from Mac mac-a stopped after") ||
 		!strings.Contains(errOut, "closed by remote host") {
 		t.Fatalf("exit %d, %q", code, errOut)
 	}
@@ -459,7 +459,7 @@ func TestMachineWhereLooksOnEveryMac(t *testing.T) {
 	cmd = exec.Command(w.bin, "machine", "where", "web", "--mac", "mac-b", "--mac", "nowhere")
 	cmd.Env = w.env
 	out, err = cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != migrateUnreachable || !strings.Contains(string(out), "cannot reach Mac nowhere") {
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != ExitMacUnreachable || !strings.Contains(string(out), "cannot reach Mac nowhere") {
 		t.Fatalf("unreachable Mac: %v: %s", err, out)
 	}
 }
