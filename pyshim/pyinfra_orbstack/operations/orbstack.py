@@ -56,18 +56,19 @@ DEFAULT_IMAGE = "ubuntu:noble"  # what orbstack.machine creates when no image is
 # a deploy re-run the same day must not pile up archives.
 DEFAULT_SNAPSHOT_MAX_AGE = 86400
 
-def require_binary() -> None:
-    """On a Mac reached over ``@ssh``, refuse (while pyinfra prepares) a missing
-    ``pyinfra-orbstack`` or one of another protocol version. ``@local`` runs the
-    binary this package ships."""
+def binary_problem() -> str | None:
+    """On a Mac reached over ``@ssh``, what is wrong with its ``pyinfra-orbstack``
+    (missing, or of another protocol version), or None. ``@local`` runs the binary
+    this package ships."""
     if on_local_host():
-        return
+        return None
     found = host.get_fact(Binary)
     if not found:
-        raise OperationError(BINARY_MISSING)
+        return BINARY_MISSING
     if found.get("protocol") != PROTOCOL_VERSION:
-        raise OperationError(f"{PROTOCOL_MISMATCH}; that one is {found.get('version')} "
-                             f"(protocol {found.get('protocol')})")
+        return (f"{PROTOCOL_MISMATCH}; that one is {found.get('version')} "
+                f"(protocol {found.get('protocol')})")
+    return None
 
 
 def timeout_args(timeout: float | None) -> list[str]:
@@ -124,14 +125,19 @@ def show_plan(func: Callable[P, Iterator[str]]) -> Callable[P, Generator[str, No
         notes: list[str] = []
         token = _plan_notes.set(notes)
         try:
-            require_binary()
-            commands = list(func(*args, **kwargs))
+            # A Mac without a usable binary fails its own hosts when the deploy runs:
+            # the other Macs' hosts go on (raising here would stop every host).
+            problem = binary_problem()
+            commands = [_failing(problem)] if problem else list(func(*args, **kwargs))
+            if problem and preparing:
+                logger.warning(f"{host.print_prefix}{_operation_title()}"
+                               f"{click.style('will fail:', 'yellow')} {problem}")
         except OperationError as error:
             if preparing:
                 raise  # pyinfra stops before running anything and prints the message
             # While executing (e.g. with -y) pyinfra would print a greenlet traceback
             # around a raised error; a failing command shows only the message.
-            commands = [f"echo {shlex.quote(f'orbstack: {error}')} >&2; exit 1"]
+            commands = [_failing(str(error))]
         finally:
             _plan_notes.reset(token)
         if commands and preparing:
@@ -143,6 +149,11 @@ def show_plan(func: Callable[P, Iterator[str]]) -> Callable[P, Generator[str, No
         yield from commands
 
     return planned
+
+
+def _failing(message: str) -> str:
+    """A command that fails with message: how an operation fails one host alone."""
+    return f"echo {shlex.quote(f'orbstack: {message}')} >&2; exit 1"
 
 
 def _is_running(current: dict[str, Any]) -> bool:
