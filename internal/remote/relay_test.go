@@ -146,6 +146,9 @@ func startRelay(t *testing.T, ssh, orbctlPath string, extraEnv []string, flags .
 			t.Error("the relay did not end within 20 s of its stdin closing")
 			cmd.Process.Kill()
 		}
+		if strings.Contains(p.stderr.String(), "DATA RACE") {
+			t.Error("the race detector found a race in the relay or the remote serve")
+		}
 		if t.Failed() {
 			t.Logf("relay stderr:\n%s", p.stderr.String())
 		}
