@@ -49,7 +49,8 @@ type Mac struct {
 	Binary   string   // pyinfra-orbstack on the Mac, "": DefaultBinary from PATH
 
 	// ControlPath, when set, is a connection master's socket the command
-	// rides on (Master sets it): no new SSH handshake per command.
+	// rides on (the relay's own, Relay.start): no new SSH handshake per
+	// command.
 	ControlPath string
 	// Master makes the command the connection master on ControlPath
 	// instead of a client of it.

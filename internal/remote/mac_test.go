@@ -77,3 +77,14 @@ func TestClassifyNamesTheMacAndTheFix(t *testing.T) {
 		assert.Contains(t, e.Message, "mini-2")
 	}
 }
+
+func TestSSHArgsOfTheMasterAndItsSessions(t *testing.T) {
+	m := Mac{Host: "mini-1", Options: []string{"ControlMaster=no"}, ControlPath: "/tmp/p/c", Master: true}
+	line := strings.Join(m.SSHArgs(noEnv, "serve"), " ")
+	// The master's socket options come first: ours win over the user's -o.
+	assert.True(t, strings.HasPrefix(line, "-o ControlPath=/tmp/p/c -o ControlMaster=yes -o ControlPersist=no -o ControlMaster=no"), line)
+	m.Master = false
+	line = strings.Join(m.SSHArgs(noEnv, "transfer"), " ")
+	assert.Contains(t, line, "-o ControlPath=/tmp/p/c -o ControlMaster=no -T -e none -- mini-1 'pyinfra-orbstack' 'transfer'")
+	assert.NotContains(t, line, "ControlMaster=yes")
+}
