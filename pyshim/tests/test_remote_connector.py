@@ -20,6 +20,7 @@ import pytest
 
 from conftest import TESTS, run_pyinfra
 from test_faults import (
+    HOST_PIDNS,
     ArgvSampler,
     PyinfraRun,
     host_leftover_problems,
@@ -30,6 +31,9 @@ from test_faults import (
     sleep_marker,
     wait_until_running,
 )
+
+# Reads this box's /proc for the processes both "Macs" run (on macOS there is none).
+needs_proc = pytest.mark.skipif(not HOST_PIDNS, reason="reads /proc, as on the simulator's Linux")
 
 SSH_VARIABLES = ("PYINFRA_ORBSTACK_SSH_CONFIG", "PYINFRA_ORBSTACK_SSH")
 
@@ -231,6 +235,7 @@ def test_the_mac_dropping_off_fails_pending_calls_within_seconds_and_stops_the_c
         mac_a.restart_sshd()
 
 
+@needs_proc
 @pytest.mark.parametrize("fault", ["timeout", "ctrl-c"])
 def test_a_timeout_or_ctrl_c_kills_the_command_on_the_remote_mac(orb, remote_macs, mac_machines, tmp_path, fault):
     mac_b = remote_macs.list[1]
@@ -258,6 +263,7 @@ def test_a_timeout_or_ctrl_c_kills_the_command_on_the_remote_mac(orb, remote_mac
         kill_in_machine(mac_b, machine, running_in_machine(mac_b, machine, marker))
 
 
+@pytest.mark.simulator("both fake Macs are this box, whose process list (and machines') the sampler reads")
 def test_command_text_and_sudo_password_stay_out_of_both_macs_process_lists(orb, remote_macs, mac_machines, tmp_path):
     mac_a = remote_macs.list[0]
     machine = mac_machines[mac_a.alias]
@@ -309,6 +315,27 @@ def test_a_killed_relay_ends_the_command_on_the_remote_mac_and_leaves_nothing(or
         kill_in_machine(mac_a, machine, running_in_machine(mac_a, machine, marker))
 
 
+def cut_mid_way(orb, remote_macs, mac, machine: str, tmp_path: Path, fault: str, what: str,
+                under_way) -> None:
+    """Runs deploy.py on MAC:MACHINE, and once under_way() finds something, kills the
+    local relay or drops the Mac; pyinfra must fail that host without a traceback and
+    leave nothing running here."""
+    with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
+                    "-y", f"@orbstack/{mac.alias}:{machine}", "deploy.py") as run:
+        seen = poll(under_way, lambda found: found or not run.running, 60, interval=0.02)
+        if not seen:
+            pytest.fail(f"{what} was never seen under way:\n{run.output}")
+        if fault == "relay killed":
+            os.kill(_relay_of(run, mac.alias).pid, signal.SIGKILL)
+        else:
+            mac.kill_sshd()
+        output = run.wait(timeout=60)
+        problems = host_leftover_problems(run)
+    assert run.returncode != 0, output
+    assert "Traceback" not in output
+    assert not problems, problems
+
+
 @pytest.fixture(scope="module")
 def big_payload(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("remote-big") / "big.bin"
@@ -336,24 +363,11 @@ def test_a_put_cut_mid_way_keeps_the_old_file_and_leaves_no_temp_file(orb, remot
     (tmp_path / "deploy.py").write_text(
         f"from pyinfra.operations import files\nfiles.put(src={str(big_payload)!r}, dest={dest!r})\n")
     try:
-        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
-                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
-            midway = poll(lambda: [t for t in _temp_files(mac_a, machine, "/var/tmp") if int(t.split()[0]) > 0],
-                          lambda found: found or not run.running, 60, interval=0.05)
-            if not midway:
-                pytest.fail(f"the upload was never seen under way:\n{run.output}")
-            if fault == "relay killed":
-                os.kill(_relay_of(run, mac_a.alias).pid, signal.SIGKILL)
-            else:
-                mac_a.kill_sshd()
-            output = run.wait(timeout=60)
-            problems = host_leftover_problems(run)
-        assert run.returncode != 0, output
-        assert "Traceback" not in output
+        cut_mid_way(orb, remote_macs, mac_a, machine, tmp_path, fault, "the upload",
+                    lambda: [t for t in _temp_files(mac_a, machine, "/var/tmp") if int(t.split()[0]) > 0])
         assert mac_a.orbctl("run", "-m", machine, "cat", dest).stdout == "old\n", "the old file was not kept"
         left = poll(lambda: _temp_files(mac_a, machine, "/var/tmp"), lambda found: not found, 15)
         assert not left, f"temp files left in the machine: {left}"
-        assert not problems, problems
     finally:
         if fault == "mac dropped":
             mac_a.restart_sshd()
@@ -361,7 +375,7 @@ def test_a_put_cut_mid_way_keeps_the_old_file_and_leaves_no_temp_file(orb, remot
 
 @pytest.mark.simulator("kills the relay or a fake Mac's sshd")
 @pytest.mark.parametrize("fault", ["relay killed", "mac dropped"])
-def test_a_get_cut_mid_way_leaves_no_part_file_here(orb, remote_macs, mac_machines, tmp_path, big_payload, fault):
+def test_a_get_cut_mid_way_leaves_no_part_file_here(orb, remote_macs, mac_machines, tmp_path, fault):
     mac_a = remote_macs.list[0]
     machine = mac_machines[mac_a.alias]
     source = "/var/tmp/rc-big-source.bin"
@@ -372,22 +386,9 @@ def test_a_get_cut_mid_way_leaves_no_part_file_here(orb, remote_macs, mac_machin
     (tmp_path / "deploy.py").write_text(
         f"from pyinfra.operations import files\nfiles.get(src={source!r}, dest={str(local / 'big.bin')!r})\n")
     try:
-        with PyinfraRun(remote_env(orb, remote_macs), tmp_path, machine,
-                        "-y", f"@orbstack/{mac_a.alias}:{machine}", "deploy.py") as run:
-            parts = poll(lambda: [p for p in local.iterdir() if p.stat().st_size > 0],
-                         lambda found: found or not run.running, 60, interval=0.02)
-            if not parts or parts[0].name == "big.bin":
-                pytest.fail(f"the download was never seen under way: {parts}\n{run.output}")
-            if fault == "relay killed":
-                os.kill(_relay_of(run, mac_a.alias).pid, signal.SIGKILL)
-            else:
-                mac_a.kill_sshd()
-            output = run.wait(timeout=60)
-            problems = host_leftover_problems(run)
-        assert run.returncode != 0, output
-        assert "Traceback" not in output
+        cut_mid_way(orb, remote_macs, mac_a, machine, tmp_path, fault, "the download",
+                    lambda: [p.name for p in local.iterdir() if p.stat().st_size > 0 and p.name != "big.bin"])
         assert not list(local.iterdir()), f"left here: {list(local.iterdir())}"
-        assert not problems, problems
     finally:
         if fault == "mac dropped":
             mac_a.restart_sshd()
