@@ -181,6 +181,11 @@ class RPCClient:
     def alive(self) -> bool:
         return self._gone is None
 
+    @property
+    def stderr_lines(self) -> list[str]:
+        """The binary's last lines on stderr (its logs and, if it exited, why)."""
+        return list(self._stderr_tail)
+
     def call(
         self,
         method: str,

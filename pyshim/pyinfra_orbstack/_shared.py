@@ -99,6 +99,13 @@ class SharedBinary:
                     mismatch_message(argv[0], e.data.get("binary_protocol_version", "?")),
                 ) from None
             raise ConnectionError(f"{argv[0]} refused the handshake: {e}") from None
+        except _rpc.BinaryGoneError:
+            client.close()
+            # A relay refuses ssh settings ssh would misread (exit status 2, "Error: ...").
+            refused = [line.removeprefix("Error: ") for line in client.stderr_lines if line.startswith("Error: ")]
+            if self.mac_flags and refused:
+                raise MacUnreachableError(f"{refused[0]}: fix this host's orbstack_mac / orbstack_ssh_* data") from None
+            raise
         except BaseException:
             client.close()
             raise

@@ -393,3 +393,17 @@ def test_a_get_cut_mid_way_leaves_no_part_file_here(orb, remote_macs, mac_machin
         if fault == "mac dropped":
             mac_a.restart_sshd()
         mac_a.orbctl("run", "-m", machine, "-u", "root", "rm", "-f", source, check=False)
+
+
+def test_ssh_settings_ssh_would_misread_are_refused_before_ssh_runs(orb, tmp_path):
+    planted = tmp_path / "planted"
+    hosts = [(f"@orbstack/-oProxyCommand=touch {planted}:web", {}),
+             ("@orbstack/mac-x:web", {"orbstack_ssh_options": ["NoEquals"]}),
+             ("@orbstack/mac-y:web", {"orbstack_ssh_user": "-oProxyCommand=touch " + str(planted)})]
+    write_inventory(tmp_path, hosts)
+    result = run_pyinfra(orb.env, "inventory.py", "exec", "--", "true", cwd=tmp_path, timeout=120)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in text, text
+    assert not planted.exists(), "ssh ran an option smuggled in as a destination"
+    assert text.count("fix this host's orbstack_mac / orbstack_ssh_* data") == 3, text
+    assert 'invalid ssh option "NoEquals" for Mac mac-x: write it as KEY=VALUE' in text
