@@ -11,7 +11,10 @@ throttle the stream; here the whole path through pyinfra and sshd.
 
 from __future__ import annotations
 
+import subprocess
 import time
+
+import pytest
 
 from conftest import run_pyinfra
 from test_remote_connector import remote_env
@@ -80,5 +83,49 @@ def test_a_failed_migration_names_the_stage_and_leaves_both_macs_as_they_were(or
     assert '"stopped"' in mac_a.orbctl("info", name, "-f", "json").stdout
     assert name not in mac_b.orbctl("list", "-q").stdout.split()
     assert not [m for m in mac_b.orbctl("list", "-q").stdout.split() if m.startswith("migrating-")]
+    for mac in (mac_a, mac_b):
+        assert _temp_archives(mac, name) == "", f"temp archive left on {mac.alias}"
+
+
+@pytest.mark.simulator("kills a fake Mac's sshd mid-transfer")
+def test_the_destination_dropping_off_mid_transfer_leaves_both_macs_as_they_were(orb, remote_macs, real_binary):
+    mac_a, mac_b = remote_macs.list[:2]
+    name = remote_macs.new_name("migrate-drop")
+    mac_a.ssh("orbctl", "create", "-u", "dev", "debian", name, check=True, timeout=600)
+    # ~300 MB that does not compress: long enough in transit to be cut mid-way.
+    mac_a.orbctl("run", "-m", name, "-u", "root", "sh", "-c", "head -c 300000000 /dev/urandom > /var/tmp/bulk")
+    bulk = _sha(mac_a, name, "/var/tmp/bulk")
+    env = remote_env(orb, remote_macs)
+    proc = subprocess.Popen([str(real_binary), "machine", "migrate", name, "--from", mac_a.alias, "--to", mac_b.alias,
+                             "--delete-source"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The import side's archive, with bytes in it (the fake Macs share this box's /tmp,
+        # where the export side's archive is too: only the import's counts).
+        receiving = (f'find "${{TMPDIR:-/tmp}}" -maxdepth 2 -path "*/pyinfra-orbstack-import-*/{name}.tar.zst" '
+                     f'-size +1M 2>/dev/null | head -1')
+        under_way = ""
+        deadline = time.monotonic() + 120
+        while not under_way and proc.poll() is None and time.monotonic() < deadline:
+            under_way = mac_b.ssh(receiving, timeout=60).stdout.strip()
+            time.sleep(0.05)
+        assert under_way, f"the transfer to {mac_b.alias} was never seen under way: {proc.communicate()}"
+        mac_b.kill_sshd()
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        mac_b.restart_sshd()
+    print(stderr)  # shown on failure, and with -s
+    assert proc.returncode != 0, stderr
+    assert f"migrating {name}:" in stderr and mac_b.alias in stderr and "Traceback" not in stderr, stderr
+    assert f"{name} is unchanged on Mac {mac_a.alias}" in stderr, stderr
+    # A keeps its machine, running and whole; B has nothing of it, not even a temp archive.
+    assert '"running"' in mac_a.orbctl("info", name, "-f", "json").stdout
+    assert _sha(mac_a, name, "/var/tmp/bulk") == bulk
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (_temp_archives(mac_b, name) or _temp_archives(mac_a, name)):
+        time.sleep(0.5)
+    listed_b = mac_b.orbctl("list", "-q").stdout.split()
+    assert name not in listed_b and not [m for m in listed_b if m.startswith("migrating-")], listed_b
     for mac in (mac_a, mac_b):
         assert _temp_archives(mac, name) == "", f"temp archive left on {mac.alias}"
