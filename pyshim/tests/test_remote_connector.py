@@ -127,10 +127,11 @@ files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
     env = remote_env(orb, remote_macs)
     try:
         with PyinfraRun(env, tmp_path, "t3-", "-y", "inventory.py", "deploy.py") as run:
-            seen_serves: dict[tuple[int, int], str] = {}
+            seen_serves: dict[tuple[int, int], tuple[str, str]] = {}
             while run.running:
                 for kind, p in serves():
-                    seen_serves.setdefault(p.key, kind)
+                    if p.key not in run.before:  # not a process of an earlier test still ending
+                        seen_serves.setdefault(p.key, (kind, p.line()))
                 time.sleep(0.05)
             output = run.wait(timeout=600)
         assert run.returncode == 0, output
@@ -141,8 +142,8 @@ files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
                 got = target.orbctl("run", "-m", name, "cat", "/tmp/t3-who", "/tmp/t3-put").stdout
                 assert got == f"{host}\n{host}\n", (host, got)
         # One local binary for this Mac, one relay per remote Mac, one remote binary per Mac.
-        kinds = sorted(seen_serves.values())
-        assert kinds == ["relay", "relay", "serve", "serve", "serve"], kinds
+        kinds = sorted(kind for kind, _ in seen_serves.values())
+        assert kinds == ["relay", "relay", "serve", "serve", "serve"], sorted(seen_serves.values())
         exec_result = run_pyinfra(env, "inventory.py", "exec", "--", "cat", "/tmp/t3-who", cwd=tmp_path, timeout=600)
         assert exec_result.returncode == 0, exec_result.stdout + exec_result.stderr
         assert sum(host in exec_result.stdout + exec_result.stderr for host, _ in hosts) == 20
