@@ -10,6 +10,7 @@ here is both Macs' process lists.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import sys
@@ -127,11 +128,18 @@ files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
     env = remote_env(orb, remote_macs)
     try:
         with PyinfraRun(env, tmp_path, "t3-", "-y", "inventory.py", "deploy.py") as run:
+            # This run's binaries: the local serve and relays are pyinfra's children; a
+            # remote serve is one with a fake Mac's ORBSIM_HOME that started after pyinfra.
+            homes = {mac_a.home: mac_a.alias, mac_b.home: mac_b.alias}
             seen_serves: dict[tuple[int, int], tuple[str, str]] = {}
             while run.running:
                 for kind, p in serves():
-                    if p.key not in run.before:  # not a process of an earlier test still ending
-                        seen_serves.setdefault(p.key, (kind, p.line()))
+                    if p.key in run.before or p.key in seen_serves:
+                        continue
+                    home = re.search(r"ORBSIM_HOME=([^\0]*)", _environ(p.pid))
+                    where = homes.get(home[1]) if home else None
+                    if p.ppid == run.proc.pid or where:
+                        seen_serves[p.key] = (kind if p.ppid == run.proc.pid else f"serve on {where}", p.line())
                 time.sleep(0.05)
             output = run.wait(timeout=600)
         assert run.returncode == 0, output
@@ -143,7 +151,8 @@ files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
                 assert got == f"{host}\n{host}\n", (host, got)
         # One local binary for this Mac, one relay per remote Mac, one remote binary per Mac.
         kinds = sorted(kind for kind, _ in seen_serves.values())
-        assert kinds == ["relay", "relay", "serve", "serve", "serve"], sorted(seen_serves.values())
+        assert kinds == ["relay", "relay", "serve", f"serve on {mac_a.alias}", f"serve on {mac_b.alias}"], \
+            sorted(seen_serves.values())
         exec_result = run_pyinfra(env, "inventory.py", "exec", "--", "cat", "/tmp/t3-who", cwd=tmp_path, timeout=600)
         assert exec_result.returncode == 0, exec_result.stdout + exec_result.stderr
         assert sum(host in exec_result.stdout + exec_result.stderr for host, _ in hosts) == 20
