@@ -149,10 +149,13 @@ files.put(name="put", src=StringIO(host.name + "\\n"), dest="/tmp/t3-put")
                 host = f"@orbstack/{mac + ':' if mac else ''}{name}"
                 got = target.orbctl("run", "-m", name, "cat", "/tmp/t3-who", "/tmp/t3-put").stdout
                 assert got == f"{host}\n{host}\n", (host, got)
-        # One local binary for this Mac, one relay per remote Mac, one remote binary per Mac.
-        kinds = sorted(kind for kind, _ in seen_serves.values())
-        assert kinds == ["relay", "relay", "serve", f"serve on {mac_a.alias}", f"serve on {mac_b.alias}"], \
+        # One relay per remote Mac and one remote binary per Mac, for the whole run. (The
+        # local binary is pyinfra's child too; a host that already disconnected may borrow
+        # a fresh one for a last call, so it is counted but not pinned here.)
+        kinds = sorted(kind for kind, _ in seen_serves.values() if kind != "serve")
+        assert kinds == ["relay", "relay", f"serve on {mac_a.alias}", f"serve on {mac_b.alias}"], \
             sorted(seen_serves.values())
+        assert any(kind == "serve" for kind, _ in seen_serves.values()), sorted(seen_serves.values())
         exec_result = run_pyinfra(env, "inventory.py", "exec", "--", "cat", "/tmp/t3-who", cwd=tmp_path, timeout=600)
         assert exec_result.returncode == 0, exec_result.stdout + exec_result.stderr
         assert sum(host in exec_result.stdout + exec_result.stderr for host, _ in hosts) == 20
