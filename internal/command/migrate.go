@@ -168,7 +168,7 @@ func sideFailure(mac remote.Mac, err error, stderr string) (int, string) {
 			return ExitFailure, fmt.Sprintf("it was killed (%s)", ws.Signal())
 		}
 	}
-	if !mac.IsLocal() && (code == 255 || code == 127 || code == 126 && strings.Contains(stderr, remote.DefaultBinary)) {
+	if !mac.IsLocal() && mac.Unreached(code, stderr) {
 		return ExitMacUnreachable, remote.Classify(mac, code, stderr).Message
 	}
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")

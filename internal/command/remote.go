@@ -71,7 +71,7 @@ func runOnMac(f *Factory, cmd *cobra.Command, m remote.Mac, args ...string) erro
 	if code < 0 {
 		code = 255
 	}
-	if code == 255 || code == 127 || code == 126 && strings.Contains(stderr.String(), remote.DefaultBinary) {
+	if m.Unreached(code, stderr.String()) {
 		fmt.Fprintln(f.Err, "Error:", remote.Classify(m, code, stderr.String()).Message)
 		return &exitError{code: ExitMacUnreachable}
 	}

@@ -33,13 +33,10 @@ func (e *Error) Error() string { return e.Message }
 // shell's "command not found" and "not executable".
 func Classify(m Mac, code int, stderr string) *Error {
 	said := lastLines(stderr, 3)
-	binary := m.Binary
-	if binary == "" {
-		binary = DefaultBinary
-	}
+	binary := m.binary()
 	e := &Error{Kind: Failed, Mac: m.Host}
 	switch {
-	case code == 127 || code == 126 && strings.Contains(stderr, binary):
+	case m.binaryMissing(code, stderr):
 		e.Kind = BinaryMissing
 		e.Message = fmt.Sprintf("%s is not installed on Mac %s, or not on the PATH of its non-interactive shells (%s): "+
 			"install it there with `pip install pyinfra-orbstack` (the same version as here), check with "+
@@ -62,6 +59,25 @@ func Classify(m Mac, code int, stderr string) *Error {
 			"(host name, port, network, VPN)", m.Host, orNothing(said), m.Host)
 	}
 	return e
+}
+
+// Unreached reports whether an ssh command that exited with code (and this
+// stderr) never ran the binary on m: ssh's own failure (255), or the remote
+// shell not finding or not executing the binary (127, 126). Anything else is
+// the binary's own exit status, its own error to report.
+func (m Mac) Unreached(code int, stderr string) bool {
+	return code == 255 || m.binaryMissing(code, stderr)
+}
+
+func (m Mac) binaryMissing(code int, stderr string) bool {
+	return code == 127 || code == 126 && strings.Contains(stderr, m.binary())
+}
+
+func (m Mac) binary() string {
+	if m.Binary == "" {
+		return DefaultBinary
+	}
+	return m.Binary
 }
 
 // Dropped is the error of calls pending when the SSH connection to m ended.
