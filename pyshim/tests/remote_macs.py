@@ -280,7 +280,25 @@ SetEnv PATH={self.path} ORBSIM_HOME={self.home}{"".join(f" {k}={v}" for k, v in 
         self.orbctl("stop", "-a", check=False, timeout=120)
 
 
-class FakeMacs:
+class _Macs:
+    """What both kinds of Mac sets offer: by alias, in order, and this session's names."""
+
+    prefix: str
+    macs: dict
+
+    def __getitem__(self, alias: str):
+        return self.macs[alias]
+
+    @property
+    def list(self) -> list:
+        """The Macs in the order they were started (or named)."""
+        return [*self.macs.values()]
+
+    def new_name(self, role: str) -> str:
+        return f"{self.prefix}{role}"
+
+
+class FakeMacs(_Macs):
     """The fake Macs of a test session, with their one ssh_config and known_hosts."""
 
     def __init__(self, bin_dir: Path, prefix: str, workdir: Path | None = None):
@@ -313,17 +331,6 @@ class FakeMacs:
                           f"  LogLevel ERROR\n\n")
         self.known_hosts.write_text("".join(hosts))
         self.ssh_config.write_text("".join(config))
-
-    def __getitem__(self, alias: str) -> FakeMac:
-        return self.macs[alias]
-
-    @property
-    def list(self) -> list[FakeMac]:
-        """The Macs in the order they were started (or named)."""
-        return [*self.macs.values()]
-
-    def new_name(self, role: str) -> str:
-        return f"{self.prefix}{role}"
 
     def stop(self) -> None:
         """Deletes every machine of every fake Mac, stops their sshds; nothing is left running."""
@@ -373,7 +380,7 @@ class RealMac:
             self.orbctl("delete", "-f", *ours, check=False, timeout=600)
 
 
-class RealMacs:
+class RealMacs(_Macs):
     """The real Macs named by PYINFRA_ORBSTACK_TEST_REMOTE_MACS."""
 
     def __init__(self, aliases: list[str], prefix: str):
@@ -381,17 +388,6 @@ class RealMacs:
         self.macs = {alias: RealMac(alias, prefix) for alias in aliases}
         self.ssh_config = os.environ.get(SSH_CONFIG_VARIABLE) or None
         self.env = dict(os.environ)
-
-    def __getitem__(self, alias: str) -> RealMac:
-        return self.macs[alias]
-
-    @property
-    def list(self) -> list[RealMac]:
-        """The Macs in the order they were started (or named)."""
-        return [*self.macs.values()]
-
-    def new_name(self, role: str) -> str:
-        return f"{self.prefix}{role}"
 
     def stop(self) -> None:
         for mac in self.macs.values():

@@ -25,6 +25,7 @@ from test_faults import (
     ArgvSampler,
     PyinfraRun,
     host_leftover_problems,
+    is_serve,
     kill_in_machine,
     poll,
     process_table,
@@ -64,7 +65,7 @@ def serves(table=None) -> list:
         parent = table.get(p.ppid)
         if parent is not None and parent.args == args:
             continue
-        if len(args) >= 2 and args[0].endswith("pyinfra-orbstack") and args[1] == "serve":
+        if is_serve(p):
             found.append(("relay" if "--mac" in args else "serve", p))
     return found
 
